@@ -1,0 +1,199 @@
+#!/usr/bin/env python3
+
+r"""
+Stage 2 of TracIn-WE: aggregate position gradients into word gradients (the
+non-zero rows of the embedding-table gradient) and score pairs of examples by
+their shared tokens.
+
+For examples ``x`` and ``x'`` the score at one checkpoint is
+``sum over tokens w in both of <row_w(x), row_w(x')>``, where ``row_w(x)`` is the
+sum of the position gradients of ``x`` at the positions holding ``w``. This is
+exactly the dot product of the two embedding-table gradients.
+"""
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from captum_tracin_we._utils.word_gradients import WordGradients
+
+# Largest dense query block (compressed vocabulary x dim x queries), in elements.
+_MAX_QUERY_BLOCK = 1 << 24
+
+
+@dataclass
+class WordRows:
+    r"""
+    The non-zero rows of the embedding-table gradients of a set of examples.
+
+    Attributes:
+        example_index (Tensor): ``(K,)`` long, which example each row belongs to.
+        token_ids (Tensor): ``(K,)`` long, the token of each row; each
+                    ``(example, token)`` pair appears at most once.
+        vectors (Tensor): ``(K, D)`` float32, the word gradients.
+        num_examples (int): Number of examples (some may have no rows).
+    """
+
+    example_index: Tensor
+    token_ids: Tensor
+    vectors: Tensor
+    num_examples: int
+
+    @staticmethod
+    def cat(parts: "list[WordRows]") -> "WordRows":
+        r"""Concatenates rows of consecutive example sets, renumbering examples."""
+        offsets, total = [], 0
+        for part in parts:
+            offsets.append(total)
+            total += part.num_examples
+        return WordRows(
+            example_index=torch.cat(
+                [p.example_index + o for p, o in zip(parts, offsets)]
+            ),
+            token_ids=torch.cat([p.token_ids for p in parts]),
+            vectors=torch.cat([p.vectors for p in parts]),
+            num_examples=total,
+        )
+
+    def summed(self) -> "WordRows":
+        r"""All examples added into one (for ``aggregate=True``)."""
+        return word_rows_from_positions(
+            torch.zeros_like(self.example_index),
+            self.token_ids,
+            self.vectors,
+            num_examples=1,
+        )
+
+    def scaled(self, factor: float) -> "WordRows":
+        return WordRows(
+            self.example_index, self.token_ids, self.vectors * factor, self.num_examples
+        )
+
+
+def word_rows(word_gradients: WordGradients) -> WordRows:
+    r"""
+    Sums the position gradients of each example by token id.
+
+    Args:
+        word_gradients (WordGradients): Position gradients of a batch.
+
+    Returns:
+        rows (WordRows): One row per (example, token) among counted positions.
+    """
+    examples, positions = word_gradients.mask.nonzero(as_tuple=True)
+    return word_rows_from_positions(
+        examples,
+        word_gradients.token_ids[examples, positions],
+        word_gradients.gradients[examples, positions],
+        num_examples=word_gradients.num_examples,
+    )
+
+
+def word_rows_from_positions(
+    example_index: Tensor, token_ids: Tensor, vectors: Tensor, num_examples: int
+) -> WordRows:
+    r"""Sums ``vectors`` that share an (example, token) pair into one row."""
+    span = int(token_ids.max()) + 1 if token_ids.numel() else 1
+    keys, inverse = torch.unique(example_index * span + token_ids, return_inverse=True)
+    summed = vectors.new_zeros(keys.shape[0], vectors.shape[-1])
+    summed.index_add_(0, inverse, vectors)
+    return WordRows(
+        example_index=keys // span,
+        token_ids=keys % span,
+        vectors=summed,
+        num_examples=num_examples,
+    )
+
+
+def self_scores(rows: WordRows) -> Tensor:
+    r"""
+    TracIn-WE of each example with itself at one checkpoint (before the learning
+    rate): the squared norm of its embedding-table gradient.
+
+    Returns:
+        scores (Tensor): ``(num_examples,)``.
+    """
+    scores = rows.vectors.new_zeros(rows.num_examples)
+    return scores.index_add_(0, rows.example_index, rows.vectors.pow(2).sum(1))
+
+
+def shared_token_scores(queries: WordRows, train: WordRows) -> Tensor:
+    r"""
+    Scores every (query, train) pair by the word gradients of their shared
+    tokens, at one checkpoint and before the learning rate.
+
+    The queries are written densely in a vocabulary compressed to their own
+    tokens; the training rows whose token no query has are dropped; the
+    remaining training rows form a sparse ``(rows, tokens x dim)`` matrix that
+    multiplies the dense query block. Work is proportional to the number of
+    training word rows that share a token with some query.
+
+    Args:
+        queries (WordRows): Word gradients of ``n_query`` examples.
+        train (WordRows): Word gradients of ``n_train`` examples.
+
+    Returns:
+        scores (Tensor): ``(n_query, n_train)``; positive means the training
+                    example's gradient step lowers the query's loss (proponent).
+    """
+    dim = train.vectors.shape[-1]
+    scores = train.vectors.new_zeros(queries.num_examples, train.num_examples)
+    block = max(1, _MAX_QUERY_BLOCK // max(1, dim * _distinct(queries.token_ids)))
+    for start in range(0, queries.num_examples, block):
+        stop = min(start + block, queries.num_examples)
+        part = queries.example_index >= start
+        part &= queries.example_index < stop
+        scores[start:stop] = _block_scores(
+            queries.example_index[part] - start,
+            queries.token_ids[part],
+            queries.vectors[part],
+            stop - start,
+            train,
+        )
+    return scores
+
+
+def _distinct(values: Tensor) -> int:
+    return int(torch.unique(values).numel())
+
+
+def _block_scores(
+    query_example: Tensor,
+    query_tokens: Tensor,
+    query_vectors: Tensor,
+    n_query: int,
+    train: WordRows,
+) -> Tensor:
+    scores = train.vectors.new_zeros(n_query, train.num_examples)
+    if query_tokens.numel() == 0 or train.token_ids.numel() == 0:
+        return scores
+    vocab, query_slot = torch.unique(query_tokens, return_inverse=True)
+    slot = torch.searchsorted(vocab, train.token_ids).clamp_(max=vocab.numel() - 1)
+    shared = vocab[slot] == train.token_ids
+    if not bool(shared.any()):
+        return scores
+    slot, vectors = slot[shared], train.vectors[shared]
+    dim = vectors.shape[-1]
+    dense = query_vectors.new_zeros(vocab.numel(), dim, n_query)
+    dense[query_slot, :, query_example] = query_vectors
+    per_row = _sparse_rows(slot, vectors, vocab.numel()) @ dense.view(-1, n_query)
+    return scores.index_add_(1, train.example_index[shared], per_row.T)
+
+
+def _sparse_rows(slot: Tensor, vectors: Tensor, vocab_size: int) -> Tensor:
+    r"""``(R, vocab_size * D)`` CSR matrix with row r = vectors[r] at block slot[r]."""
+    rows, dim = vectors.shape
+    device = vectors.device
+    crow = torch.arange(0, rows * dim + 1, dim, device=device)
+    cols = (slot.unsqueeze(1) * dim + torch.arange(dim, device=device)).reshape(-1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(
+            crow,
+            cols,
+            vectors.reshape(-1),
+            size=(rows, vocab_size * dim),
+            check_invariants=False,
+        )

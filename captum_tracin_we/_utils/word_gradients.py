@@ -1,0 +1,264 @@
+#!/usr/bin/env python3
+
+r"""
+Stage 1 of TracIn-WE: the loss gradient at the output of the token-embedding
+layer, for every position of every example of a batch, from one forward and one
+backward pass.
+
+The gradient of the embedding *table* for an example is sparse: row ``w`` is the
+sum of the position gradients over the positions that hold token ``w``. So these
+per-position gradients, with the token ids, are all TracIn-WE needs; the dense
+``vocab x dim`` gradient is never formed.
+"""
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, List, Optional
+
+import torch
+from torch import Tensor
+from torch.nn import Embedding, Module
+from torch.utils.hooks import RemovableHandle
+
+from captum_tracin_we._utils.model_adapter import ModelAdapter
+
+
+@dataclass
+class WordGradients:
+    r"""
+    Per-position loss gradients at the embedding output for one batch.
+
+    Attributes:
+        token_ids (Tensor): ``(B, L)`` token ids as they entered the embedding.
+        gradients (Tensor): ``(B, L, D)`` float32 gradients of each example's
+                    own loss with respect to the embedding output; zero at
+                    positions that do not count.
+        mask (Tensor): ``(B, L)`` bool, True at positions that count (not
+                    padding, not an excluded token id, and, with Top-k, among the
+                    k positions of largest gradient norm).
+    """
+
+    token_ids: Tensor
+    gradients: Tensor
+    mask: Tensor
+
+    @property
+    def num_examples(self) -> int:
+        return self.token_ids.shape[0]
+
+
+class _EmbeddingCapture:
+    r"""Replaces the embedding output by a leaf that requires grad, and checks ids."""
+
+    def __init__(self, embedding: Embedding) -> None:
+        self.embedding = embedding
+        self.outputs: List[Tensor] = []
+        self.token_ids: List[Tensor] = []
+        self._handles: List[RemovableHandle] = []
+
+    def __enter__(self) -> "_EmbeddingCapture":
+        self._handles = [
+            self.embedding.register_forward_pre_hook(self._check_ids),
+            self.embedding.register_forward_hook(self._capture),
+        ]
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+    def _check_ids(self, module: Module, inputs: Any) -> None:
+        ids = inputs[0]
+        if ids.numel() == 0:
+            return
+        low, high = int(ids.min()), int(ids.max())
+        vocab = self.embedding.num_embeddings
+        if low < 0 or high >= vocab:
+            bad = high if high >= vocab else low
+            raise ValueError(
+                f"Token id {bad} is outside the embedding layer's vocabulary of "
+                f"{vocab} rows. The texts were most likely tokenized with a different "
+                "tokenizer than the model's: use the tokenizer the model was trained "
+                "with."
+            )
+
+    def _capture(self, module: Module, inputs: Any, output: Tensor) -> Tensor:
+        leaf = output.detach().requires_grad_(True)
+        self.outputs.append(leaf)
+        self.token_ids.append(inputs[0])
+        return leaf
+
+
+def collect_word_gradients(
+    adapter: ModelAdapter,
+    batch: Any,
+    loss_fn: Callable[..., Tensor],
+    first_index: int = 0,
+    top_k_words: Optional[int] = None,
+    exclude_token_ids: Optional[Tensor] = None,
+) -> WordGradients:
+    r"""
+    Computes the per-position embedding-output gradients of one batch with one
+    forward and one backward pass.
+
+    In eval mode the examples of a batch are independent, so the gradient of the
+    summed per-example losses at the embedding output holds, at each position,
+    the gradient of that example's own loss.
+
+    Args:
+        adapter (ModelAdapter): The model and its embedding table.
+        batch (tuple or dict): One batch (see :class:`ModelAdapter`).
+        loss_fn (Callable): ``loss_fn(logits, labels)`` with reduction ``"none"``
+                    (per-example), ``"sum"`` or ``"mean"``; all give gradients of
+                    per-example losses.
+        first_index (int, optional): Index of the batch's first example in its
+                    dataset, used to name examples in error messages.
+                    Default: 0
+        top_k_words (int, optional): Keep only the ``top_k_words`` positions of
+                    largest gradient L2 norm per example (TracIn-WE-Topk).
+                    Default: None (keep all)
+        exclude_token_ids (Tensor, optional): Token ids whose positions never
+                    count. Default: None
+
+    Returns:
+        word_gradients (WordGradients): Token ids, gradients and mask of the batch.
+    """
+    args, kwargs, labels, attention_mask = adapter.split(batch)
+    with torch.enable_grad(), _EmbeddingCapture(adapter.embedding) as capture:
+        logits = adapter.logits(args, kwargs)
+        _check_capture(capture)
+        _check_labels(logits, labels, first_index)
+        total_loss = _summed_loss(loss_fn, logits, labels, first_index)
+        leaf = capture.outputs[0]
+        (gradients,) = torch.autograd.grad(total_loss, leaf, allow_unused=True)
+    token_ids = capture.token_ids[0]
+    if gradients is None:
+        gradients = torch.zeros_like(leaf)
+    gradients = gradients.detach().float()
+    _check_finite_gradients(gradients, first_index)
+    mask = _counted_positions(
+        token_ids, adapter.embedding, attention_mask, exclude_token_ids
+    )
+    if top_k_words is not None:
+        mask = keep_top_positions(gradients, mask, top_k_words)
+    gradients = gradients * mask.unsqueeze(-1)
+    return WordGradients(token_ids=token_ids, gradients=gradients, mask=mask)
+
+
+def keep_top_positions(gradients: Tensor, mask: Tensor, k: int) -> Tensor:
+    r"""
+    Top-k positions by gradient L2 norm (TracIn-WE-Topk, paper eq. 3).
+
+    Args:
+        gradients (Tensor): ``(B, L, D)`` position gradients.
+        mask (Tensor): ``(B, L)`` bool, positions that may be kept.
+        k (int): Positions kept per example; ties go to the earlier position.
+
+    Returns:
+        mask (Tensor): ``(B, L)`` bool, at most ``k`` True per row.
+    """
+    norms = gradients.norm(dim=-1).masked_fill(~mask, -float("inf"))
+    order = torch.argsort(norms, dim=1, descending=True, stable=True)[:, :k]
+    top = torch.zeros_like(mask).scatter_(1, order, True)
+    return top & mask
+
+
+def _counted_positions(
+    token_ids: Tensor,
+    embedding: Embedding,
+    attention_mask: Optional[Tensor],
+    exclude_token_ids: Optional[Tensor],
+) -> Tensor:
+    mask = torch.ones_like(token_ids, dtype=torch.bool)
+    if embedding.padding_idx is not None:
+        mask &= token_ids != embedding.padding_idx
+    if attention_mask is not None and attention_mask.shape == token_ids.shape:
+        mask &= attention_mask.bool()
+    if exclude_token_ids is not None and exclude_token_ids.numel():
+        mask &= ~torch.isin(token_ids, exclude_token_ids.to(token_ids.device))
+    return mask
+
+
+def _check_capture(capture: _EmbeddingCapture) -> None:
+    calls = len(capture.outputs)
+    if calls == 1:
+        return
+    if calls == 0:
+        raise ValueError(
+            "The embedding layer was not called during the forward pass, so the "
+            "token ids do not pass through it. Pass token ids (not `inputs_embeds`) "
+            "and check `embedding_layer`."
+        )
+    raise ValueError(
+        f"The embedding layer was called {calls} times in one forward pass. "
+        "TracIn-WE needs the token ids to pass through it exactly once."
+    )
+
+
+def _check_labels(logits: Tensor, labels: Tensor, first_index: int) -> None:
+    if labels.shape[:1] != logits.shape[:1]:
+        raise ValueError(
+            f"The batch has {labels.shape[0] if labels.dim() else 1} labels for "
+            f"{logits.shape[0]} model outputs; each example needs one label."
+        )
+    if logits.dim() != 2 or labels.is_floating_point() or labels.dim() != 1:
+        return
+    num_classes = logits.shape[1]
+    bad = ((labels < 0) | (labels >= num_classes)).nonzero().flatten()
+    if bad.numel():
+        i = int(bad[0])
+        raise ValueError(
+            f"Label {int(labels[i])} of example {first_index + i} is out of range for "
+            f"a model with {num_classes} classes (expected 0..{num_classes - 1})."
+        )
+
+
+_warned_scalar_loss = False
+
+
+def _summed_loss(
+    loss_fn: Callable[..., Tensor], logits: Tensor, labels: Tensor, first_index: int
+) -> Tensor:
+    r"""The sum of the per-example losses of the batch, whatever the reduction."""
+    global _warned_scalar_loss
+    loss = loss_fn(logits, labels)
+    batch_size = logits.shape[0]
+    if loss.dim() == 0:
+        reduction = getattr(loss_fn, "reduction", None)
+        if reduction is None and not _warned_scalar_loss:
+            _warned_scalar_loss = True
+            warnings.warn(
+                "`loss_fn` returned a scalar and has no `reduction` attribute; it is "
+                "taken to be a sum over the batch. Set `loss_fn.reduction = 'mean'` "
+                "if it averages.",
+                stacklevel=4,
+            )
+        total = loss * batch_size if reduction == "mean" else loss
+        if not torch.isfinite(total):
+            bad = ~torch.isfinite(logits).reshape(batch_size, -1).all(1)
+            _raise_non_finite(bad if bad.any() else torch.ones_like(bad), first_index)
+        return total
+    if loss.shape[0] != batch_size:
+        raise ValueError(
+            f"`loss_fn` returned shape {tuple(loss.shape)} for a batch of "
+            f"{batch_size}; use reduction 'none' (one loss per example), 'sum' or "
+            "'mean'."
+        )
+    per_example = loss.reshape(batch_size, -1).sum(1)
+    _raise_non_finite(~torch.isfinite(per_example), first_index)
+    return per_example.sum()
+
+
+def _raise_non_finite(bad: Tensor, first_index: int) -> None:
+    indices = (bad.nonzero().flatten() + first_index).tolist()
+    if indices:
+        raise ValueError(
+            f"The loss is NaN or infinite for example(s) {indices[:10]}. Check those "
+            "inputs and labels, and that the checkpoint's weights are finite."
+        )
+
+
+def _check_finite_gradients(gradients: Tensor, first_index: int) -> None:
+    finite = torch.isfinite(gradients).reshape(gradients.shape[0], -1).all(1)
+    if not bool(finite.all()):
+        _raise_non_finite(~finite, first_index)

