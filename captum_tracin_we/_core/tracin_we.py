@@ -11,7 +11,10 @@ from torch.nn import CrossEntropyLoss, Module
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 from tqdm.auto import tqdm
 
-from captum_tracin_we._utils.checkpoints import checkpoint_paths, load_checkpoint_with_lr
+from captum_tracin_we._utils.checkpoints import (
+    checkpoint_paths,
+    load_checkpoint_with_lr,
+)
 from captum_tracin_we._utils.model_adapter import (
     find_embedding_layer,
     ModelAdapter,
@@ -144,7 +147,9 @@ class TracInWE(TracInCPBase):
         if top_k_words is not None and (
             not isinstance(top_k_words, int) or top_k_words < 1
         ):
-            raise ValueError(f"`top_k_words` must be a positive int; got {top_k_words}.")
+            raise ValueError(
+                f"`top_k_words` must be a positive int; got {top_k_words}."
+            )
         self.top_k_words = top_k_words
         self.embedding_layer = find_embedding_layer(model, embedding_layer)
         self.exclude_token_ids = torch.tensor(
@@ -206,18 +211,25 @@ class TracInWE(TracInCPBase):
     ) -> Tensor:
         test_batches = _as_batches(inputs)
         blocks: List[Tensor] = []
-        with self._scoring(), self._progress(
-            "influence", len(test_batches), show_progress
-        ) as bar:
+        with (
+            self._scoring(),
+            self._progress("influence", len(test_batches), show_progress) as bar,
+        ):
             for checkpoint in self.checkpoints:
                 learning_rate = self._load(checkpoint)
                 queries = WordRows.cat(
-                    list(self._streamed_rows(test_batches, self.test_loss_fn, bar, "test"))
+                    list(
+                        self._streamed_rows(
+                            test_batches, self.test_loss_fn, bar, "test"
+                        )
+                    )
                 )
                 if aggregate:
                     queries = queries.summed()
                 queries = queries.scaled(learning_rate)
-                train_rows = self._streamed_rows(self.train_dataloader, self.loss_fn, bar)
+                train_rows = self._streamed_rows(
+                    self.train_dataloader, self.loss_fn, bar
+                )
                 for i, train in enumerate(train_rows):
                     block = shared_token_scores(queries, train)
                     if i < len(blocks):
@@ -276,9 +288,12 @@ class TracInWE(TracInCPBase):
         )
         n_batches = _length(batches)
         total: Optional[Tensor] = None
-        with self._scoring(), self._progress(
-            "self influence", n_batches, show_progress, with_train=False
-        ) as bar:
+        with (
+            self._scoring(),
+            self._progress(
+                "self influence", n_batches, show_progress, with_train=False
+            ) as bar,
+        ):
             for checkpoint in self.checkpoints:
                 learning_rate = self._load(checkpoint)
                 scores = torch.cat(
@@ -287,8 +302,10 @@ class TracInWE(TracInCPBase):
                         for rows in self._streamed_rows(batches, self.loss_fn, bar)
                     ]
                 )
-                total = learning_rate * scores if total is None else total + (
+                total = (
                     learning_rate * scores
+                    if total is None
+                    else total + (learning_rate * scores)
                 )
         assert total is not None
         return total.cpu()
@@ -310,7 +327,9 @@ class TracInWE(TracInCPBase):
                 f"{learning_rate!r} for checkpoint {checkpoint!r}."
             ) from None
         if learning_rate != learning_rate or abs(learning_rate) == float("inf"):
-            raise ValueError(f"Checkpoint {checkpoint!r} has learning rate {learning_rate}.")
+            raise ValueError(
+                f"Checkpoint {checkpoint!r} has learning rate {learning_rate}."
+            )
         return learning_rate
 
     def _streamed_rows(
@@ -390,4 +409,3 @@ def _k_too_large(k: int, train_size: int) -> str:
         f"k={k} is larger than the training set ({train_size} examples). Use "
         f"k <= {train_size}, or k=None for all scores."
     )
-

@@ -84,7 +84,9 @@ def _embedding_names(model: Module) -> List[str]:
 
 def _require_embedding(module: Module, name: str, candidates: List[str]) -> Embedding:
     if not isinstance(module, Embedding):
-        hint = f" nn.Embedding modules of the model: {candidates}." if candidates else ""
+        hint = (
+            f" nn.Embedding modules of the model: {candidates}." if candidates else ""
+        )
         raise ValueError(
             f"The embedding layer {name!r} is a {type(module).__name__}, not an "
             f"nn.Embedding. TracIn-WE needs the token-embedding table.{hint}"
@@ -180,7 +182,11 @@ class ModelAdapter:
             return logits
         if isinstance(output, Mapping) and isinstance(output.get("logits"), Tensor):
             return output["logits"]
-        if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
+        if (
+            isinstance(output, (tuple, list))
+            and output
+            and isinstance(output[0], Tensor)
+        ):
             return output[0]
         raise TypeError(
             "The model must return logits: a tensor, an object with `.logits`, or "

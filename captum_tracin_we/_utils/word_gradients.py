@@ -124,6 +124,11 @@ def collect_word_gradients(
         word_gradients (WordGradients): Token ids, gradients and mask of the batch.
     """
     args, kwargs, labels, attention_mask = adapter.split(batch)
+    if labels.dim() == 0 or labels.shape[0] == 0:
+        raise ValueError(
+            "A batch is empty or has no per-example labels; pass at least one example "
+            "with one label each."
+        )
     with torch.enable_grad(), _EmbeddingCapture(adapter.embedding) as capture:
         logits = adapter.logits(args, kwargs)
         _check_capture(capture)
