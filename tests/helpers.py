@@ -7,7 +7,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from captum.influence import TracInCP
-from torch import nn, Tensor
+from torch import Tensor, nn
 from torch.utils.data import Dataset, TensorDataset
 
 PAD, CLS, SEP = 0, 1, 2
@@ -46,7 +46,7 @@ def random_ids(n: int, length: int, seed: int, vocab: int = VOCAB) -> Tensor:
 def save_checkpoints(
     model: nn.Module, directory: str, count: int = 3, seed: int = 0, step: float = 0.1
 ) -> List[str]:
-    r"""Saves ``count`` perturbed copies of ``model`` with learning rates 0.5, 1.5, ..."""
+    r"""Saves ``count`` perturbed copies of ``model``, learning rates 0.5, 1.5, ..."""
     gen = torch.Generator().manual_seed(seed)
     paths = []
     for i in range(count):

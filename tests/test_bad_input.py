@@ -9,10 +9,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from captum_tracin_we import load_checkpoint_with_lr, TracInWE
+from captum_tracin_we import TracInWE, load_checkpoint_with_lr
 from tests.helpers import (
-    bag_setup,
     BagNet,
+    bag_setup,
     dict_dataset,
     random_ids,
     tiny_hf_classifier,

@@ -5,11 +5,12 @@ r"""Property-based checks over random token sequences, against brute force."""
 import tempfile
 
 import torch
-from hypothesis import given, HealthCheck, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from torch.utils.data import TensorDataset
 
 from captum_tracin_we import TracInWE
-from tests.helpers import assert_close, BagNet, dense_reference, PAD, save_checkpoints
+from tests.helpers import PAD, BagNet, assert_close, dense_reference, save_checkpoints
 
 VOCAB = 12  # small, so that texts share many tokens
 

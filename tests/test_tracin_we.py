@@ -12,18 +12,18 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from captum_tracin_we import KMostInfluentialResults, TracInWE
 from tests.helpers import (
+    CLS,
+    PAD,
+    SEP,
+    LogitsOnly,
     assert_close,
     bag_setup,
-    CLS,
     dense_reference,
     dict_dataset,
     embedding_name,
     load_into,
-    LogitsOnly,
-    PAD,
     random_ids,
     save_checkpoints,
-    SEP,
     tiny_hf_classifier,
     tracincp_oracle,
 )

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 
-from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Union
 
 import torch
 from captum.influence import TracInCPBase
@@ -16,16 +16,16 @@ from captum_tracin_we._utils.checkpoints import (
     load_checkpoint_with_lr,
 )
 from captum_tracin_we._utils.model_adapter import (
-    find_embedding_layer,
     ModelAdapter,
+    find_embedding_layer,
     scoring_mode,
     warn_if_training,
 )
 from captum_tracin_we._utils.shared_tokens import (
+    WordRows,
     self_scores,
     shared_token_scores,
     word_rows,
-    WordRows,
 )
 from captum_tracin_we._utils.word_gradients import collect_word_gradients
 
