@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 
-r"""Command line: ``captum-tracin-we demo`` (also ``python -m captum_tracin_we demo``)."""
+r"""Command line: ``captum-tracin-we demo`` (or ``python -m captum_tracin_we``)."""
 
 import argparse
 from typing import List, Optional

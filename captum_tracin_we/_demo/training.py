@@ -74,7 +74,7 @@ def fine_tune(
     paths: List[str] = []
     model.train()
     bar = tqdm(total=epochs * steps, desc="Fine-tuning", disable=not show_progress)
-    for epoch in range(epochs):
+    for _ in range(epochs):
         for step, batch in enumerate(train_loader):
             loss = model(**batch).loss
             optimizer.zero_grad()
