@@ -49,6 +49,10 @@ class CallsEmbeddingTwice(BagNet):
     def forward(self, ids):
         return self.from_embeddings(self.emb(ids) + self.emb(ids), ids)
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.eval()
+
 
 def test_no_embedding_layer(bag):
     _, train, _, paths = bag

@@ -213,7 +213,7 @@ class TracInWE(TracInCPBase):
         blocks: List[Tensor] = []
         with (
             self._scoring(),
-            self._progress("influence", len(test_batches), show_progress) as bar,
+            self._progress("influence", _length(test_batches), show_progress) as bar,
         ):
             for checkpoint in self.checkpoints:
                 learning_rate = self._load(checkpoint)
@@ -376,10 +376,9 @@ class TracInWE(TracInCPBase):
         )
 
 
-def _as_batches(inputs: Any) -> List[Any]:
-    if isinstance(inputs, DataLoader):
-        return list(inputs)
-    return [inputs]
+def _as_batches(inputs: Any) -> Union[DataLoader, List[Any]]:
+    r"""A DataLoader as it is (it is iterated once per checkpoint), else one batch."""
+    return inputs if isinstance(inputs, DataLoader) else [inputs]
 
 
 def _length(dataset: Any) -> Optional[int]:
