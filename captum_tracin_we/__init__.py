@@ -6,11 +6,19 @@ from captum.influence._utils.common import KMostInfluentialResults
 
 from captum_tracin_we._core.tracin_we import TracInWE
 from captum_tracin_we._utils.checkpoints import load_checkpoint_with_lr
+from captum_tracin_we._utils.word_contributions import (
+    WordInfluence,
+    merge_subwords,
+    top_words,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "KMostInfluentialResults",
     "TracInWE",
+    "WordInfluence",
     "load_checkpoint_with_lr",
+    "merge_subwords",
+    "top_words",
 ]

@@ -27,7 +27,15 @@ from captum_tracin_we._utils.shared_tokens import (
     shared_token_scores,
     word_rows,
 )
-from captum_tracin_we._utils.word_gradients import collect_word_gradients
+from captum_tracin_we._utils.word_contributions import (
+    WordInfluence,
+    pair_contributions,
+)
+from captum_tracin_we._utils.word_gradients import (
+    WordGradients,
+    collect_word_gradients,
+    stack_word_gradients,
+)
 
 LossFn = Union[Module, Callable[..., Tensor]]
 
@@ -310,6 +318,97 @@ class TracInWE(TracInCPBase):
         assert total is not None
         return total.cpu()
 
+    @log_usage()
+    def word_influence(
+        self,
+        inputs: Any,
+        train_indices: Tensor,
+        show_progress: bool = False,
+    ) -> WordInfluence:
+        r"""
+        Splits the TracIn-WE scores of chosen (test, training) pairs over the
+        positions of both texts.
+
+        Position ``p`` of the training text, holding token ``w``, contributes
+        ``sum_c lr_c * <gradient at p, row_w(test text)>``, and position ``q`` of
+        the test text contributes ``sum_c lr_c * <gradient at q, row_w(training
+        text)>``. Padding, excluded ids and (with Top-k) positions not kept
+        contribute 0. Each side sums to the score.
+
+        Args:
+            inputs (tuple, dict or DataLoader): ``n_test`` test examples, as for
+                        :meth:`influence`.
+            train_indices (Tensor): ``(n_test, m)`` long indices into the
+                        training set, for example ``influence(inputs,
+                        k=m).indices``.
+            show_progress (bool, optional): Show a progress bar. Default: False
+
+        Returns:
+            word_influence (WordInfluence): Scores ``(n_test, m)`` equal to
+                        ``influence`` at ``train_indices``, token ids, and
+                        per-position contributions of both sides.
+        """
+        indices = torch.as_tensor(train_indices, dtype=torch.long).cpu()
+        if indices.dim() != 2:
+            raise ValueError(
+                "`train_indices` must be (n_test, m), one row of training indices per "
+                f"test example; got shape {tuple(indices.shape)}."
+            )
+        train_size = _length(self.train_dataloader.dataset)
+        if indices.numel() and (
+            int(indices.min()) < 0
+            or (train_size is not None and int(indices.max()) >= train_size)
+        ):
+            raise ValueError(
+                f"`train_indices` must lie in [0, {train_size}); got values from "
+                f"{int(indices.min())} to {int(indices.max())}."
+            )
+        unique, inverse = torch.unique(indices, return_inverse=True)
+        test_batches = _as_batches(inputs)
+        test_c = train_c = None
+        with (
+            self._scoring(),
+            self._progress(
+                "word influence", _length(test_batches), show_progress, with_train=False
+            ) as bar,
+        ):
+            for checkpoint in self.checkpoints:
+                learning_rate = self._load(checkpoint)
+                test = self._stacked_gradients(
+                    test_batches, self.test_loss_fn, "test", bar
+                )
+                if test.num_examples != indices.shape[0]:
+                    raise ValueError(
+                        f"`train_indices` has {indices.shape[0]} rows for "
+                        f"{test.num_examples} test examples; pass one row per test "
+                        "example."
+                    )
+                train = self._stacked_gradients(
+                    self._train_batches(unique.tolist()), self.loss_fn, "training", bar
+                )
+                parts = pair_contributions(
+                    test.token_ids,
+                    learning_rate * test.gradients,
+                    train.token_ids[inverse],
+                    train.gradients[inverse],
+                )
+                if test_c is None:
+                    test_c, train_c = parts
+                else:
+                    test_c, train_c = test_c + parts[0], train_c + parts[1]
+        return WordInfluence(
+            scores=train_c.sum(-1).cpu(),
+            train_indices=indices,
+            test_token_ids=test.token_ids.cpu(),
+            train_token_ids=train.token_ids[inverse].cpu(),
+            test_contributions=test_c.cpu(),
+            train_contributions=train_c.cpu(),
+            test_mask=test.real.cpu(),
+            train_mask=train.real[inverse].cpu(),
+            test_labels=test.labels.cpu(),
+            train_labels=train.labels[inverse].cpu(),
+        )
+
     def _scoring(self) -> Any:
         if not getattr(self, "_warned_training", False) and self.model.training:
             self._warned_training = True
@@ -345,8 +444,13 @@ class TracInWE(TracInCPBase):
             raise ValueError(f"The {role} data is empty; pass at least one example.")
 
     def _batch_rows(self, batch: Any, loss_fn: Any, first: int, role: str) -> WordRows:
+        return word_rows(self._batch_gradients(batch, loss_fn, first, role))
+
+    def _batch_gradients(
+        self, batch: Any, loss_fn: Any, first: int, role: str
+    ) -> WordGradients:
         try:
-            gradients = collect_word_gradients(
+            return collect_word_gradients(
                 self._adapter,
                 batch,
                 loss_fn,
@@ -356,7 +460,37 @@ class TracInWE(TracInCPBase):
             )
         except ValueError as error:
             raise ValueError(f"In the {role} data: {error}") from None
-        return word_rows(gradients)
+
+    def _stacked_gradients(
+        self, batches: Iterable[Any], loss_fn: Any, role: str, bar: Any
+    ) -> WordGradients:
+        parts, first = [], 0
+        for batch in batches:
+            parts.append(self._batch_gradients(batch, loss_fn, first, role))
+            first += parts[-1].num_examples
+            bar.update(1)
+        if first == 0:
+            raise ValueError(f"The {role} data is empty; pass at least one example.")
+        return stack_word_gradients(parts, self._pad_id)
+
+    @property
+    def _pad_id(self) -> int:
+        padding_idx = self.embedding_layer.padding_idx
+        return 0 if padding_idx is None else int(padding_idx)
+
+    def _train_batches(self, indices: List[int]) -> Iterator[Any]:
+        r"""Batches of the chosen training examples, by random access."""
+        loader = self.train_dataloader
+        if not hasattr(loader.dataset, "__getitem__") or loader.batch_size is None:
+            raise ValueError(
+                "word_influence needs to fetch training examples by index: pass a "
+                "map-style Dataset (with __getitem__), or a DataLoader with a "
+                "batch_size over one."
+            )
+        size = loader.batch_size
+        for start in range(0, len(indices), size):
+            chunk = indices[start : start + size]
+            yield loader.collate_fn([loader.dataset[i] for i in chunk])
 
     def _progress(
         self,

@@ -36,11 +36,15 @@ class WordGradients:
         mask (Tensor): ``(B, L)`` bool, True at positions that count (not
                     padding, not an excluded token id, and, with Top-k, among the
                     k positions of largest gradient norm).
+        real (Tensor): ``(B, L)`` bool, True at positions that are not padding.
+        labels (Tensor): ``(B,)`` the batch's labels.
     """
 
     token_ids: Tensor
     gradients: Tensor
     mask: Tensor
+    real: Tensor
+    labels: Tensor
 
     @property
     def num_examples(self) -> int:
@@ -141,13 +145,34 @@ def collect_word_gradients(
         gradients = torch.zeros_like(leaf)
     gradients = gradients.detach().float()
     _check_finite_gradients(gradients, first_index)
+    real = _counted_positions(token_ids, adapter.embedding, attention_mask, None)
     mask = _counted_positions(
         token_ids, adapter.embedding, attention_mask, exclude_token_ids
     )
     if top_k_words is not None:
         mask = keep_top_positions(gradients, mask, top_k_words)
     gradients = gradients * mask.unsqueeze(-1)
-    return WordGradients(token_ids=token_ids, gradients=gradients, mask=mask)
+    return WordGradients(token_ids, gradients, mask, real, labels)
+
+
+def stack_word_gradients(parts: List[WordGradients], pad_id: int) -> WordGradients:
+    r"""Concatenates batches along examples, right-padding shorter ones."""
+    width = max(part.token_ids.shape[1] for part in parts)
+
+    def pad(tensor: Tensor, value: Any) -> Tensor:
+        missing = width - tensor.shape[1]
+        if missing == 0:
+            return tensor
+        shape = (tensor.shape[0], missing, *tensor.shape[2:])
+        return torch.cat([tensor, tensor.new_full(shape, value)], dim=1)
+
+    return WordGradients(
+        token_ids=torch.cat([pad(p.token_ids, pad_id) for p in parts]),
+        gradients=torch.cat([pad(p.gradients, 0.0) for p in parts]),
+        mask=torch.cat([pad(p.mask, False) for p in parts]),
+        real=torch.cat([pad(p.real, False) for p in parts]),
+        labels=torch.cat([p.labels for p in parts]),
+    )
 
 
 def keep_top_positions(gradients: Tensor, mask: Tensor, k: int) -> Tensor:

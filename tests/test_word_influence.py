@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from captum_tracin_we import TracInWE, WordInfluence, merge_subwords, top_words
+from tests.helpers import (
+    PAD,
+    assert_close,
+    bag_setup,
+    dict_dataset,
+    load_into,
+    random_ids,
+    save_checkpoints,
+    tiny_hf_classifier,
+)
+
+
+@pytest.fixture
+def bag(tmp_path):
+    return bag_setup(str(tmp_path))
+
+
+@pytest.mark.parametrize("top_k_words", [None, 3])
+def test_scores_equal_influence_and_sides_sum_to_them(bag, top_k_words):
+    model, train, test, paths = bag
+    tracin = TracInWE(model, train, paths, top_k_words=top_k_words, batch_size=5)
+    top = tracin.influence(test, k=4)
+    result = tracin.word_influence(test, top.indices)
+    assert isinstance(result, WordInfluence)
+    assert_close(result.scores, top.influence_scores)
+    assert_close(result.train_contributions.sum(-1), result.scores)
+    assert_close(result.test_contributions.sum(-1), result.scores)
+    assert result.train_token_ids.shape[:2] == (6, 4)
+    assert (result.train_contributions[~result.train_mask] == 0).all()
+    assert (
+        result.test_contributions[
+            ~result.test_mask.unsqueeze(1).expand_as(result.test_contributions)
+        ]
+        == 0
+    ).all()
+    assert torch.equal(result.train_labels, train.tensors[1][top.indices])
+
+
+def test_position_contributions_match_brute_force(bag):
+    model, train, test, paths = bag
+    tracin = TracInWE(model, train, paths)
+    result = tracin.word_influence((test[0][:1], test[1][:1]), torch.tensor([[5]]))
+    expected_train = torch.zeros(train.tensors[0].shape[1], dtype=torch.float64)
+    expected_test = torch.zeros(test[0].shape[1], dtype=torch.float64)
+    loss = torch.nn.CrossEntropyLoss()
+    for path in paths:
+        lr = load_into()(model, path)
+
+        def position_gradients(ids, label):
+            embedded = model.emb.weight[ids].detach().requires_grad_(True)
+            out = model.from_embeddings(embedded[None], ids[None])
+            return torch.autograd.grad(loss(out, label[None]), embedded)[0].double()
+
+        a_ids, a_grad = train.tensors[0][5], position_gradients(*train[5])
+        b_ids, b_grad = test[0][0], position_gradients(test[0][0], test[1][0])
+        for p in range(len(a_ids)):
+            for q in range(len(b_ids)):
+                if a_ids[p] == b_ids[q] and a_ids[p] != PAD:
+                    dot = lr * float(a_grad[p] @ b_grad[q])
+                    expected_train[p] += dot
+                    expected_test[q] += dot
+    assert_close(result.train_contributions[0, 0], expected_train)
+    assert_close(result.test_contributions[0, 0], expected_test)
+
+
+def test_bert_word_influence_with_dict_batches(tmp_path):
+    model = tiny_hf_classifier("bert")
+    paths = save_checkpoints(model, str(tmp_path), step=0.05)
+    ids = random_ids(14, 9, seed=7)
+    labels = torch.arange(14) % 3
+    train = DataLoader(dict_dataset(ids[:10], labels[:10]), batch_size=4)
+    test = {
+        "input_ids": ids[10:],
+        "attention_mask": (ids[10:] != PAD).long(),
+        "labels": labels[10:],
+    }
+    tracin = TracInWE(model, train, paths, batch_size=None)
+    scores = tracin.influence(test)
+    indices = torch.tensor([[0, 3, 9], [1, 1, 2], [5, 6, 7], [8, 0, 4]])
+    result = tracin.word_influence(test, indices)
+    assert_close(result.scores, scores.gather(1, indices))
+    assert_close(result.test_contributions.sum(-1), result.scores)
+
+
+def test_bad_train_indices(bag):
+    model, train, test, paths = bag
+    tracin = TracInWE(model, train, paths)
+    with pytest.raises(ValueError, match=r"\(n_test, m\)"):
+        tracin.word_influence(test, torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match=r"in \[0, 24\)"):
+        tracin.word_influence(test, torch.full((6, 2), 24))
+    with pytest.raises(ValueError, match="2 rows for 6 test examples"):
+        tracin.word_influence(test, torch.zeros(2, 3, dtype=torch.long))
+
+
+def test_merge_subwords_wordpiece_and_start_markers():
+    words, values = merge_subwords(
+        ["[CLS]", "un", "##believ", "##able", "film", "[SEP]"], [1, 2, 3, 4, 5, 6]
+    )
+    assert words == ["[CLS]", "unbelievable", "film", "[SEP]"]
+    assert values == [1.0, 9.0, 5.0, 6.0]
+    words, values = merge_subwords(
+        ["<s>", "Ġun", "believ", "able", "Ġfilm", "</s>"], [1, 2, 3, 4, 5, 6]
+    )
+    assert words == ["<s>", "unbelievable", "film", "</s>"]
+    assert values == [1.0, 9.0, 5.0, 6.0]
+    with pytest.raises(ValueError, match="one contribution per token"):
+        merge_subwords(["a"], [1, 2])
+
+
+def test_top_words_ranks_by_absolute_contribution(bag):
+    model, train, test, paths = bag
+    tracin = TracInWE(model, train, paths)
+    result = tracin.word_influence(test, tracin.influence(test, k=2).indices)
+    names = {i: f"w{i}" for i in range(60)}
+    words = top_words(result, 0, 0, lambda ids: [names[i] for i in ids], k=3)
+    values = [abs(v) for _, v in words]
+    assert values == sorted(values, reverse=True) and len(words) <= 3
+    by_token = {}
+    row = result.train_token_ids[0, 0]
+    for token, value in zip(row.tolist(), result.train_contributions[0, 0].tolist()):
+        by_token[f"w{token}"] = by_token.get(f"w{token}", 0.0) + value
+    best = max(by_token.items(), key=lambda item: abs(item[1]))
+    assert words[0][0] == best[0]
+    assert words[0][1] == pytest.approx(best[1], rel=1e-6)
