@@ -24,7 +24,8 @@ def test_demo_runs_offline_and_lists_proponents_and_opponents(capsys, tmp_path):
         ]
     )
     out = capsys.readouterr().out
-    assert out.count("TEST [") == 2
+    assert out.count("TEST [") == 4  # proponents and opponents of 2 sentences
+    assert out.count("words: ") == 8
     assert out.count("top proponents:") == 2 and out.count("top opponents:") == 2
     assert "from captum_tracin_we import TracInWE" in out
     assert len(list((tmp_path / "checkpoints").iterdir())) == 1

@@ -130,3 +130,20 @@ def test_top_words_ranks_by_absolute_contribution(bag):
     best = max(by_token.items(), key=lambda item: abs(item[1]))
     assert words[0][0] == best[0]
     assert words[0][1] == pytest.approx(best[1], rel=1e-6)
+
+
+def test_plain_text_rendering_lists_scores_labels_and_words(bag):
+    from captum_tracin_we.visualization import format_word_influence_text
+
+    model, train, test, paths = bag
+    tracin = TracInWE(model, train, paths)
+    top = tracin.influence(test, k=2)
+    result = tracin.word_influence(test, top.indices)
+    text = format_word_influence_text(
+        result, lambda ids: [f"w{i}" for i in ids], ["neg", "neu", "pos"], title="top"
+    )
+    assert text.count("TEST [") == 6 and text.count("  top:") == 6
+    assert text.count("words: ") == 12
+    first_score = float(top.influence_scores[0, 0])
+    assert f"{first_score:+10.4g}" in text
+    assert f"#{int(top.indices[0, 0]):<6d}" in text

@@ -4,7 +4,6 @@ r"""The ``captum-tracin-we demo`` job: train offline, then explain test sentence
 
 import os
 import tempfile
-import textwrap
 import time
 from dataclasses import dataclass
 from typing import List, Optional
@@ -16,6 +15,7 @@ from captum_tracin_we._demo.models import (
     train_wordpiece_tokenizer,
 )
 from captum_tracin_we._demo.training import accuracy, encode, fine_tune, loader
+from captum_tracin_we.visualization import format_word_influence_text
 
 USAGE = """\
 Use it on your own model:
@@ -92,8 +92,14 @@ def run_demo(settings: DemoSettings) -> List[dict]:
         }
         for i, (text, label) in enumerate(test)
     ]
-    for explanation in explanations:
-        _print_explanation(explanation)
+    for title, results in (
+        ("top proponents", proponents),
+        ("top opponents", opponents),
+    ):
+        words = tracin.word_influence(test_batch, results.indices)
+        print()
+        print(format_word_influence_text(words, tokenizer, SENTIMENT, title=title))
+    print()
     print(USAGE)
     print(f"Done in {time.perf_counter() - started:.0f} s; checkpoints in {workdir}")
     return explanations
@@ -104,16 +110,3 @@ def _listing(results, row: int, train) -> List[tuple]:
         (int(j), float(s), train[int(j)][1], train[int(j)][0])
         for j, s in zip(results.indices[row], results.influence_scores[row])
     ]
-
-
-def _print_explanation(explanation: dict) -> None:
-    print()
-    print(f"TEST [{SENTIMENT[explanation['label']]}] {explanation['text']}")
-    for title, rows in (
-        ("proponents", explanation["proponents"]),
-        ("opponents", explanation["opponents"]),
-    ):
-        print(f"  top {title}:")
-        for index, score, label, text in rows:
-            line = f"    {score:+10.4f}  #{index:<5d} [{SENTIMENT[label]}] {text}"
-            print(textwrap.shorten(line, width=140, placeholder=" ..."))

@@ -123,14 +123,14 @@ def merge_subwords(
     words: List[str] = []
     values: List[float] = []
     for token, value in zip(tokens, contributions):
-        special = _is_special(token)
+        special = is_special_token(token)
         if marks_starts:
             joins = not special and not token.startswith(start_markers)
             piece = token.lstrip("".join(start_markers))
         else:
             joins = token.startswith("##")
             piece = token[2:] if joins else token
-        if joins and words and not _is_special(words[-1]):
+        if joins and words and not is_special_token(words[-1]):
             words[-1] += piece
             values[-1] += float(value)
         else:
@@ -139,7 +139,8 @@ def merge_subwords(
     return words, values
 
 
-def _is_special(token: str) -> bool:
+def is_special_token(token: str) -> bool:
+    r"""True for bracketed special tokens such as ``[CLS]``, ``<s>``, ``</s>``."""
     return (
         len(token) > 2
         and token[0] in _SPECIAL_MARKERS
