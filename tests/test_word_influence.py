@@ -147,3 +147,35 @@ def test_plain_text_rendering_lists_scores_labels_and_words(bag):
     first_score = float(top.influence_scores[0, 0])
     assert f"{first_score:+10.4g}" in text
     assert f"#{int(top.indices[0, 0]):<6d}" in text
+
+
+def test_html_view_escapes_untrusted_text_and_saves(bag, tmp_path):
+    from captum_tracin_we.visualization import visualize_word_influence, word_color
+
+    model, train, test, paths = bag
+    tracin = TracInWE(model, train, paths)
+    result = tracin.word_influence(test, tracin.influence(test, k=2).indices)
+    evil = {i: f"w{i}" for i in range(60)}
+    evil[int(result.train_token_ids[0, 0, 1])] = "<script>alert(1)</script>"
+    evil[int(result.test_token_ids[0, 1])] = '<img src=x onerror="alert(2)">'
+    view = visualize_word_influence(
+        result, lambda ids: [evil[i] for i in ids], ["<b>neg</b>", "neu", "pos"]
+    )
+    markup = str(view)
+    assert "<script>" not in markup and "<img" not in markup and "<b>neg" not in markup
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in markup
+    assert "&lt;img src=x onerror=&quot;alert(2)&quot;&gt;" in markup
+    assert markup.count("<tr>") == 1 + 6 * 3  # header, then a test row and 2 pairs
+    assert view._repr_html_() == markup
+    view.save(str(tmp_path / "report.html"))
+    assert (
+        (tmp_path / "report.html")
+        .read_text(encoding="utf-8")
+        .startswith("<!DOCTYPE html>")
+    )
+    assert (
+        word_color(1) == "hsl(120, 75%, 50%)" and word_color(-1) == "hsl(0, 75%, 60%)"
+    )
+    assert (
+        word_color(0) == "hsl(0, 75%, 100%)" and word_color(0.5) == "hsl(120, 75%, 75%)"
+    )
