@@ -29,6 +29,12 @@ def test_demo_runs_offline_and_lists_proponents_and_opponents(capsys, tmp_path):
     assert out.count("top proponents:") == 2 and out.count("top opponents:") == 2
     assert "from captum_tracin_we import TracInWE" in out
     assert len(list((tmp_path / "checkpoints").iterdir())) == 1
+    report = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert report.count("<h2>") == 2 and "<mark" in report
+    import json
+
+    scores = json.loads((tmp_path / "scores.json").read_text(encoding="utf-8"))
+    assert len(scores) == 2 and len(scores[0]["proponents"]) == 2
 
 
 def test_module_entry_point_shows_help():

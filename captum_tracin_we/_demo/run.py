@@ -2,6 +2,7 @@
 
 r"""The ``captum-tracin-we demo`` job: train offline, then explain test sentences."""
 
+import json
 import os
 import tempfile
 import time
@@ -15,7 +16,11 @@ from captum_tracin_we._demo.models import (
     train_wordpiece_tokenizer,
 )
 from captum_tracin_we._demo.training import accuracy, encode, fine_tune, loader
-from captum_tracin_we.visualization import format_word_influence_text
+from captum_tracin_we.visualization import (
+    WordInfluenceHTML,
+    format_word_influence_text,
+    visualize_word_influence,
+)
 
 USAGE = """\
 Use it on your own model:
@@ -92,6 +97,7 @@ def run_demo(settings: DemoSettings) -> List[dict]:
         }
         for i, (text, label) in enumerate(test)
     ]
+    views = []
     for title, results in (
         ("top proponents", proponents),
         ("top opponents", opponents),
@@ -99,9 +105,17 @@ def run_demo(settings: DemoSettings) -> List[dict]:
         words = tracin.word_influence(test_batch, results.indices)
         print()
         print(format_word_influence_text(words, tokenizer, SENTIMENT, title=title))
+        view = visualize_word_influence(words, tokenizer, SENTIMENT)
+        views.append(f"<h2>{title}</h2>{view}")
+    WordInfluenceHTML("".join(views)).save(os.path.join(workdir, "report.html"))
+    with open(os.path.join(workdir, "scores.json"), "w", encoding="utf-8") as handle:
+        json.dump(explanations, handle, indent=1)
     print()
     print(USAGE)
-    print(f"Done in {time.perf_counter() - started:.0f} s; checkpoints in {workdir}")
+    print(
+        f"Done in {time.perf_counter() - started:.0f} s; wrote report.html and "
+        f"scores.json to {workdir}"
+    )
     return explanations
 
 
