@@ -4,9 +4,10 @@ r"""Views of word-level TracIn-WE influence: HTML in Captum's colours, and text.
 
 import html
 import textwrap
-from typing import List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
+from torch import Tensor
 
 from captum_tracin_we._utils.word_contributions import (
     TokenDecoder,
@@ -223,3 +224,198 @@ def _legend() -> str:
         "<div style='border-top:1px solid;margin-top:5px;padding-top:5px;"
         f"display:inline-block'><b>Legend: </b>{swatches}</div>"
     )
+
+
+def visualize_side_by_side(
+    test_texts: Sequence[str],
+    test_labels: Sequence[int],
+    train_texts: Sequence[str],
+    train_labels: Sequence[int],
+    methods: Dict[str, Tuple[Any, Any]],
+    label_names: Optional[Sequence[str]] = None,
+) -> WordInfluenceHTML:
+    r"""
+    For each test text, the top proponents and opponents of several methods in
+    columns side by side (for example TracIn-WE and last-layer
+    ``TracInCPFast``), with each training text's label, index and score. A
+    training label equal to the test label is marked green, another red; words
+    the training text shares with the test text are in bold. All text is
+    HTML-escaped.
+
+    Args:
+        test_texts (sequence of str): The ``n_test`` test texts.
+        test_labels (sequence of int): Their labels.
+        train_texts (sequence of str): All training texts, by index.
+        train_labels (sequence of int): Their labels.
+        methods (dict): Method name to ``(proponents, opponents)``, each a
+                    ``KMostInfluentialResults`` with ``n_test`` rows.
+        label_names (sequence of str, optional): Names of the label ids.
+                    Default: None
+
+    Returns:
+        view (WordInfluenceHTML): The HTML table.
+    """
+    names = list(methods)
+    header = "".join(f"<th>{html.escape(name)}</th>" for name in names)
+    parts = ["<table style='width:100%;border-collapse:collapse'>"]
+    for i, text in enumerate(test_texts):
+        label = int(test_labels[i])
+        parts.append(
+            f"<tr><td colspan='{len(names)}' style='border-top:2px solid'><b>Test "
+            f"[{_escaped_label(label, label_names)}]</b> {html.escape(text)}</td></tr>"
+            f"<tr>{header}</tr><tr>"
+        )
+        test_words = set(text.lower().split())
+        for name in names:
+            cells = []
+            for title, results in zip(("proponents", "opponents"), methods[name]):
+                cells.append(f"<div><i>{title}</i></div>")
+                for index, score in zip(
+                    results.indices[i].tolist(), results.influence_scores[i].tolist()
+                ):
+                    cells.append(
+                        _side_entry(
+                            index,
+                            score,
+                            label,
+                            train_texts,
+                            train_labels,
+                            test_words,
+                            label_names,
+                        )
+                    )
+            parts.append(
+                f"<td style='vertical-align:top;width:50%'>{''.join(cells)}</td>"
+            )
+        parts.append("</tr>")
+    parts.append("</table>")
+    return WordInfluenceHTML("".join(parts))
+
+
+def _side_entry(
+    index: int,
+    score: float,
+    test_label: int,
+    train_texts: Sequence[str],
+    train_labels: Sequence[int],
+    test_words: set,
+    label_names: Optional[Sequence[str]],
+) -> str:
+    train_label = int(train_labels[index])
+    color = word_color(0.6 if train_label == test_label else -0.8)
+    words = " ".join(
+        f"<b>{html.escape(word)}</b>"
+        if word.lower() in test_words
+        else html.escape(word)
+        for word in train_texts[index].split()
+    )
+    return (
+        f"<div style='margin:2px 0'><span style='background-color:{color}'>"
+        f"[{_escaped_label(train_label, label_names)}]</span> "
+        f"<code>{score:+.3g}</code> #{index} {words}</div>"
+    )
+
+
+def plot_word_contributions(
+    word_influence: WordInfluence,
+    test_index: int,
+    pair_index: int,
+    tokenizer: TokenDecoder,
+    side: str = "train",
+    method: str = "heat_map",
+    merge: bool = True,
+    plt_fig_axis: Optional[Tuple[Any, Any]] = None,
+) -> Tuple[Any, Any]:
+    r"""
+    The word contributions of one (test, training) pair as a heat map in
+    Captum's red-white-green colours, or as a bar chart.
+
+    Args:
+        word_influence (WordInfluence): From :meth:`TracInWE.word_influence`.
+        test_index (int): Row of the test text.
+        pair_index (int): Column of the training text.
+        tokenizer: A Hugging Face tokenizer or a callable from ids to strings.
+        side (str, optional): ``"train"`` or ``"test"``. Default: ``"train"``
+        method (str, optional): ``"heat_map"`` or ``"bar"``. Default:
+                    ``"heat_map"``
+        merge (bool, optional): Merge sub-word pieces. Default: True
+        plt_fig_axis (tuple, optional): ``(fig, ax)`` to draw into. Default: None
+
+    Returns:
+        (fig, ax): The matplotlib figure and axes.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LinearSegmentedColormap
+
+    tokens, values = pair_tokens(
+        word_influence, test_index, pair_index, tokenizer, side
+    )
+    if merge:
+        tokens, values = merge_subwords(tokens, values)
+    fig, ax = plt_fig_axis or plt.subplots(figsize=(max(4, 0.6 * len(tokens)), 2.2))
+    bound = max((abs(v) for v in values), default=0.0) or 1.0
+    if method == "heat_map":
+        cmap = LinearSegmentedColormap.from_list("RdWhGn", ["red", "white", "green"])
+        image = ax.imshow([values], cmap=cmap, vmin=-bound, vmax=bound, aspect="auto")
+        for x, value in enumerate(values):
+            ax.text(x, 0, f"{value:.2g}", ha="center", va="center", fontsize=7)
+        ax.set_yticks([])
+        fig.colorbar(image, ax=ax)
+    elif method == "bar":
+        colors = ["#4772b3" if v > 0 else "#d0365b" for v in values]
+        ax.bar(range(len(values)), values, color=colors)
+        ax.axhline(0, color="black", linewidth=0.5)
+        ax.set_ylabel("contribution")
+    else:
+        raise ValueError(f"`method` must be 'heat_map' or 'bar'; got {method!r}.")
+    ax.set_xticks(range(len(tokens)))
+    ax.set_xticklabels(tokens, rotation=-30, ha="left")
+    score = float(word_influence.scores[test_index, pair_index])
+    ax.set_title(f"{side} words, pair score {score:+.3g}")
+    return fig, ax
+
+
+def plot_method_comparison(
+    scores: Dict[str, Tensor],
+    train_labels: Tensor,
+    test_labels: Tensor,
+    k: int = 10,
+) -> Tuple[Any, Any]:
+    r"""
+    Compares influence methods on the same test examples: the distribution of
+    their scores (each scaled by its largest ``|score|``), and the share of the
+    top-``j`` proponents that have the test example's label, for ``j = 1..k``.
+
+    Args:
+        scores (dict): Method name to its ``(n_test, n_train)`` score matrix.
+        train_labels (Tensor): ``(n_train,)`` labels.
+        test_labels (Tensor): ``(n_test,)`` labels.
+        k (int, optional): Largest top-k. Default: 10
+
+    Returns:
+        (fig, axes): The figure and its two axes.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    ks = list(range(1, k + 1))
+    for name, matrix in scores.items():
+        matrix = matrix.detach().cpu().float()
+        scaled = (matrix / matrix.abs().max().clamp(min=1e-30)).flatten()
+        axes[0].hist(scaled.numpy(), bins=60, alpha=0.5, label=name)
+        top = matrix.topk(k, dim=1).indices
+        same = (train_labels[top] == test_labels[:, None]).float()
+        agreement = [float(same[:, :j].mean()) for j in ks]
+        axes[1].plot(ks, agreement, marker="o", label=name)
+    axes[0].set_xlabel("score / max |score|")
+    axes[0].set_ylabel("pairs")
+    axes[0].set_yscale("log")
+    axes[0].set_title("score distributions")
+    axes[1].set_xlabel("top-k proponents")
+    axes[1].set_ylabel("share with the test label")
+    axes[1].set_ylim(0, 1.05)
+    axes[1].set_title("label agreement")
+    for ax in axes:
+        ax.legend()
+    fig.tight_layout()
+    return fig, axes

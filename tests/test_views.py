@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+
+r"""Figures, the side-by-side view, and the HTML report in a real browser."""
+
+import os
+import re
+import shutil
+import subprocess
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from captum_tracin_we import TracInWE, merge_subwords  # noqa: E402
+from captum_tracin_we.visualization import (  # noqa: E402
+    WordInfluenceHTML,
+    plot_method_comparison,
+    plot_word_contributions,
+    visualize_side_by_side,
+    visualize_word_influence,
+)
+from tests.helpers import bag_setup  # noqa: E402
+
+NAMES = {i: f"w{i}" for i in range(60)}
+
+
+def decode(ids):
+    return [NAMES[i] for i in ids]
+
+
+@pytest.fixture
+def words(tmp_path):
+    model, train, test, paths = bag_setup(str(tmp_path))
+    tracin = TracInWE(model, train, paths)
+    top = tracin.influence(test, k=3)
+    return tracin, train, test, top, tracin.word_influence(test, top.indices)
+
+
+def test_heat_map_and_bar_show_the_pair_contributions(words):
+    *_, result = words
+    mask = result.train_mask[1, 2]
+    tokens, values = merge_subwords(
+        decode(result.train_token_ids[1, 2][mask].tolist()),
+        result.train_contributions[1, 2][mask].tolist(),
+    )
+    fig, ax = plot_word_contributions(result, 1, 2, decode)
+    assert [t.get_text() for t in ax.get_xticklabels()] == tokens
+    assert ax.images[0].get_array()[0].tolist() == pytest.approx(values)
+    fig, ax = plot_word_contributions(result, 1, 2, decode, method="bar")
+    assert [p.get_height() for p in ax.patches] == pytest.approx(values)
+    with pytest.raises(ValueError, match="heat_map"):
+        plot_word_contributions(result, 1, 2, decode, method="pie")
+
+
+def test_method_comparison_plots_label_agreement(words):
+    tracin, train, test, *_ = words
+    scores = tracin.influence(test)
+    train_labels = train.tensors[1]
+    fig, axes = plot_method_comparison(
+        {"TracIn-WE": scores, "negated": -scores}, train_labels, test[1], k=4
+    )
+    line = axes[1].get_lines()[0]
+    top = scores.topk(4, dim=1).indices
+    expected = (train_labels[top] == test[1][:, None]).float()[:, :2].mean()
+    assert line.get_ydata()[1] == pytest.approx(float(expected))
+    assert len(axes[0].patches) > 0
+
+
+def test_side_by_side_marks_labels_and_shared_words_and_escapes():
+    from captum.influence._utils.common import KMostInfluentialResults
+
+    train_texts = ["a great film", "<script>x()</script> awful", "great fun"]
+    results = KMostInfluentialResults(
+        torch.tensor([[0, 2]]), torch.tensor([[0.5, 0.2]])
+    )
+    opponents = KMostInfluentialResults(torch.tensor([[1]]), torch.tensor([[-0.4]]))
+    view = visualize_side_by_side(
+        ["a great movie"],
+        [1],
+        train_texts,
+        [1, 0, 1],
+        {"TracIn-WE": (results, opponents), "TracInCPFast": (results, opponents)},
+        label_names=["neg", "pos"],
+    )
+    markup = str(view)
+    assert "<script>" not in markup and "&lt;script&gt;" in markup
+    assert "<b>great</b>" in markup and "<b>film</b>" not in markup
+    assert markup.count("hsl(120") == 4 and markup.count("hsl(0") == 2
+    assert markup.count("<th>") == 2
+
+
+def _chromium():
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+REQUIRE_BROWSER = os.environ.get("CAPTUM_TRACIN_WE_REQUIRE_BROWSER") == "1"
+
+
+@pytest.mark.skipif(
+    _chromium() is None and not REQUIRE_BROWSER, reason="Chromium is not installed"
+)
+def test_report_renders_in_chromium_and_untrusted_text_does_not_run(words, tmp_path):
+    *_, result = words
+    evil = dict(NAMES)
+    evil[int(result.train_token_ids[0, 0, 1])] = (
+        "<script>document.title='pwned'</script>"
+    )
+    evil[int(result.test_token_ids[0, 1])] = (
+        "<img src=x onerror=\"document.title='pwned'\">"
+    )
+    view = visualize_word_influence(result, lambda ids: [evil[i] for i in ids])
+    path = tmp_path / "report.html"
+    WordInfluenceHTML(str(view)).save(str(path), title="safe report")
+    flags = [
+        _chromium() or "chromium",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--virtual-time-budget=3000",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
+    dom = subprocess.run(
+        flags + ["--dump-dom", path.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    assert re.search(r"<title>(.*?)</title>", dom).group(1) == "safe report"
+    assert "&lt;script&gt;" in dom and "<script>" not in dom
+    png = tmp_path / "report.png"
+    subprocess.run(
+        flags + [f"--screenshot={png}", "--window-size=1200,900", path.as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    from matplotlib.image import imread
+
+    pixels = imread(str(png))[..., :3]
+    not_white = (pixels < 0.95).any(axis=-1).mean()
+    assert pixels.std() > 0.01 and not_white > 0.005
+    green = (pixels[..., 1] > pixels[..., 0] + 0.1).mean()
+    assert green > 0  # some word is marked green
