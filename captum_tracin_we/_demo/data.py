@@ -46,3 +46,30 @@ def load_rotten_tomatoes(
         )
     random.Random(seed).shuffle(examples)
     return examples[:train_size], examples[train_size : train_size + test_size]
+
+
+def load_csv(
+    path: str, train_size: int, test_size: int, seed: int = 0
+) -> Tuple[List[Example], List[Example]]:
+    r"""
+    ``(text, label)`` examples from a CSV file with ``text`` and ``label``
+    columns; labels are integers ``0..C-1``. Shuffled with ``seed``, then split
+    into ``train_size`` training examples and up to ``test_size`` test examples
+    (fewer if the file has fewer left).
+    """
+    with open(path, encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"text", "label"} - set(reader.fieldnames or ())
+        if missing:
+            raise ValueError(
+                f"{path!r} needs the columns 'text' and 'label'; missing "
+                f"{sorted(missing)}."
+            )
+        examples = [(row["text"], int(row["label"])) for row in reader]
+    if train_size >= len(examples):
+        raise ValueError(
+            f"Asked for {train_size} training examples and some test examples; "
+            f"{path!r} has {len(examples)} rows."
+        )
+    random.Random(seed).shuffle(examples)
+    return examples[:train_size], examples[train_size : train_size + test_size]
