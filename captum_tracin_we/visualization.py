@@ -122,7 +122,9 @@ def visualize_word_influence(
     ``|contribution|``. For each test text, a first row shows the test words
     (contributions summed over the listed pairs), then one row per training
     text with its label, index and score. Every piece of text is HTML-escaped:
-    training data is untrusted.
+    training data is untrusted. To show a test text's top proponents and
+    opponents together, decompose both sets of pairs in one call:
+    ``tracin.word_influence(inputs, torch.cat([top.indices, bottom.indices], 1))``.
 
     Args:
         word_influence (WordInfluence): From :meth:`TracInWE.word_influence`.

@@ -206,15 +206,15 @@ def _write_outputs(settings, tokenizer, train, test, test_batch, we, fast):
             )
         )
     )
-    for title, results in zip(("Top proponents", "Top opponents"), we_top):
-        words = we["tracin"].word_influence(we["batch"], results.indices)
-        print()
-        print(format_word_influence_text(words, tokenizer, names, title=title.lower()))
-        parts.append(f"<h2>TracIn-WE: {title.lower()}, word by word</h2>")
-        parts.append(str(visualize_word_influence(words, tokenizer, names)))
-        if title == "Top proponents":
-            fig, _ = plot_word_contributions(words, 0, 0, tokenizer)
-            fig.savefig(os.path.join(settings.out, "word_contributions.png"), dpi=120)
+    pairs = torch.cat([we_top[0].indices, we_top[1].indices], dim=1)
+    words = we["tracin"].word_influence(we["batch"], pairs)
+    title = "top proponents, then top opponents"
+    print()
+    print(format_word_influence_text(words, tokenizer, names, title=title))
+    parts.append("<h2>TracIn-WE word by word: top proponents, then opponents</h2>")
+    parts.append(str(visualize_word_influence(words, tokenizer, names)))
+    fig, _ = plot_word_contributions(words, 0, 0, tokenizer)
+    fig.savefig(os.path.join(settings.out, "word_contributions.png"), dpi=120)
     WordInfluenceHTML("".join(parts)).save(os.path.join(settings.out, "report.html"))
     fig, _ = plot_method_comparison(
         {"TracIn-WE": we["scores"], "TracInCPFast": fast["scores"]},
