@@ -15,6 +15,12 @@ from captum_tracin_we._utils.checkpoints import (
     checkpoint_paths,
     load_checkpoint_with_lr,
 )
+from captum_tracin_we._utils.index_ops import (
+    build_word_index,
+    indexed_scores,
+    indexed_self_scores,
+    open_word_index,
+)
 from captum_tracin_we._utils.model_adapter import (
     ModelAdapter,
     find_embedding_layer,
@@ -36,6 +42,7 @@ from captum_tracin_we._utils.word_gradients import (
     collect_word_gradients,
     stack_word_gradients,
 )
+from captum_tracin_we._utils.word_index import WordIndex
 
 LossFn = Union[Module, Callable[..., Tensor]]
 
@@ -94,6 +101,7 @@ class TracInWE(TracInCPBase):
         test_loss_fn: Optional[LossFn] = None,
         top_k_words: Optional[int] = None,
         exclude_token_ids: Optional[Iterable[int]] = None,
+        index: Optional[str] = None,
     ) -> None:
         r"""
         Args:
@@ -136,6 +144,10 @@ class TracInWE(TracInCPBase):
                         count, for example a tokenizer's
                         ``all_special_ids``. Default: None (only padding is
                         excluded).
+            index (str, optional): Folder of a word-gradient index built by
+                        :meth:`build_index`; ``influence`` and
+                        ``self_influence`` then read the training side from it
+                        instead of recomputing it. Default: None
         """
         checkpoints = checkpoint_paths(checkpoints)
         _check_dataset(train_dataset)
@@ -164,6 +176,9 @@ class TracInWE(TracInCPBase):
             sorted(set(exclude_token_ids or ())), dtype=torch.long
         )
         self._adapter = ModelAdapter(model, self.embedding_layer)
+        self.index: Optional[WordIndex] = None
+        if index is not None:
+            self.attach_index(index)
 
     @log_usage()
     def influence(  # type: ignore[override]
@@ -217,6 +232,8 @@ class TracInWE(TracInCPBase):
     def _influence(  # type: ignore[override]
         self, inputs: Any, show_progress: bool = False, aggregate: bool = False
     ) -> Tensor:
+        if self.index is not None:
+            return self._indexed_influence(inputs, show_progress, aggregate)
         test_batches = _as_batches(inputs)
         blocks: List[Tensor] = []
         with (
@@ -291,6 +308,8 @@ class TracInWE(TracInCPBase):
             self_influence_scores (Tensor): ``(n,)`` float32 on CPU, always >= 0.
                         Uses ``loss_fn`` (not ``test_loss_fn``), as ``TracInCP``.
         """
+        if inputs is None and self.index is not None:
+            return self._indexed_self_influence()
         batches: Iterable[Any] = (
             self.train_dataloader if inputs is None else _as_batches(inputs)
         )
@@ -408,6 +427,82 @@ class TracInWE(TracInCPBase):
             test_labels=test.labels.cpu(),
             train_labels=train.labels[inverse].cpu(),
         )
+
+    def build_index(
+        self,
+        path: str,
+        shard_size: int = 10000,
+        dtype: str = "float32",
+        projection_dim: Optional[int] = None,
+        projection_seed: int = 0,
+        show_progress: bool = True,
+    ) -> WordIndex:
+        r"""
+        Runs the training pass once per checkpoint and stores every training
+        example's word gradients as an inverted index by token id in ``path``,
+        then attaches it. Queries then only compute the test side.
+
+        The build is resumable: every (shard, checkpoint) unit is written
+        atomically and skipped when found finished, so a build killed part-way
+        resumes where it stopped and gives identical scores. Under
+        ``torch.distributed`` (for example ``torchrun``), rank ``r`` of ``w``
+        builds the shards ``s`` with ``s % w == r`` into the same folder (a
+        shared file system across nodes) and rank 0 writes the manifest.
+
+        Args:
+            path (str): Index folder (created if needed).
+            shard_size (int, optional): Training examples per shard (rounded to
+                        whole batches). Default: 10000
+            dtype (str, optional): ``"float32"`` or ``"float16"`` storage of the
+                        word gradients. Default: ``"float32"``
+            projection_dim (int, optional): Store seeded Johnson-Lindenstrauss
+                        projections of the word gradients to this dimension;
+                        dot products stay unbiased. Default: None (exact)
+            projection_seed (int, optional): Seed of the projection. Default: 0
+            show_progress (bool, optional): Show a progress bar. Default: True
+
+        Returns:
+            index (WordIndex): The opened index (also attached).
+        """
+        return build_word_index(
+            self,
+            path,
+            shard_size,
+            dtype,
+            projection_dim,
+            projection_seed,
+            show_progress,
+        )
+
+    def attach_index(self, path: str, verify: bool = True) -> WordIndex:
+        r"""
+        Attaches an index built by :meth:`build_index` after checking that it
+        fits this model and these settings (vocabulary, dimension, Top-k,
+        excluded ids, number of checkpoints; each checkpoint's embedding table is
+        checked against the index when it is loaded). With ``verify`` every
+        file's checksum is checked, which detects corrupted shards.
+        """
+        self.index = open_word_index(self, path, verify)
+        return self.index
+
+    def _indexed_influence(
+        self, inputs: Any, show_progress: bool, aggregate: bool
+    ) -> Tensor:
+        test_batches = _as_batches(inputs)
+        with (
+            self._scoring(),
+            self._progress(
+                "influence from the index",
+                _length(test_batches),
+                show_progress,
+                with_train=False,
+            ) as bar,
+        ):
+            return indexed_scores(self, test_batches, aggregate, bar)
+
+    def _indexed_self_influence(self) -> Tensor:
+        assert self.index is not None
+        return indexed_self_scores(self.index)
 
     def _scoring(self) -> Any:
         if not getattr(self, "_warned_training", False) and self.model.training:
