@@ -266,3 +266,26 @@ def test_query_blocks_do_not_change_scores(bag, monkeypatch):
     reference = TracInWE(model, train, paths).influence(test)
     monkeypatch.setattr(shared_tokens, "_MAX_QUERY_BLOCK", 1)  # one query per block
     assert_close(TracInWE(model, train, paths).influence(test), reference)
+
+
+def test_grouped_and_sparse_scoring_agree():
+    from captum_tracin_we._utils.shared_tokens import (
+        grouped_token_scores,
+        shared_token_scores,
+        word_rows_from_positions,
+    )
+
+    gen = torch.Generator().manual_seed(0)
+
+    def rows(n, positions):
+        return word_rows_from_positions(
+            torch.randint(0, n, (positions,), generator=gen),
+            torch.randint(0, 30, (positions,), generator=gen),
+            torch.randn(positions, 5, generator=gen),
+            num_examples=n,
+        )
+
+    queries, train = rows(7, 40), rows(50, 300)
+    assert_close(
+        grouped_token_scores(queries, train), shared_token_scores(queries, train)
+    )

@@ -14,11 +14,7 @@ import torch.distributed as dist
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from captum_tracin_we._utils.shared_tokens import (
-    WordRows,
-    self_scores,
-    shared_token_scores,
-)
+from captum_tracin_we._utils.shared_tokens import QueryGroups, WordRows, self_scores
 from captum_tracin_we._utils.word_index import (
     IndexMismatchError,
     IndexSettings,
@@ -241,31 +237,41 @@ def indexed_scores(tracin: Any, test_batches: Any, aggregate: bool, bar: Any) ->
         queries = queries.scaled(learning_rate)
         if matrix is not None:
             queries.vectors = queries.vectors @ matrix
-        vocab = torch.unique(queries.token_ids).cpu()
-        part = _score_shards(index, c, queries, vocab)
+        part = _score_shards(index, c, queries)
         scores = part if scores is None else scores + part
     assert scores is not None
     return scores
 
 
-def _score_shards(index: WordIndex, c: int, queries: WordRows, vocab: Tensor) -> Tensor:
+def _score_shards(index: WordIndex, c: int, queries: WordRows) -> Tensor:
     rank, world = _rank_and_world()
-    queries = WordRows(
-        queries.example_index.cpu(),
-        queries.token_ids.cpu(),
-        queries.vectors.cpu(),
-        queries.num_examples,
+    groups = QueryGroups(
+        WordRows(
+            queries.example_index.cpu(),
+            queries.token_ids.cpu(),
+            queries.vectors.cpu(),
+            queries.num_examples,
+        )
     )
     scores = torch.zeros(queries.num_examples, index.num_examples)
     for shard in index.shards:
         if world > 1 and shard["shard"] % world != rank:
             continue
-        rows = index.rows_for_tokens(shard, c, vocab)
         first, count = shard["first"], shard["count"]
-        scores[:, first : first + count] = shared_token_scores(queries, rows)
+        scores[:, first : first + count] = index.shard_scores(shard, c, groups)
     if world > 1:
-        dist.all_reduce(scores)
+        scores = _all_reduce(scores)
     return scores
+
+
+def _all_reduce(tensor: Tensor) -> Tensor:
+    r"""Sums a CPU tensor over ranks (through the GPU when the backend is NCCL)."""
+    if dist.get_backend() == "nccl":
+        on_device = tensor.cuda()
+        dist.all_reduce(on_device)
+        return on_device.cpu()
+    dist.all_reduce(tensor)
+    return tensor
 
 
 def indexed_self_scores(index: WordIndex) -> Tensor:

@@ -197,3 +197,55 @@ def _sparse_rows(slot: Tensor, vectors: Tensor, vocab_size: int) -> Tensor:
             size=(rows, vocab_size * dim),
             check_invariants=False,
         )
+
+
+class QueryGroups:
+    r"""
+    Query word rows grouped by token, for scoring against training rows that
+    are grouped by token too (as in the index): for each shared token ``w``,
+    one small matrix product ``Q_w R_w^T`` between the queries and training
+    rows that hold ``w``. Work is the sum over shared tokens of
+    ``n_query(w) * n_train(w) * dim``, the least any exact method does.
+    """
+
+    def __init__(self, queries: WordRows) -> None:
+        order = torch.argsort(queries.token_ids, stable=True)
+        self.num_examples = queries.num_examples
+        self.example_index = queries.example_index[order]
+        self.vectors = queries.vectors[order]
+        tokens, counts = torch.unique_consecutive(
+            queries.token_ids[order], return_counts=True
+        )
+        self.tokens = tokens.tolist()
+        stops = counts.cumsum(0)
+        self.spans = list(zip((stops - counts).tolist(), stops.tolist()))
+
+    def add_token_scores(
+        self, scores: Tensor, group: int, train_vectors: Tensor, train_examples: Tensor
+    ) -> None:
+        r"""``scores[q, j] += <query row, train row>`` for one token's rows."""
+        start, stop = self.spans[group]
+        block = self.vectors[start:stop] @ train_vectors.T
+        scores[self.example_index[start:stop, None], train_examples[None, :]] += block
+
+
+def grouped_token_scores(queries: WordRows, train: WordRows) -> Tensor:
+    r"""
+    The same scores as :func:`shared_token_scores`, computed token by token
+    (see :class:`QueryGroups`); faster when many training rows are scored
+    against many queries at once, as from an index.
+    """
+    groups = QueryGroups(queries)
+    scores = train.vectors.new_zeros(queries.num_examples, train.num_examples)
+    order = torch.argsort(train.token_ids, stable=True)
+    tokens = train.token_ids[order]
+    wanted = torch.tensor(groups.tokens, dtype=tokens.dtype)
+    starts = torch.searchsorted(tokens, wanted).tolist()
+    stops = torch.searchsorted(tokens, wanted, right=True).tolist()
+    for group, (start, stop) in enumerate(zip(starts, stops)):
+        if stop > start:
+            rows = order[start:stop]
+            groups.add_token_scores(
+                scores, group, train.vectors[rows], train.example_index[rows]
+            )
+    return scores

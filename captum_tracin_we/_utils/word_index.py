@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from captum_tracin_we._utils.shared_tokens import WordRows
+from captum_tracin_we._utils.shared_tokens import QueryGroups, WordRows
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -240,28 +240,28 @@ class WordIndex:
             self._path(shard, checkpoint, name), mmap_mode="r", allow_pickle=False
         )
 
-    def rows_for_tokens(
-        self, shard: Dict[str, Any], checkpoint: int, vocab: Tensor
-    ) -> WordRows:
-        r"""The rows of one shard whose token is in ``vocab`` (sorted ids)."""
-        index = shard["shard"]
+    def shard_scores(
+        self, shard: Dict[str, Any], checkpoint: int, groups: "QueryGroups"
+    ) -> Tensor:
+        r"""
+        ``(n_query, count)`` scores of the grouped queries against one shard,
+        reading one token's contiguous rows at a time from the memory map, so
+        memory stays bounded by the largest token's rows, not the shard.
+        """
+        index, first = shard["shard"], shard["first"]
         offsets = self._load(index, checkpoint, "offsets")
-        vocab_np = vocab.numpy()
-        vocab_np = vocab_np[vocab_np < len(offsets) - 1]
-        starts, stops = offsets[vocab_np], offsets[vocab_np + 1]
-        selected = np.concatenate(
-            [np.arange(a, b) for a, b in zip(starts, stops)] or [np.zeros(0, np.int64)]
-        ).astype(np.int64)
-        tokens = self._load(index, checkpoint, "tokens")
-        examples = self._load(index, checkpoint, "examples")
         vectors = self._load(index, checkpoint, "vectors")
-        return WordRows(
-            example_index=torch.from_numpy(np.asarray(examples[selected]))
-            - shard["first"],
-            token_ids=torch.from_numpy(np.asarray(tokens[selected])),
-            vectors=torch.from_numpy(np.asarray(vectors[selected], dtype=np.float32)),
-            num_examples=shard["count"],
-        )
+        examples = self._load(index, checkpoint, "examples")
+        scores = torch.zeros(groups.num_examples, shard["count"])
+        for group, token in enumerate(groups.tokens):
+            if token >= len(offsets) - 1:
+                continue
+            start, stop = int(offsets[token]), int(offsets[token + 1])
+            if stop > start:
+                rows = torch.from_numpy(np.array(vectors[start:stop], dtype=np.float32))
+                owners = torch.from_numpy(np.array(examples[start:stop])) - first
+                groups.add_token_scores(scores, group, rows, owners)
+        return scores
 
     def self_scores(self, shard: Dict[str, Any], checkpoint: int) -> Tensor:
         r"""``(count,)`` exact squared word-gradient norms of the shard's examples."""
