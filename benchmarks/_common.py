@@ -45,9 +45,15 @@ def load_into_wrapper(model: nn.Module, path: str) -> float:
 
 
 def tuple_loader(
-    features: List[Dict[str, Any]], batch_size: int, pad_id: int = 0
+    features: List[Dict[str, Any]],
+    batch_size: int,
+    pad_id: int = 0,
+    device: str = "cpu",
 ) -> DataLoader:
-    r"""(input_ids, attention_mask, labels) batches, padded per batch."""
+    r"""
+    (input_ids, attention_mask, labels) batches, padded per batch, on ``device``
+    (Captum's TracInCPFast does not move batches to the model's device).
+    """
 
     def collate(items: Sequence[Dict[str, Any]]) -> Tuple[Tensor, Tensor, Tensor]:
         width = max(len(item["input_ids"]) for item in items)
@@ -55,7 +61,7 @@ def tuple_loader(
         for i, item in enumerate(items):
             ids[i, : len(item["input_ids"])] = torch.tensor(item["input_ids"])
         labels = torch.tensor([item["labels"] for item in items])
-        return ids, (ids != pad_id).long(), labels
+        return ids.to(device), (ids != pad_id).long().to(device), labels.to(device)
 
     return DataLoader(features, batch_size=batch_size, collate_fn=collate)
 

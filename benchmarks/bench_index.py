@@ -76,8 +76,10 @@ def minilm(args) -> None:
     hf_model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
     model = LogitsOnly(hf_model).to(args.device).eval()
     train, test = load_rotten_tomatoes(2000, 50, seed=0)
-    loader = tuple_loader(encode(tokenizer, train), 64)
-    test_batch = next(iter(tuple_loader(encode(tokenizer, test), 50)))
+    loader = tuple_loader(encode(tokenizer, train), 64, device=args.device)
+    test_batch = next(
+        iter(tuple_loader(encode(tokenizer, test), 50, device=args.device))
+    )
     small = tuple(t[:10] for t in test_batch)
 
     def device_loader(model, path):
@@ -150,6 +152,12 @@ def minilm(args) -> None:
         print(f"{name} | {size / 2000:,.0f} | {rho:.4f} | {overlap:.3f}")
 
 
+def _synced(result):
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return result
+
+
 def synthetic_rows(n_texts: int, vocab: int, dim: int, seed: int, first: int = 0):
     r"""Texts of 12-30 Zipf-distributed tokens plus [CLS]/[SEP] (ids 101/102)."""
     generator = np.random.default_rng(seed)
@@ -170,15 +178,15 @@ def synthetic_rows(n_texts: int, vocab: int, dim: int, seed: int, first: int = 0
 
 def throughput(args) -> None:
     vocab, dim = 30522, 384
-    queries = synthetic_rows(100, vocab, dim, seed=1)
-    a = torch.randn(2048, 2048)
+    queries = synthetic_rows(100, vocab, dim, seed=1).to(args.device)
+    a = torch.randn(2048, 2048, device=args.device)
     a @ a
     _, t_matmul = timed(lambda: [a @ a for _ in range(5)])
     matmul_rate = 5 * 2 * 2048**3 / t_matmul
     seconds = {"sparse CSR": 0.0, "grouped by token": 0.0}
     flops, n_train = 0.0, 0
     for chunk in range(args.synthetic // 10000):
-        train = synthetic_rows(10000, vocab, dim, seed=100 + chunk)
+        train = synthetic_rows(10000, vocab, dim, seed=100 + chunk).to(args.device)
         counts = torch.bincount(train.token_ids, minlength=vocab)
         query_counts = torch.bincount(queries.token_ids, minlength=vocab)
         flops += 2 * dim * float((counts * query_counts).sum())  # the exact minimum
@@ -186,7 +194,9 @@ def throughput(args) -> None:
             ("sparse CSR", shared_token_scores),
             ("grouped by token", grouped_token_scores),
         ):
-            _, t = timed(lambda score=score, train=train: score(queries, train))
+            _, t = timed(
+                lambda score=score, train=train: _synced(score(queries, train))
+            )
             seconds[name] += t
         n_train += train.num_examples
     pairs = queries.num_examples * n_train
@@ -224,7 +234,7 @@ def synthetic_dataset(n: int, seed: int = 0) -> TensorDataset:
 def memory(args) -> None:
     folder = os.path.join(OUT, "synthetic_index")
     torch.manual_seed(0)
-    model = Bag().eval()
+    model = Bag().eval()  # on the CPU: the memory check is about host memory
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, "checkpoint.pt")
     torch.save({"model_state_dict": model.state_dict(), "learning_rate": 1.0}, path)

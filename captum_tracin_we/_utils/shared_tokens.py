@@ -66,6 +66,14 @@ class WordRows:
             num_examples=1,
         )
 
+    def to(self, device: "torch.device | str") -> "WordRows":
+        return WordRows(
+            self.example_index.to(device),
+            self.token_ids.to(device),
+            self.vectors.to(device),
+            self.num_examples,
+        )
+
     def scaled(self, factor: float) -> "WordRows":
         return WordRows(
             self.example_index, self.token_ids, self.vectors * factor, self.num_examples
@@ -239,7 +247,7 @@ def grouped_token_scores(queries: WordRows, train: WordRows) -> Tensor:
     scores = train.vectors.new_zeros(queries.num_examples, train.num_examples)
     order = torch.argsort(train.token_ids, stable=True)
     tokens = train.token_ids[order]
-    wanted = torch.tensor(groups.tokens, dtype=tokens.dtype)
+    wanted = torch.tensor(groups.tokens, dtype=tokens.dtype, device=tokens.device)
     starts = torch.searchsorted(tokens, wanted).tolist()
     stops = torch.searchsorted(tokens, wanted, right=True).tolist()
     for group, (start, stop) in enumerate(zip(starts, stops)):
