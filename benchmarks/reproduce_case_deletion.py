@@ -26,6 +26,7 @@ from collections import Counter
 from typing import List, Sequence, Tuple
 
 import matplotlib
+import numpy as np
 import torch
 from captum.influence import TracInCPFast
 from torch import nn
@@ -177,6 +178,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--diagnostic-tests", type=int, default=200)
     parser.add_argument("--smoke", action="store_true", help="a tiny run, no docs")
+    parser.add_argument(
+        "--investigate",
+        action="store_true",
+        help="case deletion only, for TracIn-WE variants: without [CLS]/[SEP], "
+        "and from the first checkpoint only (printed, not written to the docs)",
+    )
     args = parser.parse_args()
     if args.smoke:
         args.train, args.test, args.ks, args.seeds = 300, 4, [5, 10], [0]
@@ -198,6 +205,9 @@ def main() -> None:
             torch.tensor([held_out[i][1] for i in rows]),
         )
         train_set = TensorDataset(ids, labels)
+        if args.investigate:
+            investigate(args, model, paths, train_set, test_batch, trainer)
+            return
         scores, timings, methods = score_methods(
             model, paths, train_set, train_texts, test_batch, test_texts
         )
@@ -251,6 +261,49 @@ def main() -> None:
         fig.savefig(
             os.path.join(ROOT, "docs", "_static", "deletion_curves.png"), dpi=110
         )
+
+
+def investigate(args, model, paths, train_set, test_batch, trainer) -> None:
+    variants = {
+        "TracIn-WE": TracInWE(model, train_set, paths, load_ckpt, batch_size=256),
+        "TracIn-WE without [CLS]/[SEP]": TracInWE(
+            model,
+            train_set,
+            paths,
+            load_ckpt,
+            batch_size=256,
+            exclude_token_ids=[CLS, SEP],
+        ),
+        "TracIn-WE, first checkpoint only": TracInWE(
+            model, train_set, paths[:1], load_ckpt, batch_size=256
+        ),
+    }
+    scores = {name: method.influence(test_batch) for name, method in variants.items()}
+
+    @torch.no_grad()
+    def probability_fn(m):
+        probs = m(test_batch[0]).softmax(-1)
+        return probs.gather(1, test_batch[1][:, None]).squeeze(1)
+
+    result = case_deletion(
+        scores, None, trainer, probability_fn, args.train, ks=args.ks, seeds=args.seeds
+    )
+    print(format_markdown(auc_table(result)))
+    overlap = {
+        name: float(
+            np.mean(
+                [
+                    len(set(a.tolist()) & set(b.tolist())) / 10
+                    for a, b in zip(
+                        s.topk(10, dim=1).indices,
+                        scores["TracIn-WE"].topk(10, dim=1).indices,
+                    )
+                ]
+            )
+        )
+        for name, s in scores.items()
+    }
+    print("top-10 proponent overlap with TracIn-WE:", overlap)
 
 
 def diagnostics_table(methods, model, paths, held_out, vocab, train, n, train_texts):
