@@ -149,6 +149,17 @@ class Trainer:
         return (model, paths) if save_to is not None else model
 
 
+def ground_truth_probability(test_batch):
+    r"""``probability_fn`` for the harness: p(ground-truth class) per test text."""
+
+    @torch.no_grad()
+    def probability_fn(model):
+        probs = model(test_batch[0]).softmax(-1)
+        return probs.gather(1, test_batch[1][:, None]).squeeze(1)
+
+    return probability_fn
+
+
 def balanced_test(test: List[Tuple[str, int]], n: int, seed: int) -> List[int]:
     generator = torch.Generator().manual_seed(seed)
     chosen = []
@@ -249,11 +260,7 @@ def main() -> None:
             model, paths, train_set, train_texts, test_batch, test_texts
         )
         scores["random"] = random_scores(args.test, args.train, seed=1)
-
-        @torch.no_grad()
-        def probability_fn(m):
-            probs = m(test_batch[0]).softmax(-1)
-            return probs.gather(1, test_batch[1][:, None]).squeeze(1)
+        probability_fn = ground_truth_probability(test_batch)
 
         start = time.perf_counter()
         deletion = case_deletion(
@@ -316,11 +323,7 @@ def investigate(args, model, paths, train_set, test_batch, trainer) -> None:
         ),
     }
     scores = {name: method.influence(test_batch) for name, method in variants.items()}
-
-    @torch.no_grad()
-    def probability_fn(m):
-        probs = m(test_batch[0]).softmax(-1)
-        return probs.gather(1, test_batch[1][:, None]).squeeze(1)
+    probability_fn = ground_truth_probability(test_batch)
 
     result = case_deletion(
         scores, None, trainer, probability_fn, args.train, ks=args.ks, seeds=args.seeds

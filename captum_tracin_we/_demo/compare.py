@@ -22,15 +22,23 @@ class LogitsOnly(nn.Module):
 
 
 def load_into_wrapper(model: nn.Module, path: str) -> float:
+    r"""A ``checkpoints_load_func`` for :class:`LogitsOnly` (HF state dicts)."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     model.hf.load_state_dict(checkpoint["model_state_dict"])
+    model.eval()
     return float(checkpoint.get("learning_rate", 1.0))
 
 
 def tuple_loader(
-    features: List[Dict[str, Any]], batch_size: int, pad_id: int
+    features: List[Dict[str, Any]],
+    batch_size: int,
+    pad_id: int = 0,
+    device: str = "cpu",
 ) -> DataLoader:
-    r"""``(input_ids, attention_mask, labels)`` batches, padded per batch."""
+    r"""
+    ``(input_ids, attention_mask, labels)`` batches, padded per batch, on
+    ``device`` (Captum's TracInCPFast does not move batches to the model).
+    """
 
     def collate(items: Sequence[Dict[str, Any]]) -> Tuple[Tensor, Tensor, Tensor]:
         width = max(len(item["input_ids"]) for item in items)
@@ -39,7 +47,8 @@ def tuple_loader(
         for i, item in enumerate(items):
             ids[i, : len(item["input_ids"])] = torch.tensor(item["input_ids"])
             mask[i, : len(item["input_ids"])] = 1
-        return ids, mask, torch.tensor([item["labels"] for item in items])
+        labels = torch.tensor([item["labels"] for item in items])
+        return ids.to(device), mask.to(device), labels.to(device)
 
     return DataLoader(features, batch_size=batch_size, collate_fn=collate)
 
