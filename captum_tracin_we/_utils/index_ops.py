@@ -140,8 +140,12 @@ def _build_checkpoint(tracin, path, c, settings, matrix, rank, world, bar) -> in
             rows = WordRows.cat(buffer)
             exact_self = self_scores(rows)
             if matrix is not None:
-                rows = rows.scaled(1.0)
-                rows.vectors = rows.vectors @ matrix
+                rows = WordRows(
+                    rows.example_index,
+                    rows.token_ids,
+                    rows.vectors @ matrix,
+                    rows.num_examples,
+                )
             write_unit(
                 path,
                 shard,
