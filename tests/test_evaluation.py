@@ -94,6 +94,42 @@ def test_case_deletion_on_an_additive_model_has_known_answers():
     assert len(axes) == 2
 
 
+def test_batched_retraining_gives_the_same_result_in_same_size_chunks():
+    chunks = []
+
+    def train_many_fn(kept_lists, seeds):
+        chunks.append([len(kept) for kept in kept_lists])
+        return [additive_train_fn(k, s) for k, s in zip(kept_lists, seeds)]
+
+    args = ({"perfect": W.clone()}, None)
+    kwargs = dict(
+        probability_fn=additive_probabilities,
+        n_train=6,
+        ks=(1, 2),
+        seeds=(0, 1),
+        show_progress=False,
+    )
+    one_by_one = case_deletion(*args, additive_train_fn, **kwargs)
+    batched = case_deletion(
+        *args, None, train_many_fn=train_many_fn, retrains_per_call=3, **kwargs
+    )
+    for metric in ("DEL+", "DEL-"):
+        assert torch.equal(
+            batched.deltas["perfect"][metric], one_by_one.deltas["perfect"][metric]
+        )
+    assert torch.equal(
+        batched.deltas["random"]["random"], one_by_one.deltas["random"]["random"]
+    )
+    assert batched.retrains == one_by_one.retrains == sum(map(len, chunks))
+    assert all(len(c) <= 3 and len(set(c)) == 1 for c in chunks)
+    assert {c[0] for c in chunks} == {6, 5, 4}  # baseline, k=1, k=2
+
+    with pytest.raises(ValueError, match="one per pair"):
+        case_deletion(*args, None, train_many_fn=lambda k, s: [], **kwargs)
+    with pytest.raises(ValueError, match="train_fn"):
+        case_deletion(*args, None, **kwargs)
+
+
 def test_case_deletion_rejects_bad_inputs():
     with pytest.raises(ValueError, match="same shape"):
         case_deletion(

@@ -8,7 +8,17 @@ example's ground-truth-class probability.
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    FrozenSet,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+)
 
 import torch
 from torch import Tensor
@@ -16,6 +26,7 @@ from tqdm.auto import tqdm
 
 Model = Any
 TrainFn = Callable[[Sequence[int], int], Model]
+TrainManyFn = Callable[[List[List[int]], List[int]], Sequence[Model]]
 ProbabilityFn = Callable[[Model], Tensor]
 RANDOM = "random"
 
@@ -134,7 +145,7 @@ class DeletionResult:
 def case_deletion(
     methods: Mapping[str, Any],
     test_inputs: Any,
-    train_fn: TrainFn,
+    train_fn: Optional[TrainFn],
     probability_fn: ProbabilityFn,
     n_train: int,
     ks: Sequence[int] = (10, 20, 50),
@@ -142,6 +153,8 @@ def case_deletion(
     random_floor: bool = True,
     test_indices: Optional[Sequence[int]] = None,
     show_progress: bool = True,
+    train_many_fn: Optional[TrainManyFn] = None,
+    retrains_per_call: int = 16,
 ) -> DeletionResult:
     r"""
     Case deletion for several influence methods, sharing the full-data models.
@@ -154,14 +167,22 @@ def case_deletion(
     training examples are removed instead, as the noise floor. Identical
     removal sets (for example of two methods that agree) are trained once.
 
+    The work runs in three steps: plan every (removal set, seed) pair, train
+    each distinct one, then read off the probability changes. With
+    ``train_many_fn``, the retrains go to it in chunks of up to
+    ``retrains_per_call`` that all keep the same number of training examples
+    (the same number of batches per epoch), so that it can train them side by
+    side, for example as one ``torch.func.vmap`` ensemble on a GPU.
+
     Args:
         methods (dict): Name to a score matrix ``(n_test, n_train)`` or a Captum
                     ``DataInfluence``-like object whose ``influence(test_inputs)``
                     gives one.
         test_inputs: What the objects' ``influence`` takes; unused for tensors.
-        train_fn (Callable): ``train_fn(train_indices, seed) -> model``, trained
-                    from scratch (or from the same initial weights) on the
-                    training examples at ``train_indices``.
+        train_fn (Callable or None): ``train_fn(train_indices, seed) -> model``,
+                    trained from scratch (or from the same initial weights) on
+                    the training examples at ``train_indices``. May be None when
+                    ``train_many_fn`` is given.
         probability_fn (Callable): ``probability_fn(model) -> (n_test,)`` the
                     probability each test example's ground-truth class gets.
         n_train (int): Size of the training set.
@@ -171,6 +192,12 @@ def case_deletion(
         test_indices (sequence of int, optional): Evaluate only these rows.
                     Default: None (all)
         show_progress (bool, optional): Show a progress bar. Default: True
+        train_many_fn (Callable, optional): ``train_many_fn(list_of_train_indices,
+                    list_of_seeds) -> list_of_models``, the batched form of
+                    ``train_fn``; model ``j`` must be what ``train_fn`` would give
+                    for the ``j``-th pair. Default: None (use ``train_fn``)
+        retrains_per_call (int, optional): Largest chunk given to
+                    ``train_many_fn``. Default: 16
 
     Returns:
         result (DeletionResult): The probability changes, with tables and AUCs.
@@ -179,47 +206,127 @@ def case_deletion(
     n_test = next(iter(scores.values())).shape[0] if scores else 0
     rows = list(range(n_test)) if test_indices is None else list(test_indices)
     _check_deletion_inputs(scores, n_train, ks, seeds, rows)
-    cache: Dict[Tuple[Tuple[int, ...], int], Tensor] = {}
-    jobs = len(seeds) * (1 + len(rows) * len(ks) * (2 * len(scores) + random_floor))
-    bar = tqdm(total=jobs, desc="Case deletion: retraining", disable=not show_progress)
+    if train_fn is None and train_many_fn is None:
+        raise ValueError("Pass `train_fn` or `train_many_fn` to retrain the model.")
+    if retrains_per_call < 1:
+        raise ValueError(f"`retrains_per_call` must be >= 1; got {retrains_per_call}.")
+    plan = _plan_removals(scores, rows, ks, random_floor, n_train)
+    keys = [((), seed) for seed in seeds]
+    keys += [(removed, seed) for removed in plan.values() for seed in seeds]
+    probabilities = _retrain_all(
+        keys,
+        n_train,
+        train_fn,
+        train_many_fn,
+        retrains_per_call,
+        probability_fn,
+        show_progress,
+    )
+    baseline = torch.stack([probabilities[((), seed)] for seed in seeds])
+    retrains = len({(frozenset(removed), seed) for removed, seed in keys})
+    result = DeletionResult({}, list(ks), list(seeds), baseline, retrains)
+    for (name, metric, a, b), removed in plan.items():
+        if name != RANDOM:
+            result.removals[(name, metric, rows[a], ks[b])] = list(removed)
+        deltas = result.deltas.setdefault(name, {}).setdefault(
+            metric, torch.zeros(len(rows), len(ks), len(seeds))
+        )
+        i = rows[a]
+        for c, seed in enumerate(seeds):
+            deltas[a, b, c] = probabilities[(removed, seed)][i] - baseline[c, i]
+    return result
 
-    def probabilities(removed: Sequence[int], seed: int) -> Tensor:
-        key = (tuple(sorted(removed)), seed)
-        if key not in cache:
-            drop = set(removed)
-            model = train_fn([j for j in range(n_train) if j not in drop], seed)
-            cache[key] = probability_fn(model).detach().float().cpu()
-        bar.update(1)
-        return cache[key]
 
-    baseline = torch.stack([probabilities([], seed) for seed in seeds])
-    result = DeletionResult({}, list(ks), list(seeds), baseline)
+def _plan_removals(
+    scores: Dict[str, Tensor],
+    rows: Sequence[int],
+    ks: Sequence[int],
+    random_floor: bool,
+    n_train: int,
+) -> Dict[Tuple[str, str, int, int], Tuple[int, ...]]:
+    r"""``(method, metric, row position, k position) -> removal set`` (ordered)."""
+    plan: Dict[Tuple[str, str, int, int], Tuple[int, ...]] = {}
     for name, matrix in scores.items():
-        result.deltas[name] = {}
         for metric, proponents in (("DEL+", True), ("DEL-", False)):
-            deltas = torch.zeros(len(rows), len(ks), len(seeds))
             for a, i in enumerate(rows):
                 for b, k in enumerate(ks):
                     removed = removal_set(matrix[i], k, proponents)
-                    result.removals[(name, metric, i, k)] = removed
-                    for c, seed in enumerate(seeds):
-                        deltas[a, b, c] = (
-                            probabilities(removed, seed)[i] - baseline[c, i]
-                        )
-            result.deltas[name][metric] = deltas
+                    plan[(name, metric, a, b)] = tuple(removed)
     if random_floor:
-        deltas = torch.zeros(len(rows), len(ks), len(seeds))
         for a, i in enumerate(rows):
             for b, k in enumerate(ks):
                 generator = torch.Generator().manual_seed(1_000_003 * i + k)
                 removed = torch.randperm(n_train, generator=generator)[:k].tolist()
-                for c, seed in enumerate(seeds):
-                    after = probabilities(removed, seed)[i]
-                    deltas[a, b, c] = after - baseline[c, i]
-        result.deltas[RANDOM] = {RANDOM: deltas}
+                plan[(RANDOM, RANDOM, a, b)] = tuple(removed)
+    return plan
+
+
+def _retrain_all(
+    keys: Sequence[Tuple[Tuple[int, ...], int]],
+    n_train: int,
+    train_fn: Optional[TrainFn],
+    train_many_fn: Optional[TrainManyFn],
+    retrains_per_call: int,
+    probability_fn: ProbabilityFn,
+    show_progress: bool,
+) -> Dict[Tuple[Tuple[int, ...], int], Tensor]:
+    r"""
+    Trains one model per distinct ``(removal set, seed)`` and returns its test
+    probabilities, keyed by the removal set as given (order kept) and the seed.
+    """
+    distinct: Dict[Tuple[FrozenSet[int], int], Tuple[Tuple[int, ...], int]] = {}
+    for removed, seed in keys:
+        distinct.setdefault((frozenset(removed), seed), (removed, seed))
+    jobs = list(distinct.keys())
+    bar = tqdm(
+        total=len(jobs), desc="Case deletion: retraining", disable=not show_progress
+    )
+
+    def kept(drop: FrozenSet[int]) -> List[int]:
+        return [j for j in range(n_train) if j not in drop]
+
+    found: Dict[Tuple[FrozenSet[int], int], Tensor] = {}
+    if train_many_fn is None:
+        for drop, seed in jobs:
+            found[(drop, seed)] = _probabilities(
+                probability_fn, train_fn(kept(drop), seed)
+            )
+            bar.update(1)
+    else:
+        for chunk in _same_size_chunks(jobs, retrains_per_call):
+            models = list(
+                train_many_fn([kept(drop) for drop, _ in chunk], [s for _, s in chunk])
+            )
+            if len(models) != len(chunk):
+                raise ValueError(
+                    f"`train_many_fn` returned {len(models)} models for "
+                    f"{len(chunk)} retrains; it must return one per pair, in order."
+                )
+            for job, model in zip(chunk, models):
+                found[job] = _probabilities(probability_fn, model)
+            bar.update(len(chunk))
     bar.close()
-    result.retrains = len(cache)
-    return result
+    return {
+        (removed, seed): found[(frozenset(removed), seed)] for removed, seed in keys
+    }
+
+
+def _same_size_chunks(
+    jobs: Sequence[Tuple[FrozenSet[int], int]], size: int
+) -> List[List[Tuple[FrozenSet[int], int]]]:
+    r"""Chunks of at most ``size`` jobs that remove the same number of examples."""
+    by_size: Dict[int, List[Tuple[FrozenSet[int], int]]] = {}
+    for job in jobs:
+        by_size.setdefault(len(job[0]), []).append(job)
+    return [
+        group[start : start + size]
+        for _, group in sorted(by_size.items())
+        for start in range(0, len(group), size)
+    ]
+
+
+def _probabilities(probability_fn: ProbabilityFn, model: Model) -> Tensor:
+    return probability_fn(model).detach().float().cpu()
 
 
 def _check_deletion_inputs(
