@@ -100,6 +100,17 @@ def main() -> None:
         tracin.build_index(index, shard_size=10, show_progress=False)
         indexed = TracInWE(gpu_model, train, paths, batch_size=None, index=index)
         check(f"{on} index query vs streaming", indexed.influence(test), on_gpu)
+        projected = os.path.join(folder, "projected")
+        tracin.build_index(projected, projection_dim=8, show_progress=False)
+        sketch = TracInWE(gpu_model, train, paths, batch_size=None, index=projected)
+        rank_agreement = float(
+            torch.corrcoef(
+                torch.stack([sketch.influence(test).flatten(), on_gpu.cpu().flatten()])
+            )[0, 1]
+        )
+        print(f"{on} JL-projected (r=8 of 16) index: correlation {rank_agreement:.3f}")
+        if not rank_agreement > 0.5:
+            FAILURES.append("projected index")
         check(
             f"{on} index self-influence vs streaming",
             indexed.self_influence(),

@@ -263,6 +263,12 @@ def main() -> None:
         "(printed, not written to the docs)",
     )
     parser.add_argument(
+        "--test-seed",
+        type=int,
+        default=0,
+        help="seed of the class-balanced draw of deletion test sentences",
+    )
+    parser.add_argument(
         "--device",
         default="cpu",
         help="where the retrains run (cuda: a GPU); influence is computed on the CPU",
@@ -296,7 +302,7 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as directory:
         model, paths = trainer(range(args.train), seed=0, save_to=directory)
-        rows = balanced_test(held_out, args.test, seed=0)
+        rows = balanced_test(held_out, args.test, seed=args.test_seed)
         test_texts = [held_out[i][0] for i in rows]
         test_batch = (
             encode(test_texts, vocab),

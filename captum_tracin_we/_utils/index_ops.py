@@ -164,7 +164,8 @@ def _build_checkpoint(tracin, path, c, settings, matrix, rank, world, bar) -> in
             buffer, shard, shard_first = [], batch_shard, first
         size = _batch_size(tracin, batch)
         if shard % world == rank and not unit_done(path, shard, c):
-            buffer.append(tracin._batch_rows(batch, tracin.loss_fn, first, "training"))
+            rows = tracin._batch_rows(batch, tracin.loss_fn, first, "training")
+            buffer.append(rows.to("cpu"))  # the index lives in host memory and files
         else:
             buffer.append(_empty_rows(size, settings.dim))
         first += size
@@ -235,7 +236,7 @@ def indexed_scores(tracin: Any, test_batches: Any, aggregate: bool, bar: Any) ->
             )
         queries = WordRows.cat(
             list(tracin._streamed_rows(test_batches, tracin.test_loss_fn, bar, "test"))
-        )
+        ).to("cpu")
         if aggregate:
             queries = queries.summed()
         queries = queries.scaled(learning_rate)
