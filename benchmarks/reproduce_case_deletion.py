@@ -35,7 +35,7 @@ from torch.utils.data import TensorDataset
 
 from benchmarks._common import conditions
 from benchmarks._ensemble import train_ensemble
-from captum_tracin_we import TracInWE
+from captum_tracin_we import TracInWE, frequent_token_ids
 from captum_tracin_we._demo.data import load_rotten_tomatoes
 from captum_tracin_we.evaluation import (
     auc_table,
@@ -413,7 +413,9 @@ def investigate(args, model, paths, train_set, test_batch, trainer) -> None:
             paths,
             load_ckpt,
             batch_size=256,
-            exclude_token_ids=most_frequent_tokens(train_set.tensors[0], 50),
+            exclude_token_ids=frequent_token_ids(
+                train_set.tensors[0], 50, ignore_ids=[PAD]
+            ),
         ),
     }
     scores = {name: method.influence(test_batch) for name, method in variants.items()}
@@ -445,15 +447,6 @@ def investigate(args, model, paths, train_set, test_batch, trainer) -> None:
         for name, s in scores.items()
     }
     print("top-10 proponent overlap with TracIn-WE:", overlap)
-
-
-def most_frequent_tokens(ids: torch.Tensor, n: int) -> List[int]:
-    r"""The ``n`` ids in the most training texts ([CLS]/[SEP] included): stop words."""
-    in_text = torch.zeros(int(ids.max()) + 1)
-    for row in ids:
-        in_text[row.unique()] += 1
-    in_text[PAD] = -1
-    return in_text.topk(n).indices.tolist()
 
 
 def diagnostics_table(methods, model, paths, held_out, vocab, train, n, train_texts):

@@ -6,6 +6,7 @@ from captum.influence._utils.common import KMostInfluentialResults
 
 from captum_tracin_we._core.tracin_we import TracInWE
 from captum_tracin_we._utils.checkpoints import load_checkpoint_with_lr
+from captum_tracin_we._utils.token_frequency import frequent_token_ids
 from captum_tracin_we._utils.word_contributions import (
     WordInfluence,
     merge_subwords,
@@ -18,6 +19,7 @@ __all__ = [
     "KMostInfluentialResults",
     "TracInWE",
     "WordInfluence",
+    "frequent_token_ids",
     "load_checkpoint_with_lr",
     "merge_subwords",
     "top_words",
