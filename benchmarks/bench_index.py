@@ -180,8 +180,8 @@ def throughput(args) -> None:
     vocab, dim = 30522, 384
     queries = synthetic_rows(100, vocab, dim, seed=1).to(args.device)
     a = torch.randn(2048, 2048, device=args.device)
-    a @ a
-    _, t_matmul = timed(lambda: [a @ a for _ in range(5)])
+    _synced(a @ a)
+    _, t_matmul = timed(lambda: _synced([a @ a for _ in range(5)]))
     matmul_rate = 5 * 2 * 2048**3 / t_matmul
     seconds = {"sparse CSR": 0.0, "grouped by token": 0.0}
     flops, n_train = 0.0, 0
