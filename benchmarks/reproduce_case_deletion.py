@@ -270,6 +270,11 @@ def main() -> None:
         "(printed, not written to the docs)",
     )
     parser.add_argument(
+        "--diagnostics-only",
+        action="store_true",
+        help="with --investigate: the retrain-free diagnostics of the variants only",
+    )
+    parser.add_argument(
         "--test-seed",
         type=int,
         default=0,
@@ -317,7 +322,12 @@ def main() -> None:
         )
         train_set = TensorDataset(ids, labels)
         if args.investigate:
-            investigate(args, model, paths, train_set, test_batch, trainer)
+            diagnostic_batch = balanced_batch(
+                held_out, args.diagnostic_tests, vocab, seed=1
+            )
+            investigate(
+                args, model, paths, train_set, test_batch, trainer, diagnostic_batch
+            )
             return
         scores, timings, methods = score_methods(
             model, paths, train_set, train_texts, test_batch, test_texts
@@ -400,7 +410,44 @@ def output_paths(args) -> Tuple[str, str]:
     return os.path.join(docs, report), os.path.join(docs, "_static", figure)
 
 
-def investigate(args, model, paths, train_set, test_batch, trainer) -> None:
+def balanced_batch(held_out, n: int, vocab: dict, seed: int):
+    rows = balanced_test(held_out, n, seed=seed)
+    return (
+        encode([held_out[i][0] for i in rows], vocab),
+        torch.tensor([held_out[i][1] for i in rows]),
+    )
+
+
+def variant_diagnostics(variants, model, paths, train_set, batch) -> None:
+    r"""Label agreement and cardinality of the variants and the last layer."""
+    fast = TracInCPFast(
+        model,
+        model.final_layer,
+        train_set,
+        paths,
+        load_ckpt,
+        loss_fn=nn.CrossEntropyLoss(reduction="sum"),
+        batch_size=256,
+    )
+    rows = []
+    for name, method in {**variants, "TracInCPFast (last layer)": fast}.items():
+        scores = method.influence(batch)
+        rows.append(
+            {
+                "method": name,
+                "top-10 label agreement": label_agreement(
+                    scores, train_set.tensors[1], batch[1], 10
+                ),
+                "top-10 proponent cardinality": topk_cardinality(scores, 10),
+            }
+        )
+    print(f"Retrain-free diagnostics on {len(batch[1])} held-out sentences:")
+    print(format_markdown(rows))
+
+
+def investigate(
+    args, model, paths, train_set, test_batch, trainer, diagnostic_batch
+) -> None:
     variants = {
         "TracIn-WE": TracInWE(model, train_set, paths, load_ckpt, batch_size=256),
         "TracIn-WE without [CLS]/[SEP]": TracInWE(
@@ -425,6 +472,9 @@ def investigate(args, model, paths, train_set, test_batch, trainer) -> None:
             ),
         ),
     }
+    variant_diagnostics(variants, model, paths, train_set, diagnostic_batch)
+    if args.diagnostics_only:
+        return
     scores = {name: method.influence(test_batch) for name, method in variants.items()}
     probability_fn = ground_truth_probability(test_batch)
 
