@@ -18,7 +18,8 @@ in-place buffer updates under ``vmap``), and must not rely on
 """
 
 import copy
-from typing import Callable, List, Sequence
+import os
+from typing import Callable, List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -36,6 +37,8 @@ def train_ensemble(
     batch: int,
     pad_id: int = 0,
     device: str = "cpu",
+    autocast_dtype: Optional[torch.dtype] = None,
+    save_to: Optional[str] = None,
 ) -> List[nn.Module]:
     r"""
     Args:
@@ -48,6 +51,12 @@ def train_ensemble(
         epochs, lr, batch: The training recipe (Adam).
         pad_id (int, optional): Padding id. Default: 0
         device (str, optional): Where to train. Default: "cpu"
+        autocast_dtype (torch.dtype, optional): Run the forward pass under
+                    ``torch.autocast`` with this dtype (bfloat16 on a GPU);
+                    parameters and optimizer stay float32. Default: None
+        save_to (str, optional): For a single model: save a checkpoint
+                    ``{"model_state_dict", "learning_rate"}`` after every epoch
+                    in this folder, as ``checkpoint-<epoch>.pt``. Default: None
 
     Returns:
         models (list of nn.Module): The trained models, on the CPU, in eval mode.
@@ -69,7 +78,9 @@ def train_ensemble(
     optimizer = torch.optim.Adam(params.values(), lr=lr)
     kept = [torch.as_tensor(list(k)) for k in kept_lists]
     generators = [torch.Generator().manual_seed(seed) for seed in seeds]
-    for _ in range(epochs):
+    if save_to is not None and len(models) != 1:
+        raise ValueError("`save_to` saves the checkpoints of a single model.")
+    for epoch in range(epochs):
         orders = torch.stack(
             [k[torch.randperm(len(k), generator=g)] for k, g in zip(kept, generators)]
         )
@@ -78,15 +89,33 @@ def train_ensemble(
             x = ids[rows]
             width = int((x != pad_id).sum(-1).max())
             x, y = x[..., :width].to(device), labels[rows].to(device)
-            out = forward(params, buffers, x)
+            with torch.autocast(
+                torch.device(device).type,
+                dtype=autocast_dtype or torch.float32,
+                enabled=autocast_dtype is not None,
+            ):
+                out = forward(params, buffers, x).float()
             loss = nn.functional.cross_entropy(
                 out.flatten(0, 1), y.flatten(), reduction="none"
             )
             optimizer.zero_grad()
             loss.view(y.shape).mean(dim=1).sum().backward()
             optimizer.step()
+        if save_to is not None:
+            _save_checkpoint(models[0], params, buffers, lr, save_to, epoch)
     for j, model in enumerate(models):
-        stacked = {**params, **buffers}
-        model.load_state_dict({name: stacked[name][j] for name in model.state_dict()})
+        _load(model, params, buffers, j)
         model.to("cpu").eval()
     return models
+
+
+def _load(model: nn.Module, params, buffers, j: int) -> None:
+    stacked = {**params, **buffers}
+    model.load_state_dict({name: stacked[name][j] for name in model.state_dict()})
+
+
+def _save_checkpoint(model, params, buffers, lr: float, folder: str, epoch: int):
+    _load(model, params, buffers, 0)
+    state = {name: value.detach().cpu() for name, value in model.state_dict().items()}
+    path = os.path.join(folder, f"checkpoint-{epoch}.pt")
+    torch.save({"model_state_dict": state, "learning_rate": lr}, path)

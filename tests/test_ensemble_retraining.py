@@ -9,6 +9,7 @@ measure something else than on the CPU.
 import pytest
 import torch
 
+from benchmarks._ensemble import train_ensemble
 from benchmarks.reproduce_case_deletion import Trainer, WordCNN, WordTransformer
 from captum_tracin_we.datasets import planted_trigger_dataset
 
@@ -40,3 +41,36 @@ def test_ensemble_needs_equal_sizes():
     trainer = Trainer(data.token_ids, data.labels, data.vocab_size, batch=8)
     with pytest.raises(ValueError, match="as many examples"):
         trainer.train_many([list(range(10)), list(range(12))], [0, 1])
+
+
+def test_ensemble_saves_per_epoch_checkpoints_of_a_single_model(tmp_path):
+    data = planted_trigger_dataset(40, seed=5)
+    (model,) = train_ensemble(
+        lambda: WordCNN(data.vocab_size),
+        data.token_ids,
+        data.labels,
+        [list(range(40))],
+        [0],
+        epochs=3,
+        lr=2e-3,
+        batch=8,
+        save_to=str(tmp_path),
+    )
+    paths = sorted(tmp_path.iterdir())
+    assert [p.name for p in paths] == [f"checkpoint-{e}.pt" for e in range(3)]
+    last = torch.load(paths[-1], weights_only=True)
+    assert last["learning_rate"] == 2e-3
+    for name, value in model.state_dict().items():
+        assert torch.equal(last["model_state_dict"][name], value)
+    with pytest.raises(ValueError, match="single model"):
+        train_ensemble(
+            lambda: WordCNN(data.vocab_size),
+            data.token_ids,
+            data.labels,
+            [list(range(20)), list(range(20, 40))],
+            [0, 1],
+            1,
+            2e-3,
+            8,
+            save_to=str(tmp_path),
+        )
