@@ -213,10 +213,9 @@ def load_ckpt(model, path):
     return float(checkpoint["learning_rate"])
 
 
-def score_methods(model, paths, train_set, train_texts, test_batch, test_texts):
-    tracin = TracInWE(model, train_set, paths, load_ckpt, batch_size=256)
-    top10 = TracInWE(model, train_set, paths, load_ckpt, batch_size=256, top_k_words=10)
-    fast = TracInCPFast(
+def last_layer(model, train_set, paths) -> TracInCPFast:
+    r"""Captum's TracInCPFast on the model's final linear layer."""
+    return TracInCPFast(
         model,
         model.final_layer,
         train_set,
@@ -225,6 +224,12 @@ def score_methods(model, paths, train_set, train_texts, test_batch, test_texts):
         loss_fn=nn.CrossEntropyLoss(reduction="sum"),
         batch_size=256,
     )
+
+
+def score_methods(model, paths, train_set, train_texts, test_batch, test_texts):
+    tracin = TracInWE(model, train_set, paths, load_ckpt, batch_size=256)
+    top10 = TracInWE(model, train_set, paths, load_ckpt, batch_size=256, top_k_words=10)
+    fast = last_layer(model, train_set, paths)
     train_grads = checkpoint_output_gradients(
         model, paths, load_ckpt, [train_set.tensors], num_classes=2
     )
@@ -420,15 +425,7 @@ def balanced_batch(held_out, n: int, vocab: dict, seed: int):
 
 def variant_diagnostics(variants, model, paths, train_set, batch) -> None:
     r"""Label agreement and cardinality of the variants and the last layer."""
-    fast = TracInCPFast(
-        model,
-        model.final_layer,
-        train_set,
-        paths,
-        load_ckpt,
-        loss_fn=nn.CrossEntropyLoss(reduction="sum"),
-        batch_size=256,
-    )
+    fast = last_layer(model, train_set, paths)
     rows = []
     for name, method in {**variants, "TracInCPFast (last layer)": fast}.items():
         scores = method.influence(batch)
@@ -509,10 +506,7 @@ def investigate(
 def diagnostics_table(methods, model, paths, held_out, vocab, train, n, train_texts):
     tracin, top10, fast = methods
     rows = balanced_test(held_out, n, seed=1)
-    batch = (
-        encode([held_out[i][0] for i in rows], vocab),
-        torch.tensor([held_out[i][1] for i in rows]),
-    )
+    batch = balanced_batch(held_out, n, vocab, seed=1)
     train_labels = torch.tensor([y for _, y in train])
     train_grads = checkpoint_output_gradients(
         model, paths, load_ckpt, [(tracin.train_dataloader.dataset.tensors)], 2
@@ -560,14 +554,8 @@ def mislabel_table(trainer, ids, labels, args):
             "TracIn-WE-Top10 self-influence": TracInWE(
                 model, train_set, paths, load_ckpt, batch_size=256, top_k_words=10
             ).self_influence(),
-            "TracInCPFast self-influence": TracInCPFast(
-                model,
-                model.final_layer,
-                train_set,
-                paths,
-                load_ckpt,
-                loss_fn=nn.CrossEntropyLoss(reduction="sum"),
-                batch_size=256,
+            "TracInCPFast self-influence": last_layer(
+                model, train_set, paths
             ).self_influence(),
         }
         load_ckpt(model, paths[-1])
