@@ -34,7 +34,7 @@ from torch.utils.data import TensorDataset
 
 from benchmarks._common import conditions
 from benchmarks._ensemble import train_ensemble
-from benchmarks.reproduce_case_deletion import balanced_test, ground_truth_probability
+from benchmarks._text_classifiers import balanced_test, ground_truth_probability
 from captum_tracin_we import TracInWE, frequent_token_ids
 from captum_tracin_we.evaluation import (
     auc_table,

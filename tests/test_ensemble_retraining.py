@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from benchmarks._ensemble import train_ensemble
-from benchmarks.reproduce_case_deletion import Trainer, WordCNN, WordTransformer
+from benchmarks._text_classifiers import Trainer, WordCNN, WordTransformer
 from captum_tracin_we.datasets import planted_trigger_dataset
 
 
