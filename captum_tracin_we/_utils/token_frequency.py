@@ -45,18 +45,20 @@ def frequent_token_ids(
     counts: Tensor = torch.zeros(0, dtype=torch.long)
     texts = 0
     for batch in _as_batches(token_ids):
-        for text in batch:
-            present = text.unique()
-            if present.numel() and int(present.min()) < 0:
-                raise ValueError(
-                    f"Token ids must be non-negative; found {int(present.min())}."
-                )
-            if present.numel() and int(present.max()) >= counts.numel():
-                counts = torch.cat(
-                    [counts, counts.new_zeros(int(present.max()) + 1 - counts.numel())]
-                )
-            counts[present] += 1
-            texts += 1
+        if batch.numel() and int(batch.min()) < 0:
+            raise ValueError(
+                f"Token ids must be non-negative; found {int(batch.min())}."
+            )
+        ordered = batch.sort(dim=1).values
+        first = torch.ones_like(ordered, dtype=torch.bool)
+        first[:, 1:] = ordered[:, 1:] != ordered[:, :-1]  # once per text
+        found = torch.bincount(ordered[first])
+        if found.numel() > counts.numel():
+            counts = torch.cat(
+                [counts, counts.new_zeros(found.numel() - counts.numel())]
+            )
+        counts[: found.numel()] += found
+        texts += batch.shape[0]
     if texts == 0:
         raise ValueError("No texts given: pass the training texts' token ids.")
     ignored = torch.as_tensor(list(ignore_ids), dtype=torch.long)
