@@ -66,3 +66,20 @@ def floor_time(
     for param in model.parameters():
         param.requires_grad_(True)
     return elapsed
+
+
+def ratio_lines(result: Any, method: str = "TracIn-WE") -> List[str]:
+    r"""AUC-DEL of ``method`` against TracInCPFast, as report lines (target 4x)."""
+    lines = []
+    for metric in ("DEL+", "DEL-"):
+        a = result.auc(method, metric)[0]
+        b = result.auc("TracInCPFast (last layer)", metric)[0]
+        verdict = (
+            f"ratio {a / b:.1f}x (target >= 4x)"
+            if a * b > 0
+            else "opposite signs, so no ratio: only one moves the right way"
+        )
+        lines.append(
+            f"- AUC-{metric}: {method} {a:+.4f} vs TracInCPFast {b:+.4f}: {verdict}"
+        )
+    return lines

@@ -32,7 +32,7 @@ from captum.influence import TracInCPFast
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from benchmarks._common import conditions
+from benchmarks._common import conditions, ratio_lines
 from benchmarks._ensemble import train_ensemble
 from benchmarks._text_classifiers import balanced_test, ground_truth_probability
 from captum_tracin_we import TracInWE, frequent_token_ids
@@ -267,18 +267,7 @@ def influence(args, model, paths, ids, labels, test_batch):
 
 
 def render(args, result, accuracy, fine_tune_s, influence_s, deletion_s, total_s):
-    we = [result.auc("TracIn-WE", m)[0] for m in ("DEL+", "DEL-")]
-    last = [result.auc("TracInCPFast (last layer)", m)[0] for m in ("DEL+", "DEL-")]
-    ratios = []
-    for metric, a, b in zip(("AUC-DEL+", "AUC-DEL-"), we, last):
-        verdict = (
-            f"ratio {a / b:.1f}x (target >= 4x)"
-            if a * b > 0
-            else "opposite signs, so no ratio"
-        )
-        ratios.append(
-            f"- {metric}: TracIn-WE {a:+.4f} vs TracInCPFast {b:+.4f}: {verdict}"
-        )
+    ratios = ratio_lines(result)
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
     lines = [
         "# Results (pretrained MiniLM): case deletion at a reduced grid",

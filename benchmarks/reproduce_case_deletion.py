@@ -40,7 +40,7 @@ from captum.influence import TracInCPFast
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from benchmarks._common import conditions
+from benchmarks._common import conditions, ratio_lines
 from benchmarks._text_classifiers import (
     CLS,
     PAD,
@@ -443,20 +443,6 @@ def render(
 ) -> str:
     diag_rows, n_diag = diagnostics
     auc = auc_table(deletion)
-    ratio_lines = []
-    we = deletion.auc("TracIn-WE", "DEL+")[0], deletion.auc("TracIn-WE", "DEL-")[0]
-    last = (
-        deletion.auc("TracInCPFast (last layer)", "DEL+")[0],
-        deletion.auc("TracInCPFast (last layer)", "DEL-")[0],
-    )
-    for metric, a, b in (("AUC-DEL+", we[0], last[0]), ("AUC-DEL-", we[1], last[1])):
-        if a * b > 0:
-            verdict = f"ratio {a / b:.1f}x (target >= 4x)"
-        else:
-            verdict = "opposite signs, so no ratio: only one moves the right way"
-        ratio_lines.append(
-            f"- {metric}: TracIn-WE {a:+.4f} vs TracInCPFast {b:+.4f}: {verdict}"
-        )
     accuracy = float((model(test_batch[0]).argmax(1) == test_batch[1]).float().mean())
     arch = type(model)
     retrain_where = (
@@ -506,7 +492,7 @@ def render(
         "",
         format_markdown(auc),
         "",
-        *ratio_lines,
+        *ratio_lines(deletion),
         "",
         f"![deletion curves](_static/{figure})",
         "",
