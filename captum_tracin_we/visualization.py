@@ -4,7 +4,7 @@ r"""Views of word-level TracIn-WE influence: HTML in Captum's colours, and text.
 
 import html
 import textwrap
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -17,11 +17,29 @@ from captum_tracin_we._utils.word_contributions import (
     top_words,
 )
 
+LabelNames = Union[Sequence[Any], Mapping[int, Any]]
+
+# Unicode's Bidi_Control characters: embeddings, overrides, isolates and marks.
+_BIDI_CONTROLS = (
+    0x061C,
+    0x200E,
+    0x200F,
+    *range(0x202A, 0x202F),
+    *range(0x2066, 0x206A),
+)
+# C0 controls, DEL, C1 controls and the bidi controls, each to a visible escape.
+_TERMINAL_ESCAPES: Dict[int, str] = {
+    code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    for code in (*range(0x20), *range(0x7F, 0xA0), *_BIDI_CONTROLS)
+}
+# Text properties that show a matplotlib string as is: no mathtext, no TeX.
+_LITERAL_TEXT: Dict[str, Any] = {"parse_math": False, "usetex": False}
+
 
 def format_word_influence_text(
     word_influence: WordInfluence,
     tokenizer: TokenDecoder,
-    label_names: Optional[Sequence[str]] = None,
+    label_names: Optional[LabelNames] = None,
     k_words: int = 3,
     title: str = "influential training examples",
     width: int = 120,
@@ -29,11 +47,17 @@ def format_word_influence_text(
     r"""
     Renders a :class:`WordInfluence` as plain text: each test text, then its
     training texts with label, score and the words that carry the influence.
+    Training text is untrusted, so control characters (C0, DEL, C1) and bidi
+    controls (U+061C, U+200E, U+200F, U+202A-U+202E, U+2066-U+2069) in tokens,
+    label names and the title are printed as visible escapes such as ``\x1b``
+    or ``\u202e``: no token can drive the terminal or reverse the text after it.
 
     Args:
         word_influence (WordInfluence): From :meth:`TracInWE.word_influence`.
         tokenizer: A Hugging Face tokenizer or a callable from ids to strings.
-        label_names (sequence of str, optional): Names of the label ids.
+        label_names (sequence or mapping, optional): Names of the label ids, by
+                    position or as a mapping from id; any value is shown with
+                    ``str()``, and ids without a name as the id.
                     Default: None (the ids)
         k_words (int, optional): Top words shown per pair. Default: 3
         title (str, optional): Heading of each list, for example
@@ -49,16 +73,19 @@ def format_word_influence_text(
     for i in range(n_test):
         if i:
             lines.append("")
-        label = _label(word_influence.test_labels[i], label_names)
-        lines.append(f"TEST [{label}] {_text(word_influence, i, 0, tokenizer, 'test')}")
-        lines.append(f"  {title}:")
+        label = _visible(_label(word_influence.test_labels[i], label_names))
+        text = _visible(_text(word_influence, i, 0, tokenizer, "test"))
+        lines.append(f"TEST [{label}] {text}")
+        lines.append(f"  {_visible(title)}:")
         for j in range(m):
             score = float(word_influence.scores[i, j])
             index = int(word_influence.train_indices[i, j])
-            train_label = _label(word_influence.train_labels[i, j], label_names)
-            text = _text(word_influence, i, j, tokenizer, "train")
+            train_label = _visible(
+                _label(word_influence.train_labels[i, j], label_names)
+            )
+            text = _visible(_text(word_influence, i, j, tokenizer, "train"))
             words = ", ".join(
-                f"{word} {value:+.3g}"
+                f"{_visible(word)} {value:+.3g}"
                 for word, value in top_words(word_influence, i, j, tokenizer, k_words)
             )
             prefix = f"    {score:+10.4g}  #{index:<6d}[{train_label}] "
@@ -70,12 +97,26 @@ def format_word_influence_text(
     return "\n".join(lines)
 
 
-def _label(value, names: Optional[Sequence[str]]) -> str:
+def _label(value: Any, names: Optional[LabelNames]) -> str:
+    r"""The name of label id ``value`` as a string, or the id if it has none."""
     index = int(value)
-    return names[index] if names is not None and 0 <= index < len(names) else str(index)
+    if isinstance(names, Mapping):
+        name = names.get(index, index)
+    elif names is not None and 0 <= index < len(names):
+        name = names[index]
+    else:
+        name = index
+    return str(name)
 
 
-def _text(result: WordInfluence, i: int, j: int, tokenizer, side: str) -> str:
+def _visible(text: Any) -> str:
+    r"""``str(text)`` with control and bidi characters as visible escapes."""
+    return str(text).translate(_TERMINAL_ESCAPES)
+
+
+def _text(
+    result: WordInfluence, i: int, j: int, tokenizer: TokenDecoder, side: str
+) -> str:
     tokens, values = pair_tokens(result, i, j, tokenizer, side)
     words, _ = merge_subwords(tokens, values)
     return " ".join(
@@ -111,7 +152,7 @@ class WordInfluenceHTML:
 def visualize_word_influence(
     word_influence: WordInfluence,
     tokenizer: TokenDecoder,
-    label_names: Optional[Sequence[str]] = None,
+    label_names: Optional[LabelNames] = None,
     merge: bool = True,
     legend: bool = True,
 ) -> WordInfluenceHTML:
@@ -121,16 +162,19 @@ def visualize_word_influence(
     proponent side) to red (negative), scaled per row by its largest
     ``|contribution|``. For each test text, a first row shows the test words
     (contributions summed over the listed pairs), then one row per training
-    text with its label, index and score. Every piece of text is HTML-escaped:
-    training data is untrusted. To show a test text's top proponents and
+    text with its label, index and score. Training data is untrusted: every
+    token and label is HTML-escaped and wrapped in its own ``<bdi>`` element,
+    so markup in it stays text and a bidi control (such as U+202E) cannot
+    reverse the text around it. To show a test text's top proponents and
     opponents together, decompose both sets of pairs in one call:
     ``tracin.word_influence(inputs, torch.cat([top.indices, bottom.indices], 1))``.
 
     Args:
         word_influence (WordInfluence): From :meth:`TracInWE.word_influence`.
         tokenizer: A Hugging Face tokenizer or a callable from ids to strings.
-        label_names (sequence of str, optional): Names of the label ids.
-                    Default: None
+        label_names (sequence or mapping, optional): Names of the label ids, by
+                    position or as a mapping from id; any value is shown with
+                    ``str()``. Default: None
         merge (bool, optional): Merge sub-word pieces into words. Default: True
         legend (bool, optional): Add Captum's Negative/Neutral/Positive legend.
                     Default: True
@@ -190,7 +234,7 @@ def _word_cells(tokens: List[str], values: List[float], merge: bool) -> str:
     marks = "".join(
         f'<mark style="background-color: {word_color(v / scale)}; opacity:1.0; '
         f'line-height:1.75" title="{v:+.3g}"><font color="black"> '
-        f"{html.escape(token)} </font></mark>"
+        f"{_isolated(token)} </font></mark>"
         for token, v in zip(tokens, values)
     )
     return f"<td>{marks}</td>"
@@ -212,8 +256,18 @@ def _summed_test_view(result: WordInfluence, i: int) -> WordInfluence:
     )
 
 
-def _escaped_label(value, names: Optional[Sequence[str]]) -> str:
-    return html.escape(_label(value, names))
+def _escaped_label(value: Any, names: Optional[LabelNames]) -> str:
+    r"""The name of label id ``value``, HTML-escaped in its own ``<bdi>``."""
+    return _isolated(_label(value, names))
+
+
+def _isolated(text: Any, bold: bool = False) -> str:
+    r"""
+    Untrusted ``text`` as HTML: escaped, optionally bold, inside a ``<bdi>``
+    element so that its direction cannot leak into the text around it.
+    """
+    escaped = html.escape(str(text))
+    return f"<bdi><b>{escaped}</b></bdi>" if bold else f"<bdi>{escaped}</bdi>"
 
 
 def _legend() -> str:
@@ -234,7 +288,7 @@ def visualize_side_by_side(
     train_texts: Sequence[str],
     train_labels: Sequence[int],
     methods: Dict[str, Tuple[Any, Any]],
-    label_names: Optional[Sequence[str]] = None,
+    label_names: Optional[LabelNames] = None,
 ) -> WordInfluenceHTML:
     r"""
     For each test text, the top proponents and opponents of several methods in
@@ -242,7 +296,9 @@ def visualize_side_by_side(
     ``TracInCPFast``), with each training text's label, index and score. A
     training label equal to the test label is marked green, another red; words
     the training text shares with the test text are in bold. All text is
-    HTML-escaped.
+    HTML-escaped, and each word, label and method name sits in its own
+    ``<bdi>`` element, so bidi controls in training text cannot reverse the
+    text around them.
 
     Args:
         test_texts (sequence of str): The ``n_test`` test texts.
@@ -251,20 +307,22 @@ def visualize_side_by_side(
         train_labels (sequence of int): Their labels.
         methods (dict): Method name to ``(proponents, opponents)``, each a
                     ``KMostInfluentialResults`` with ``n_test`` rows.
-        label_names (sequence of str, optional): Names of the label ids.
-                    Default: None
+        label_names (sequence or mapping, optional): Names of the label ids, by
+                    position or as a mapping from id; any value is shown with
+                    ``str()``. Default: None
 
     Returns:
         view (WordInfluenceHTML): The HTML table.
     """
     names = list(methods)
-    header = "".join(f"<th>{html.escape(name)}</th>" for name in names)
+    header = "".join(f"<th>{_isolated(name)}</th>" for name in names)
     parts = ["<table style='width:100%;border-collapse:collapse'>"]
     for i, text in enumerate(test_texts):
         label = int(test_labels[i])
         parts.append(
             f"<tr><td colspan='{len(names)}' style='border-top:2px solid'><b>Test "
-            f"[{_escaped_label(label, label_names)}]</b> {html.escape(text)}</td></tr>"
+            f"[{_escaped_label(label, label_names)}]</b> {_isolated_words(text)}"
+            "</td></tr>"
             f"<tr>{header}</tr><tr>"
         )
         test_words = set(text.lower().split())
@@ -301,20 +359,27 @@ def _side_entry(
     train_texts: Sequence[str],
     train_labels: Sequence[int],
     test_words: set,
-    label_names: Optional[Sequence[str]],
+    label_names: Optional[LabelNames],
 ) -> str:
+    r"""One training text of :func:`visualize_side_by_side`, as HTML."""
     train_label = int(train_labels[index])
     color = word_color(0.6 if train_label == test_label else -0.8)
-    words = " ".join(
-        f"<b>{html.escape(word)}</b>"
-        if word.lower() in test_words
-        else html.escape(word)
-        for word in train_texts[index].split()
-    )
+    words = _isolated_words(train_texts[index], test_words)
     return (
         f"<div style='margin:2px 0'><span style='background-color:{color}'>"
         f"[{_escaped_label(train_label, label_names)}]</span> "
         f"<code>{score:+.3g}</code> #{index} {words}</div>"
+    )
+
+
+def _isolated_words(text: str, bold_words: Iterable[str] = ()) -> str:
+    r"""
+    The words of ``text``, each HTML-escaped in its own ``<bdi>``; words whose
+    lower case is in ``bold_words`` are bold.
+    """
+    bold_words = set(bold_words)
+    return " ".join(
+        _isolated(word, bold=word.lower() in bold_words) for word in text.split()
     )
 
 
@@ -330,7 +395,9 @@ def plot_word_contributions(
 ) -> Tuple[Any, Any]:
     r"""
     The word contributions of one (test, training) pair as a heat map in
-    Captum's red-white-green colours, or as a bar chart.
+    Captum's red-white-green colours, or as a bar chart. Tokens are drawn
+    literally: the tick labels, title and annotations are neither parsed as
+    mathtext (``$...$``) nor sent to TeX, even under ``text.usetex``.
 
     Args:
         word_influence (WordInfluence): From :meth:`TracInWE.word_influence`.
@@ -360,7 +427,15 @@ def plot_word_contributions(
         cmap = LinearSegmentedColormap.from_list("RdWhGn", ["red", "white", "green"])
         image = ax.imshow([values], cmap=cmap, vmin=-bound, vmax=bound, aspect="auto")
         for x, value in enumerate(values):
-            ax.text(x, 0, f"{value:.2g}", ha="center", va="center", fontsize=6)
+            ax.text(
+                x,
+                0,
+                f"{value:.2g}",
+                ha="center",
+                va="center",
+                fontsize=6,
+                **_LITERAL_TEXT,
+            )
         ax.set_yticks([])
         fig.colorbar(image, ax=ax)
     elif method == "bar":
@@ -371,9 +446,9 @@ def plot_word_contributions(
     else:
         raise ValueError(f"`method` must be 'heat_map' or 'bar'; got {method!r}.")
     ax.set_xticks(range(len(tokens)))
-    ax.set_xticklabels(tokens, rotation=-30, ha="left")
+    ax.set_xticklabels(tokens, rotation=-30, ha="left", **_LITERAL_TEXT)
     score = float(word_influence.scores[test_index, pair_index])
-    ax.set_title(f"{side} words, pair score {score:+.3g}")
+    ax.set_title(f"{side} words, pair score {score:+.3g}", **_LITERAL_TEXT)
     if plt_fig_axis is None:
         fig.tight_layout()
     return fig, ax
@@ -389,6 +464,8 @@ def plot_method_comparison(
     Compares influence methods on the same test examples: the distribution of
     their scores (each scaled by its largest ``|score|``), and the share of the
     top-``j`` proponents that have the test example's label, for ``j = 1..k``.
+    Method names are shown literally in the legends: not parsed as mathtext,
+    not sent to TeX, and not hidden when they start with an underscore.
 
     Args:
         scores (dict): Method name to its ``(n_test, n_train)`` score matrix.
@@ -403,14 +480,15 @@ def plot_method_comparison(
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     ks = list(range(1, k + 1))
+    bars, lines = [], []
     for name, matrix in scores.items():
         matrix = matrix.detach().cpu().float()
         scaled = (matrix / matrix.abs().max().clamp(min=1e-30)).flatten()
-        axes[0].hist(scaled.numpy(), bins=60, alpha=0.5, label=name)
+        bars.append(axes[0].hist(scaled.numpy(), bins=60, alpha=0.5, label=name)[2])
         top = matrix.topk(k, dim=1).indices
         same = (train_labels[top] == test_labels[:, None]).float()
         agreement = [float(same[:, :j].mean()) for j in ks]
-        axes[1].plot(ks, agreement, marker="o", label=name)
+        lines.extend(axes[1].plot(ks, agreement, marker="o", label=name))
     axes[0].set_xlabel("score / max |score|")
     axes[0].set_ylabel("pairs")
     axes[0].set_yscale("log")
@@ -419,7 +497,19 @@ def plot_method_comparison(
     axes[1].set_ylabel("share with the test label")
     axes[1].set_ylim(0, 1.05)
     axes[1].set_title("label agreement")
-    for ax in axes:
-        ax.legend()
+    names = [str(name) for name in scores]
+    _literal_legend(axes[0], bars, names)
+    _literal_legend(axes[1], lines, names)
     fig.tight_layout()
     return fig, axes
+
+
+def _literal_legend(ax: Any, handles: List[Any], names: List[str]) -> None:
+    r"""
+    A legend on ``ax`` naming ``handles`` by ``names``, with its texts shown
+    literally (no mathtext, no TeX). Explicit handles also keep names that
+    start with ``_`` visible.
+    """
+    legend = ax.legend(handles, names)
+    for text in legend.get_texts():
+        text.update(_LITERAL_TEXT)

@@ -8,39 +8,41 @@ from captum.influence._utils.common import KMostInfluentialResults
 from captum.log import log_usage
 from torch import Tensor
 from torch.nn import CrossEntropyLoss, Module
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from captum_tracin_we._core.index_build import BuildOptions, build_word_index
+from captum_tracin_we._utils.checkpoint_pass import (
+    LoadedCheckpoint,
+    checkpoint_pass,
+    scoring_mode,
+    warn_if_training,
+)
 from captum_tracin_we._utils.checkpoints import (
     checkpoint_paths,
     load_checkpoint_with_lr,
 )
-from captum_tracin_we._utils.index_ops import (
-    build_word_index,
+from captum_tracin_we._utils.data_fingerprint import ExampleDigests
+from captum_tracin_we._utils.errors import (
+    IndexMismatchError,
+    TrainingDataError,
+)
+from captum_tracin_we._utils.gradient_source import WordGradientSource, record_data
+from captum_tracin_we._utils.index_scoring import (
     indexed_scores,
     indexed_self_scores,
-    open_word_index,
 )
-from captum_tracin_we._utils.model_adapter import (
-    ModelAdapter,
-    find_embedding_layer,
-    scoring_mode,
-    warn_if_training,
-)
+from captum_tracin_we._utils.index_store import IndexStore
+from captum_tracin_we._utils.model_adapter import ModelAdapter, find_embedding_layer
 from captum_tracin_we._utils.shared_tokens import (
     WordRows,
     self_scores,
     shared_token_scores,
-    word_rows,
 )
+from captum_tracin_we._utils.training_data import TrainingData, check_dataset
 from captum_tracin_we._utils.word_contributions import (
     WordInfluence,
     pair_contributions,
-)
-from captum_tracin_we._utils.word_gradients import (
-    WordGradients,
-    collect_word_gradients,
-    stack_word_gradients,
 )
 from captum_tracin_we._utils.word_index import WordIndex
 
@@ -150,7 +152,11 @@ class TracInWE(TracInCPBase):
                         instead of recomputing it. Default: None
         """
         checkpoints = checkpoint_paths(checkpoints)
-        _check_dataset(train_dataset)
+        check_dataset(
+            train_dataset.dataset
+            if isinstance(train_dataset, DataLoader)
+            else train_dataset
+        )
         super().__init__(
             model,
             train_dataset,
@@ -165,7 +171,9 @@ class TracInWE(TracInCPBase):
         if self.test_loss_fn is None:
             self.test_loss_fn = self.loss_fn
         if top_k_words is not None and (
-            not isinstance(top_k_words, int) or top_k_words < 1
+            isinstance(top_k_words, bool)
+            or not isinstance(top_k_words, int)
+            or top_k_words < 1
         ):
             raise ValueError(
                 f"`top_k_words` must be a positive int; got {top_k_words}."
@@ -173,12 +181,21 @@ class TracInWE(TracInCPBase):
         self.top_k_words = top_k_words
         self.embedding_layer = find_embedding_layer(model, embedding_layer)
         self.exclude_token_ids = torch.tensor(
-            sorted(set(exclude_token_ids or ())), dtype=torch.long
+            sorted(set(_token_ids(exclude_token_ids))), dtype=torch.long
         )
-        self._adapter = ModelAdapter(model, self.embedding_layer)
+        adapter = ModelAdapter(model, self.embedding_layer)
+        self._training = TrainingData(self.train_dataloader, adapter)
+        self._source = WordGradientSource(
+            adapter, self.top_k_words, self.exclude_token_ids
+        )
         self.index: Optional[WordIndex] = None
         if index is not None:
             self.attach_index(index)
+
+    @property
+    def num_train_examples(self) -> int:
+        r"""The number of training examples (not batches)."""
+        return self._training.num_examples
 
     @log_usage()
     def influence(  # type: ignore[override]
@@ -232,36 +249,43 @@ class TracInWE(TracInCPBase):
     def _influence(  # type: ignore[override]
         self, inputs: Any, show_progress: bool = False, aggregate: bool = False
     ) -> Tensor:
-        if self.index is not None:
-            return self._indexed_influence(inputs, show_progress, aggregate)
         test_batches = _as_batches(inputs)
+        with_train = self.index is None
+        passes = _SamePasses()
         blocks: List[Tensor] = []
-        with (
-            self._scoring(),
-            self._progress("influence", _length(test_batches), show_progress) as bar,
-        ):
-            for checkpoint in self.checkpoints:
-                learning_rate = self._load(checkpoint)
-                queries = WordRows.cat(
-                    list(
-                        self._streamed_rows(
-                            test_batches, self.test_loss_fn, bar, "test"
-                        )
+        with self._progress(
+            "influence", test_batches, show_progress, with_train
+        ) as bar:
+            for loaded in self._checkpoint_pass():
+                queries = self._query_rows(test_batches, loaded, aggregate, bar)
+                if self.index is not None:
+                    self.index.check_checkpoint(loaded)
+                    _accumulate(
+                        blocks, 0, indexed_scores(self.index, loaded.position, queries)
                     )
-                )
-                if aggregate:
-                    queries = queries.summed()
-                queries = queries.scaled(learning_rate)
-                train_rows = self._streamed_rows(
-                    self.train_dataloader, self.loss_fn, bar
+                    continue
+                digests = passes.start()
+                train_rows = self._source.stream(
+                    self._training.batches(), self.loss_fn, "training", bar, digests
                 )
                 for i, train in enumerate(train_rows):
-                    block = shared_token_scores(queries, train)
-                    if i < len(blocks):
-                        blocks[i] += block
-                    else:
-                        blocks.append(block)
+                    _accumulate(blocks, i, shared_token_scores(queries, train))
+                passes.finish(digests)
         return torch.cat(blocks, dim=1).cpu()
+
+    def _query_rows(
+        self,
+        batches: Iterable[Any],
+        loaded: LoadedCheckpoint,
+        aggregate: bool,
+        bar: Any,
+    ) -> WordRows:
+        queries = WordRows.cat(
+            list(self._source.stream(batches, self.test_loss_fn, "test", bar))
+        )
+        if aggregate:
+            queries = queries.summed()
+        return queries.scaled(loaded.learning_rate)
 
     def _get_k_most_influential(  # type: ignore[override]
         self,
@@ -271,14 +295,12 @@ class TracInWE(TracInCPBase):
         show_progress: bool = False,
         aggregate: bool = False,
     ) -> KMostInfluentialResults:
-        train_size = _length(self.train_dataloader.dataset)
-        if not isinstance(k, int) or k < 1:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"`k` must be a positive int or None; got {k!r}.")
-        if train_size is not None and k > train_size:
+        train_size = self.num_train_examples
+        if k > train_size:
             raise ValueError(_k_too_large(k, train_size))
         scores = self._influence(inputs, show_progress, aggregate)
-        if k > scores.shape[1]:
-            raise ValueError(_k_too_large(k, scores.shape[1]))
         values, indices = torch.topk(scores, k, dim=1, largest=proponents)
         return KMostInfluentialResults(indices.long(), values)
 
@@ -305,37 +327,37 @@ class TracInWE(TracInCPBase):
                         the result is the same either way. Default: False
 
         Returns:
-            self_influence_scores (Tensor): ``(n,)`` float32 on CPU, always >= 0.
-                        Uses ``loss_fn`` (not ``test_loss_fn``), as ``TracInCP``.
+            self_influence_scores (Tensor): ``(n,)`` float32 on CPU, always >= 0
+                        (learning rates are checked to be >= 0). Uses
+                        ``loss_fn`` (not ``test_loss_fn``), as ``TracInCP``.
         """
-        if inputs is None and self.index is not None:
-            return self._indexed_self_influence()
-        batches: Iterable[Any] = (
-            self.train_dataloader if inputs is None else _as_batches(inputs)
-        )
-        n_batches = _length(batches)
+        from_index = inputs is None and self.index is not None
+        on_training = inputs is None
+        batches = self._training.loader if on_training else _as_batches(inputs)
+        passes = _SamePasses()
         total: Optional[Tensor] = None
-        with (
-            self._scoring(),
-            self._progress(
-                "self influence", n_batches, show_progress, with_train=False
-            ) as bar,
-        ):
-            for checkpoint in self.checkpoints:
-                learning_rate = self._load(checkpoint)
-                scores = torch.cat(
-                    [
-                        self_scores(rows)
-                        for rows in self._streamed_rows(batches, self.loss_fn, bar)
-                    ]
-                )
-                total = (
-                    learning_rate * scores
-                    if total is None
-                    else total + (learning_rate * scores)
-                )
+        with self._progress(
+            "self influence", [] if from_index else batches, show_progress, False
+        ) as bar:
+            for loaded in self._checkpoint_pass():
+                if from_index:
+                    assert self.index is not None
+                    self.index.check_checkpoint(loaded)
+                    part = indexed_self_scores(
+                        self.index, loaded.position, loaded.learning_rate
+                    )
+                else:
+                    digests = passes.start() if on_training else None
+                    rows = self._source.stream(
+                        batches, self.loss_fn, "training", bar, digests
+                    )
+                    part = loaded.learning_rate * torch.cat(
+                        [self_scores(r) for r in rows]
+                    )
+                    passes.finish(digests)
+                total = part if total is None else total + part
         assert total is not None
-        return total.cpu()
+        return total.float().cpu()
 
     @log_usage()
     def word_influence(
@@ -357,9 +379,9 @@ class TracInWE(TracInCPBase):
         Args:
             inputs (tuple, dict or DataLoader): ``n_test`` test examples, as for
                         :meth:`influence`.
-            train_indices (Tensor): ``(n_test, m)`` long indices into the
-                        training set, for example ``influence(inputs,
-                        k=m).indices``.
+            train_indices (Tensor): ``(n_test, m)`` integer indices into the
+                        training set (positions, counted in examples), for
+                        example ``influence(inputs, k=m).indices``.
             show_progress (bool, optional): Show a progress bar. Default: False
 
         Returns:
@@ -367,34 +389,17 @@ class TracInWE(TracInCPBase):
                         ``influence`` at ``train_indices``, token ids, and
                         per-position contributions of both sides.
         """
-        indices = torch.as_tensor(train_indices, dtype=torch.long).cpu()
-        if indices.dim() != 2:
-            raise ValueError(
-                "`train_indices` must be (n_test, m), one row of training indices per "
-                f"test example; got shape {tuple(indices.shape)}."
-            )
-        train_size = _length(self.train_dataloader.dataset)
-        if indices.numel() and (
-            int(indices.min()) < 0
-            or (train_size is not None and int(indices.max()) >= train_size)
-        ):
-            raise ValueError(
-                f"`train_indices` must lie in [0, {train_size}); got values from "
-                f"{int(indices.min())} to {int(indices.max())}."
-            )
+        indices = self._checked_train_indices(train_indices)
         unique, inverse = torch.unique(indices, return_inverse=True)
         test_batches = _as_batches(inputs)
+        pad_id = self._pad_id
         test_c = train_c = None
-        with (
-            self._scoring(),
-            self._progress(
-                "word influence", _length(test_batches), show_progress, with_train=False
-            ) as bar,
-        ):
-            for checkpoint in self.checkpoints:
-                learning_rate = self._load(checkpoint)
-                test = self._stacked_gradients(
-                    test_batches, self.test_loss_fn, "test", bar
+        with self._progress(
+            "word influence", test_batches, show_progress, False
+        ) as bar:
+            for loaded in self._checkpoint_pass():
+                test = self._source.stacked(
+                    test_batches, self.test_loss_fn, "test", bar, pad_id
                 )
                 if test.num_examples != indices.shape[0]:
                     raise ValueError(
@@ -402,12 +407,16 @@ class TracInWE(TracInCPBase):
                         f"{test.num_examples} test examples; pass one row per test "
                         "example."
                     )
-                train = self._stacked_gradients(
-                    self._train_batches(unique.tolist()), self.loss_fn, "training", bar
+                train = self._source.stacked(
+                    self._training.examples(unique.tolist()),
+                    self.loss_fn,
+                    "training",
+                    bar,
+                    pad_id,
                 )
                 parts = pair_contributions(
                     test.token_ids,
-                    learning_rate * test.gradients,
+                    loaded.learning_rate * test.gradients,
                     train.token_ids[inverse],
                     train.gradients[inverse],
                 )
@@ -428,6 +437,33 @@ class TracInWE(TracInCPBase):
             train_labels=train.labels[inverse].cpu(),
         )
 
+    def _checked_train_indices(self, train_indices: Any) -> Tensor:
+        indices = torch.as_tensor(train_indices)
+        if (
+            indices.is_floating_point()
+            or indices.is_complex()
+            or indices.dtype == torch.bool
+        ):
+            raise ValueError(
+                "`train_indices` must hold integer indices into the training set; got "
+                f"{indices.dtype}. Pass for example `influence(inputs, k=m).indices`."
+            )
+        indices = indices.long().cpu()
+        if indices.dim() != 2:
+            raise ValueError(
+                "`train_indices` must be (n_test, m), one row of training indices per "
+                f"test example; got shape {tuple(indices.shape)}."
+            )
+        train_size = self.num_train_examples
+        if indices.numel() and (
+            int(indices.min()) < 0 or int(indices.max()) >= train_size
+        ):
+            raise ValueError(
+                f"`train_indices` must lie in [0, {train_size}); got values from "
+                f"{int(indices.min())} to {int(indices.max())}."
+            )
+        return indices
+
     def build_index(
         self,
         path: str,
@@ -442,9 +478,14 @@ class TracInWE(TracInCPBase):
         example's word gradients as an inverted index by token id in ``path``,
         then attaches it. Queries then only compute the test side.
 
-        The build is resumable: every (shard, checkpoint) unit is written
-        atomically and skipped when found finished, so a build killed part-way
-        resumes where it stopped and gives identical scores. Under
+        The index is bound to what it was built from: the settings, each
+        checkpoint's whole state dict and learning rate, and the training data
+        (a digest of each shard's token ids and labels). The build is
+        resumable: every (shard, checkpoint) unit is written atomically and
+        skipped only when it is intact and was built from the same settings and
+        data, so a build killed part-way resumes where it stopped and gives
+        identical scores, and a damaged unit is rebuilt. A folder holding a
+        build with other settings or data is refused. Under
         ``torch.distributed`` (for example ``torchrun``), rank ``r`` of ``w``
         builds the shards ``s`` with ``s % w == r`` into the same folder (a
         shared file system across nodes) and rank 0 writes the manifest.
@@ -464,140 +505,110 @@ class TracInWE(TracInCPBase):
         Returns:
             index (WordIndex): The opened index (also attached).
         """
-        return build_word_index(
-            self,
-            path,
-            shard_size,
-            dtype,
-            projection_dim,
-            projection_seed,
+        options = BuildOptions(shard_size, dtype, projection_dim, projection_seed)
+        build_word_index(
+            IndexStore(path),
+            self._training,
+            self._source,
+            self.loss_fn,
+            self._checkpoint_pass,
+            options,
             show_progress,
         )
+        return self._attach(WordIndex(path, verify=False), check_data=False)
 
     def attach_index(self, path: str, verify: bool = True) -> WordIndex:
         r"""
         Attaches an index built by :meth:`build_index` after checking that it
-        fits this model and these settings (vocabulary, dimension, Top-k,
-        excluded ids, number of checkpoints; each checkpoint's embedding table is
-        checked against the index when it is loaded). With ``verify`` every
-        file's checksum is checked, which detects corrupted shards.
+        fits this TracInWE.
+
+        Always checked: the manifest (schema and checksum), the vocabulary,
+        dimension, Top-k and excluded ids, the number of checkpoints and of
+        training examples, and, when read, each file's size and each array's
+        shape. Each checkpoint's whole state dict and learning rate are checked
+        against the index every time it is loaded. With ``verify`` (the
+        default) also every file's SHA-256 and the training data, shard by
+        shard (one pass over the training batches that stops each forward
+        pass at the embedding layer); ``verify=False`` skips those two for very
+        large indexes.
+
+        Args:
+            path (str): The index folder.
+            verify (bool, optional): Check checksums and training data.
+                        Default: True
+
+        Returns:
+            index (WordIndex): The attached index.
+
+        Raises:
+            IndexMismatchError: If the index was built for other settings,
+                        checkpoints or data.
+            IndexCorruptedError: If the index is damaged.
         """
-        self.index = open_word_index(self, path, verify)
-        return self.index
+        return self._attach(WordIndex(path, verify=verify), check_data=verify)
 
-    def _indexed_influence(
-        self, inputs: Any, show_progress: bool, aggregate: bool
-    ) -> Tensor:
-        test_batches = _as_batches(inputs)
-        with (
-            self._scoring(),
-            self._progress(
-                "influence from the index",
-                _length(test_batches),
-                show_progress,
-                with_train=False,
-            ) as bar,
-        ):
-            return indexed_scores(self, test_batches, aggregate, bar)
+    def _attach(self, index: WordIndex, check_data: bool) -> WordIndex:
+        self._check_index_settings(index)
+        digests = None
+        if check_data:
+            digests = ExampleDigests(index.shard_ends()[:-1])
+            with scoring_mode(self.model):
+                record_data(self._source, self._training.batches(), digests)
+            num_examples = digests.num_examples
+        else:
+            num_examples = self.num_train_examples
+        index.check_data(digests.digests() if digests else [], num_examples)
+        self.index = index
+        return index
 
-    def _indexed_self_influence(self) -> Tensor:
-        assert self.index is not None
-        return indexed_self_scores(self.index)
+    def _check_index_settings(self, index: WordIndex) -> None:
+        settings, embedding = index.settings, self.embedding_layer
+        problems = []
+        if settings.vocab_size != embedding.num_embeddings:
+            problems.append(
+                f"vocabulary {settings.vocab_size} vs the model's "
+                f"{embedding.num_embeddings} (another tokenizer or model)"
+            )
+        if settings.dim != embedding.embedding_dim:
+            problems.append(f"dimension {settings.dim} vs {embedding.embedding_dim}")
+        if settings.top_k_words != self.top_k_words:
+            problems.append(f"top_k_words {settings.top_k_words} vs {self.top_k_words}")
+        if settings.exclude_token_ids != self.exclude_token_ids.tolist():
+            problems.append("a different exclude_token_ids")
+        if settings.num_checkpoints != len(self.checkpoints):
+            problems.append(
+                f"{settings.num_checkpoints} checkpoints vs {len(self.checkpoints)}"
+            )
+        if problems:
+            raise IndexMismatchError(
+                f"The index at {index.root!r} does not fit this TracInWE: "
+                + "; ".join(problems)
+                + ". Build a new index for this model."
+            )
 
-    def _scoring(self) -> Any:
-        if not getattr(self, "_warned_training", False) and self.model.training:
+    def _checkpoint_pass(self) -> Iterator[LoadedCheckpoint]:
+        if not getattr(self, "_warned_training", False):
             self._warned_training = True
             warn_if_training(self.model, self.get_name())
-        return scoring_mode(self.model)
-
-    def _load(self, checkpoint: Any) -> float:
-        learning_rate = self.checkpoints_load_func(self.model, checkpoint)
-        self.model.eval()
-        try:
-            learning_rate = float(learning_rate)
-        except (TypeError, ValueError):
-            raise ValueError(
-                "`checkpoints_load_func` must return the learning rate (a float); got "
-                f"{learning_rate!r} for checkpoint {checkpoint!r}."
-            ) from None
-        if learning_rate != learning_rate or abs(learning_rate) == float("inf"):
-            raise ValueError(
-                f"Checkpoint {checkpoint!r} has learning rate {learning_rate}."
-            )
-        return learning_rate
-
-    def _streamed_rows(
-        self, batches: Iterable[Any], loss_fn: Any, bar: Any, role: str = "training"
-    ) -> Iterator[WordRows]:
-        first = 0
-        for batch in batches:
-            rows = self._batch_rows(batch, loss_fn, first, role)
-            first += rows.num_examples
-            bar.update(1)
-            yield rows
-        if first == 0:
-            raise ValueError(f"The {role} data is empty; pass at least one example.")
-
-    def _batch_rows(self, batch: Any, loss_fn: Any, first: int, role: str) -> WordRows:
-        return word_rows(self._batch_gradients(batch, loss_fn, first, role))
-
-    def _batch_gradients(
-        self, batch: Any, loss_fn: Any, first: int, role: str
-    ) -> WordGradients:
-        try:
-            return collect_word_gradients(
-                self._adapter,
-                batch,
-                loss_fn,
-                first_index=first,
-                top_k_words=self.top_k_words,
-                exclude_token_ids=self.exclude_token_ids,
-            )
-        except ValueError as error:
-            raise ValueError(f"In the {role} data: {error}") from None
-
-    def _stacked_gradients(
-        self, batches: Iterable[Any], loss_fn: Any, role: str, bar: Any
-    ) -> WordGradients:
-        parts, first = [], 0
-        for batch in batches:
-            parts.append(self._batch_gradients(batch, loss_fn, first, role))
-            first += parts[-1].num_examples
-            bar.update(1)
-        if first == 0:
-            raise ValueError(f"The {role} data is empty; pass at least one example.")
-        return stack_word_gradients(parts, self._pad_id)
+        return checkpoint_pass(self.model, self.checkpoints, self.checkpoints_load_func)
 
     @property
     def _pad_id(self) -> int:
         padding_idx = self.embedding_layer.padding_idx
         return 0 if padding_idx is None else int(padding_idx)
 
-    def _train_batches(self, indices: List[int]) -> Iterator[Any]:
-        r"""Batches of the chosen training examples, by random access."""
-        loader = self.train_dataloader
-        if not hasattr(loader.dataset, "__getitem__") or loader.batch_size is None:
-            raise ValueError(
-                "word_influence needs to fetch training examples by index: pass a "
-                "map-style Dataset (with __getitem__), or a DataLoader with a "
-                "batch_size over one."
-            )
-        size = loader.batch_size
-        for start in range(0, len(indices), size):
-            chunk = indices[start : start + size]
-            yield loader.collate_fn([loader.dataset[i] for i in chunk])
-
     def _progress(
         self,
         what: str,
-        other_batches: Optional[int],
+        other_batches: Any,
         show_progress: bool,
         with_train: bool = True,
     ) -> Any:
-        train_batches = self.train_dataloader_len if with_train else 0
+        train_batches = self._training.num_batches if with_train else 0
+        others = _length(other_batches)
         total = None
-        if train_batches is not None and other_batches is not None:
-            total = len(self.checkpoints) * (train_batches + other_batches)
+        if train_batches is not None and others is not None:
+            total = len(self.checkpoints) * (train_batches + others)
         return tqdm(
             total=total,
             desc=f"Using {self.get_name()} to compute {what}. Processing batch",
@@ -605,31 +616,56 @@ class TracInWE(TracInCPBase):
         )
 
 
+class _SamePasses:
+    r"""Checks that every checkpoint pass saw the same training data."""
+
+    def __init__(self) -> None:
+        self.first: Optional[str] = None
+
+    def start(self) -> ExampleDigests:
+        return ExampleDigests()
+
+    def finish(self, digests: Optional[ExampleDigests]) -> None:
+        if digests is None:
+            return
+        digest = digests.digests()[0]
+        if self.first is None:
+            self.first = digest
+        elif digest != self.first:
+            raise TrainingDataError(
+                "The training data changed between checkpoint passes (a random "
+                "sampler or transform, or a dataset that changes as it is read). "
+                "TracIn-WE needs the same examples in the same order at every "
+                "checkpoint."
+            )
+
+
+def _accumulate(blocks: List[Tensor], i: int, block: Tensor) -> None:
+    if i < len(blocks):
+        blocks[i] += block
+    else:
+        blocks.append(block)
+
+
 def _as_batches(inputs: Any) -> Union[DataLoader, List[Any]]:
     r"""A DataLoader as it is (it is iterated once per checkpoint), else one batch."""
     return inputs if isinstance(inputs, DataLoader) else [inputs]
 
 
-def _length(dataset: Any) -> Optional[int]:
+def _length(batches: Any) -> Optional[int]:
     try:
-        return len(dataset)
+        return len(batches)
     except TypeError:
         return None
 
 
-def _check_dataset(train_dataset: Union[Dataset, DataLoader]) -> None:
-    if isinstance(train_dataset, DataLoader):
-        if isinstance(train_dataset.sampler, RandomSampler):
-            raise ValueError(
-                "The training DataLoader shuffles; influence scores are indexed by "
-                "position in the training set, so pass a DataLoader with "
-                "shuffle=False."
-            )
-        dataset = train_dataset.dataset
-    else:
-        dataset = train_dataset
-    if _length(dataset) == 0:
-        raise ValueError("The training set is empty; TracIn needs examples to score.")
+def _token_ids(ids: Optional[Iterable[Any]]) -> List[int]:
+    values = list(torch.as_tensor(list(ids or ()), dtype=torch.float64).tolist())
+    if any(v != int(v) for v in values):
+        raise ValueError(
+            f"`exclude_token_ids` must be integer token ids; got {values}."
+        )
+    return [int(v) for v in values]
 
 
 def _k_too_large(k: int, train_size: int) -> str:

@@ -1,13 +1,20 @@
 #!/usr/bin/env python3
 
-r"""Checkpoint paths and the default checkpoint loader."""
+r"""Checkpoint paths, the default checkpoint loader, and learning-rate checks."""
 
-import glob
+import math
+import numbers
 import os
+import warnings
 from typing import Any, Iterable, List, Union
 
 import torch
+from torch import Tensor
 from torch.nn import Module
+
+from captum_tracin_we._utils.errors import CheckpointError
+
+_warned_bare_state_dict = False
 
 
 def load_checkpoint_with_lr(model: Module, path: str) -> float:
@@ -19,26 +26,36 @@ def load_checkpoint_with_lr(model: Module, path: str) -> float:
 
     - a dict ``{"model_state_dict": state_dict, "learning_rate": lr}`` (other
       keys such as ``"optimizer_state_dict"`` are ignored), or
-    - a bare state dict, whose learning rate is taken to be 1.0.
+    - a bare state dict, whose learning rate is taken to be 1.0 (with a
+      warning, once per process).
 
     Args:
         model (torch.nn.Module): The model to load into.
         path (str): The checkpoint file.
 
     Returns:
-        learning_rate (float): The learning rate in effect at this checkpoint;
-                    TracIn multiplies the checkpoint's contribution by it.
+        learning_rate (float): The learning rate in effect at this checkpoint,
+                    a finite number >= 0; TracIn multiplies the checkpoint's
+                    contribution by it.
 
     Raises:
         FileNotFoundError: If ``path`` does not exist.
-        ValueError: If the file cannot be read safely or does not fit ``model``.
+        CheckpointError: If the file cannot be read safely, does not fit
+                    ``model``, or stores a learning rate that is not a finite
+                    number >= 0.
     """
+    if os.path.isdir(path):
+        raise CheckpointError(
+            f"Checkpoint {path!r} is a folder; the default loader reads checkpoint "
+            "files saved as {'model_state_dict': ..., 'learning_rate': lr}. Pass "
+            "those files, or a `checkpoints_load_func` that reads your folders."
+        )
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Checkpoint file {path!r} does not exist.")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for unreadable files
-        raise ValueError(
+        raise CheckpointError(
             f"Cannot read checkpoint {path!r} with torch.load(weights_only=True): "
             f"{type(error).__name__}: {str(error)[:300]}. Save checkpoints with "
             "torch.save({'model_state_dict': model.state_dict(), 'learning_rate': lr},"
@@ -48,46 +65,109 @@ def load_checkpoint_with_lr(model: Module, path: str) -> float:
     try:
         model.load_state_dict(state_dict)
     except RuntimeError as error:
-        raise ValueError(
+        raise CheckpointError(
             f"Checkpoint {path!r} does not fit the model: {str(error)[:500]}"
         ) from None
     return learning_rate
 
 
 def _split_checkpoint(checkpoint: Any, path: str) -> "tuple[dict, float]":
+    global _warned_bare_state_dict
     if not isinstance(checkpoint, dict):
-        raise ValueError(
+        raise CheckpointError(
             f"Checkpoint {path!r} holds a {type(checkpoint).__name__}, not a state "
             "dict or a dict with 'model_state_dict'."
         )
     if "model_state_dict" in checkpoint:
-        return checkpoint["model_state_dict"], float(
-            checkpoint.get("learning_rate", 1.0)
+        if "learning_rate" not in checkpoint:
+            raise CheckpointError(
+                f"Checkpoint {path!r} has 'model_state_dict' but no 'learning_rate'. "
+                "Save the rate in effect at this checkpoint under 'learning_rate'."
+            )
+        return checkpoint["model_state_dict"], checked_learning_rate(
+            checkpoint["learning_rate"], path
+        )
+    if not _warned_bare_state_dict:
+        _warned_bare_state_dict = True
+        warnings.warn(
+            f"Checkpoint {path!r} is a bare state dict without a learning rate; "
+            "TracIn-WE uses learning rate 1.0 for it (and for other bare state "
+            "dicts). Save {'model_state_dict': ..., 'learning_rate': lr} to weight "
+            "checkpoints by their rates.",
+            stacklevel=4,
         )
     return checkpoint, 1.0
 
 
-def checkpoint_paths(checkpoints: Union[str, Iterable[Any]]) -> Union[List[Any], str]:
+def checked_learning_rate(value: Any, checkpoint: Any) -> float:
+    r"""
+    The learning rate of ``checkpoint`` as a float, or a clear error.
+
+    Accepts Python and numpy numbers and one-element tensors; refuses strings,
+    booleans, None, containers, NaN, infinities and negative rates (TracIn
+    weights each checkpoint by a step size, which is never negative).
+
+    Raises:
+        CheckpointError: Naming the checkpoint, the value and the fix.
+    """
+    if isinstance(value, Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise CheckpointError(
+            f"The learning rate of checkpoint {_name(checkpoint)} is {value!r} (a "
+            f"{type(value).__name__}); it must be a number. Store it as a float "
+            "(for example 'learning_rate': 1e-3), or make `checkpoints_load_func` "
+            "return one."
+        )
+    rate = float(value)
+    if not math.isfinite(rate) or rate < 0:
+        raise CheckpointError(
+            f"The learning rate of checkpoint {_name(checkpoint)} is {rate}; it must "
+            "be a finite number >= 0 (the step size in effect at that checkpoint)."
+        )
+    return rate
+
+
+def _name(checkpoint: Any) -> str:
+    return (
+        repr(checkpoint)
+        if isinstance(checkpoint, str)
+        else f"<{type(checkpoint).__name__}>"
+    )
+
+
+def checkpoint_paths(checkpoints: Union[str, Iterable[Any]]) -> List[Any]:
     r"""
     Validates checkpoint paths early, before any work is done.
 
-    A directory is expanded to its files (sorted as TracInCPBase sorts them), a
-    single file becomes a one-element list, and a list of paths must name
-    existing files. Non-path items (in-memory checkpoints read by a custom
-    loader) are passed through.
+    A directory is expanded to its entries, sorted by name (hidden ones are
+    skipped); a single file becomes a one-element list, and a list of paths
+    must name existing files or folders (folders are for a custom
+    ``checkpoints_load_func``; the default loader explains that it reads
+    files). Non-path items (in-memory checkpoints read by a custom loader) are
+    passed through.
+
+    Raises:
+        CheckpointError: For a missing path, an empty directory, or an empty
+                    list.
     """
-    if isinstance(checkpoints, str):
-        if os.path.isfile(checkpoints):
-            return [checkpoints]
-        if not os.path.isdir(checkpoints):
-            raise ValueError(f"Checkpoint path {checkpoints!r} does not exist.")
-        if not glob.glob(os.path.join(checkpoints, "*")):
-            raise ValueError(f"Checkpoint directory {checkpoints!r} is empty.")
-        return checkpoints
-    items = list(checkpoints)
+    if isinstance(checkpoints, (str, os.PathLike)):
+        return _paths_in(os.fspath(checkpoints))
+    items = [os.fspath(c) if isinstance(c, os.PathLike) else c for c in checkpoints]
     if not items:
-        raise ValueError("No checkpoints were given; TracIn needs at least one.")
-    missing = [c for c in items if isinstance(c, str) and not os.path.isfile(c)]
+        raise CheckpointError("No checkpoints were given; TracIn needs at least one.")
+    missing = [c for c in items if isinstance(c, str) and not os.path.exists(c)]
     if missing:
-        raise ValueError(f"Checkpoint file(s) not found: {missing}.")
+        raise CheckpointError(f"Checkpoint file(s) not found: {missing}.")
     return items
+
+
+def _paths_in(path: str) -> List[str]:
+    if os.path.isfile(path):
+        return [path]
+    if not os.path.isdir(path):
+        raise CheckpointError(f"Checkpoint path {path!r} does not exist.")
+    names = sorted(name for name in os.listdir(path) if not name.startswith("."))
+    if not names:
+        raise CheckpointError(f"Checkpoint folder {path!r} is empty.")
+    return [os.path.join(path, name) for name in names]

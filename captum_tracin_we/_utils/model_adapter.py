@@ -7,14 +7,14 @@ arguments and labels (Captum tuples or Hugging Face dicts), how logits are read
 from the output, and how the model is put into a scoring state.
 """
 
-import warnings
 from collections.abc import Mapping
-from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 from torch.nn import Embedding, Module
+
+from captum_tracin_we._utils.errors import BatchError
 
 _LABEL_KEYS = ("labels", "label")
 
@@ -144,7 +144,7 @@ class ModelAdapter:
         if isinstance(batch, Mapping):
             label_key = next((key for key in _LABEL_KEYS if key in batch), None)
             if label_key is None:
-                raise ValueError(
+                raise BatchError(
                     "A dict batch must hold the labels under the key 'labels' (or "
                     f"'label'); found keys {sorted(batch.keys())}."
                 )
@@ -157,7 +157,7 @@ class ModelAdapter:
             return (), kwargs, labels, kwargs.get("attention_mask")
         if isinstance(batch, (tuple, list)):
             if len(batch) < 2:
-                raise ValueError(
+                raise BatchError(
                     "A tuple batch must be (model inputs..., labels), with the labels "
                     f"last, as in Captum's TracInCP; got {len(batch)} element(s)."
                 )
@@ -167,6 +167,16 @@ class ModelAdapter:
             "A batch must be a tuple (model inputs..., labels) or a dict with a "
             f"'labels' key; got {type(batch).__name__}."
         )
+
+    def count(self, batch: Any) -> int:
+        r"""The number of examples in ``batch`` (its labels), without moving it."""
+        labels = torch.as_tensor(_raw_labels(batch))
+        if labels.dim() == 0:
+            raise BatchError(
+                "A batch has one scalar label; each batch needs one label per "
+                "example. For a DataLoader over single examples, set its batch_size."
+            )
+        return int(labels.shape[0])
 
     def logits(self, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Tensor:
         r"""
@@ -193,6 +203,17 @@ class ModelAdapter:
             f"a tuple whose first element is a tensor; got {type(output).__name__}."
         )
 
+    def batch_tensors(
+        self, args: Tuple[Any, ...], kwargs: Dict[str, Any]
+    ) -> List[Tensor]:
+        r"""The integer tensors among the model arguments: candidate token ids."""
+        values = list(args) + list(kwargs.values())
+        return [
+            v
+            for v in values
+            if isinstance(v, Tensor) and not v.is_floating_point() and v.dim() >= 1
+        ]
+
     def _labels(self, labels: Any) -> Tensor:
         return torch.as_tensor(labels).to(self.device)
 
@@ -200,30 +221,34 @@ class ModelAdapter:
         return value.to(self.device) if isinstance(value, Tensor) else value
 
 
-@contextmanager
-def scoring_mode(model: Module) -> Iterator[None]:
-    r"""
-    Puts ``model`` in eval mode with every parameter's ``requires_grad`` off
-    (TracIn-WE only needs gradients at the embedding output), and restores both
-    afterwards.
-    """
-    was_training = model.training
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        model.eval()
-        for param, _ in flags:
-            param.requires_grad_(False)
-        yield
-    finally:
-        for param, flag in flags:
-            param.requires_grad_(flag)
-        model.train(was_training)
-
-
-def warn_if_training(model: Module, name: str) -> None:
-    if model.training:
-        warnings.warn(
-            f"{name}: the model is in train mode. It is switched to eval mode (no "
-            "dropout) while influence is computed and restored afterwards.",
-            stacklevel=3,
+def _raw_labels(batch: Any) -> Any:
+    if isinstance(batch, Mapping):
+        for key in _LABEL_KEYS:
+            if key in batch:
+                return batch[key]
+        raise BatchError(
+            "A dict batch must hold the labels under the key 'labels' (or 'label'); "
+            f"found keys {sorted(batch.keys())}."
         )
+    if isinstance(batch, (tuple, list)) and len(batch) >= 2:
+        return batch[-1]
+    raise BatchError(
+        "A batch must be a tuple (model inputs..., labels) or a dict with a "
+        f"'labels' key; got {type(batch).__name__}."
+    )
+
+
+def slice_batch(batch: Any, rows: Tensor, size: int) -> Any:
+    r"""
+    The examples ``rows`` of a collated batch of ``size`` examples: every tensor
+    whose first dimension is ``size`` is indexed, other values are kept.
+    """
+
+    def take(value: Any) -> Any:
+        if isinstance(value, Tensor) and value.dim() and value.shape[0] == size:
+            return value[rows.to(value.device)]
+        return value
+
+    if isinstance(batch, Mapping):
+        return {key: take(value) for key, value in batch.items()}
+    return type(batch)(take(value) for value in batch)

@@ -13,13 +13,14 @@ per-position gradients, with the token ids, are all TracIn-WE needs; the dense
 
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
-from torch.nn import Embedding, Module
+from torch.nn import CrossEntropyLoss, Embedding, Module
 from torch.utils.hooks import RemovableHandle
 
+from captum_tracin_we._utils.errors import BatchError
 from captum_tracin_we._utils.model_adapter import ModelAdapter
 
 
@@ -51,46 +52,120 @@ class WordGradients:
         return self.token_ids.shape[0]
 
 
-class _EmbeddingCapture:
-    r"""Replaces the embedding output by a leaf that requires grad, and checks ids."""
+class _StopForward(Exception):
+    r"""Raised by the capture to end a forward pass at the embedding."""
 
-    def __init__(self, embedding: Embedding) -> None:
+
+class _EmbeddingCapture:
+    r"""
+    Replaces the embedding output by a leaf that requires grad, and checks the
+    token ids. With ``stop=True`` the forward pass ends at the embedding (for
+    reading token ids without running the model).
+    """
+
+    def __init__(self, embedding: Embedding, stop: bool = False) -> None:
         self.embedding = embedding
+        self.stop = stop
         self.outputs: List[Tensor] = []
         self.token_ids: List[Tensor] = []
         self._handles: List[RemovableHandle] = []
 
     def __enter__(self) -> "_EmbeddingCapture":
         self._handles = [
-            self.embedding.register_forward_pre_hook(self._check_ids),
-            self.embedding.register_forward_hook(self._capture),
+            self.embedding.register_forward_pre_hook(self._check_ids, with_kwargs=True),
+            self.embedding.register_forward_hook(self._capture, with_kwargs=True),
         ]
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: Any) -> bool:
         for handle in self._handles:
             handle.remove()
+        return bool(exc and exc[0] is _StopForward)
 
-    def _check_ids(self, module: Module, inputs: Any) -> None:
-        ids = inputs[0]
+    def _check_ids(self, module: Module, args: Any, kwargs: Dict[str, Any]) -> None:
+        ids = _ids_argument(args, kwargs)
         if ids.numel() == 0:
             return
         low, high = int(ids.min()), int(ids.max())
         vocab = self.embedding.num_embeddings
         if low < 0 or high >= vocab:
             bad = high if high >= vocab else low
-            raise ValueError(
+            raise BatchError(
                 f"Token id {bad} is outside the embedding layer's vocabulary of "
                 f"{vocab} rows. The texts were most likely tokenized with a different "
                 "tokenizer than the model's: use the tokenizer the model was trained "
                 "with."
             )
 
-    def _capture(self, module: Module, inputs: Any, output: Tensor) -> Tensor:
+    def _capture(
+        self, module: Module, args: Any, kwargs: Dict[str, Any], output: Tensor
+    ) -> Tensor:
         leaf = output.detach().requires_grad_(True)
         self.outputs.append(leaf)
-        self.token_ids.append(inputs[0])
+        self.token_ids.append(_ids_argument(args, kwargs))
+        if self.stop:
+            raise _StopForward()
         return leaf
+
+
+def _ids_argument(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Tensor:
+    r"""The token ids of an ``nn.Embedding`` call, positional or ``input=``."""
+    ids = args[0] if args else kwargs.get("input")
+    if not isinstance(ids, Tensor):
+        raise BatchError(
+            "The embedding layer was called without a tensor of token ids (as its "
+            "first argument or `input=`); TracIn-WE needs the token ids."
+        )
+    return ids
+
+
+@dataclass
+class _Layout:
+    r"""How the ids at the embedding map to ``(B, L)``: as they are, transposed
+    (sequence-first models) or reshaped (models that flatten the batch)."""
+
+    kind: str
+    shape: Tuple[int, int]
+    ids_dim: int = 2
+
+    def batch_first(self, tensor: Tensor) -> Tensor:
+        r"""``tensor`` shaped like the ids (plus trailing dims) as ``(B, L, ...)``."""
+        if self.kind == "transposed":
+            return tensor.transpose(0, 1)
+        if self.kind == "reshaped":
+            return tensor.reshape(*self.shape, *tensor.shape[self.ids_dim :])
+        return tensor
+
+
+def ids_layout(ids: Tensor, candidates: List[Tensor], batch_size: int) -> _Layout:
+    r"""
+    Finds how the token ids that reached the embedding relate to the batch:
+    equal to one of the batch's integer tensors (batch-first), equal to its
+    transpose (sequence-first), or equal to it flattened. Without a match, 2-D
+    ids with one row per example are taken as batch-first.
+
+    Raises:
+        BatchError: If the ids cannot be mapped to one row per example.
+    """
+    for tensor in candidates:
+        if tensor.dim() != 2 or tensor.shape[0] != batch_size:
+            continue
+        shape = (int(tensor.shape[0]), int(tensor.shape[1]))
+        if tensor.shape == ids.shape and torch.equal(tensor, ids):
+            return _Layout("as_is", shape)
+        if ids.dim() == 2 and ids.shape == shape[::-1] and torch.equal(tensor.t(), ids):
+            return _Layout("transposed", shape)
+        if ids.shape != tensor.shape and ids.numel() == tensor.numel():
+            if torch.equal(tensor.reshape(-1), ids.reshape(-1)):
+                return _Layout("reshaped", shape, ids.dim())
+    if ids.dim() == 2 and ids.shape[0] == batch_size:
+        return _Layout("as_is", (int(ids.shape[0]), int(ids.shape[1])))
+    raise BatchError(
+        f"The token ids reach the embedding with shape {tuple(ids.shape)} for a batch "
+        f"of {batch_size} examples, and match none of the batch's tensors (as they "
+        "are, transposed or flattened). TracIn-WE needs to map each position to its "
+        "example: pass the ids the model embeds as a batch-first (B, L) tensor."
+    )
 
 
 def collect_word_gradients(
@@ -128,11 +203,7 @@ def collect_word_gradients(
         word_gradients (WordGradients): Token ids, gradients and mask of the batch.
     """
     args, kwargs, labels, attention_mask = adapter.split(batch)
-    if labels.dim() == 0 or labels.shape[0] == 0:
-        raise ValueError(
-            "A batch is empty or has no per-example labels; pass at least one example "
-            "with one label each."
-        )
+    labels = class_labels(labels, loss_fn)
     with torch.enable_grad(), _EmbeddingCapture(adapter.embedding) as capture:
         logits = adapter.logits(args, kwargs)
         _check_capture(capture)
@@ -140,19 +211,76 @@ def collect_word_gradients(
         total_loss = _summed_loss(loss_fn, logits, labels, first_index)
         leaf = capture.outputs[0]
         (gradients,) = torch.autograd.grad(total_loss, leaf, allow_unused=True)
-    token_ids = capture.token_ids[0]
+    layout = ids_layout(
+        capture.token_ids[0], adapter.batch_tensors(args, kwargs), labels.shape[0]
+    )
+    token_ids = layout.batch_first(capture.token_ids[0])
     if gradients is None:
         gradients = torch.zeros_like(leaf)
-    gradients = gradients.detach().float()
+    gradients = layout.batch_first(gradients.detach().float())
     _check_finite_gradients(gradients, first_index)
     real = _counted_positions(token_ids, adapter.embedding, attention_mask, None)
-    mask = _counted_positions(
-        token_ids, adapter.embedding, attention_mask, exclude_token_ids
-    )
+    mask = real & _kept_tokens(token_ids, exclude_token_ids)
     if top_k_words is not None:
         mask = keep_top_positions(gradients, mask, top_k_words)
     gradients = gradients * mask.unsqueeze(-1)
     return WordGradients(token_ids, gradients, mask, real, labels)
+
+
+def embedded_token_ids(
+    adapter: ModelAdapter, batch: Any
+) -> Tuple[Tensor, Tensor, Tensor]:
+    r"""
+    The token ids of a batch as the model embeds them, without running the
+    model past its embedding layer (the forward pass is stopped there).
+
+    Returns:
+        (token_ids, real, labels): ``(B, L)`` ids, ``(B, L)`` bool non-padding
+                    positions, and the ``(B,)`` labels (as in the batch).
+    """
+    args, kwargs, labels, attention_mask = adapter.split(batch)
+    with torch.no_grad(), _EmbeddingCapture(adapter.embedding, stop=True) as capture:
+        adapter.logits(args, kwargs)
+    _check_capture(capture)
+    batch_size = labels.shape[0] if labels.dim() else 1
+    layout = ids_layout(
+        capture.token_ids[0], adapter.batch_tensors(args, kwargs), batch_size
+    )
+    token_ids = layout.batch_first(capture.token_ids[0])
+    real = _counted_positions(token_ids, adapter.embedding, attention_mask, None)
+    return token_ids, real, labels
+
+
+def class_labels(labels: Tensor, loss_fn: Callable[..., Tensor]) -> Tensor:
+    r"""
+    Checks the labels of a batch; for cross-entropy losses, ``(B, 1)`` class ids
+    become ``(B,)``, and float labels of shape ``(B,)`` are refused (cross-entropy
+    reads them as class probabilities).
+
+    Raises:
+        BatchError: For no labels, or labels cross-entropy cannot take.
+    """
+    if labels.dim() == 0 or labels.shape[0] == 0:
+        raise BatchError(
+            "A batch is empty or has no per-example labels; pass at least one example "
+            "with one label each."
+        )
+    if not isinstance(loss_fn, CrossEntropyLoss):
+        return labels
+    if labels.dim() == 2 and labels.shape[1] == 1 and not labels.is_floating_point():
+        labels = labels[:, 0]
+    if labels.dim() == 1 and labels.is_floating_point():
+        raise BatchError(
+            f"The labels are floats ({labels.dtype}), but the loss is cross-entropy, "
+            "which needs integer class ids: convert them with `labels.long()`, or "
+            "pass a `loss_fn` that takes float targets."
+        )
+    if labels.dim() != 1 and not labels.is_floating_point():
+        raise BatchError(
+            f"The labels have shape {tuple(labels.shape)}; cross-entropy needs one "
+            "integer class id per example, shape (B,)."
+        )
+    return labels
 
 
 def stack_word_gradients(parts: List[WordGradients], pad_id: int) -> WordGradients:
@@ -204,9 +332,13 @@ def _counted_positions(
         mask &= token_ids != embedding.padding_idx
     if attention_mask is not None and attention_mask.shape == token_ids.shape:
         mask &= attention_mask.bool()
-    if exclude_token_ids is not None and exclude_token_ids.numel():
-        mask &= ~torch.isin(token_ids, exclude_token_ids.to(token_ids.device))
-    return mask
+    return mask & _kept_tokens(token_ids, exclude_token_ids)
+
+
+def _kept_tokens(token_ids: Tensor, exclude_token_ids: Optional[Tensor]) -> Tensor:
+    if exclude_token_ids is None or not exclude_token_ids.numel():
+        return torch.ones_like(token_ids, dtype=torch.bool)
+    return ~torch.isin(token_ids, exclude_token_ids.to(token_ids.device))
 
 
 def _check_capture(capture: _EmbeddingCapture) -> None:
@@ -214,12 +346,12 @@ def _check_capture(capture: _EmbeddingCapture) -> None:
     if calls == 1:
         return
     if calls == 0:
-        raise ValueError(
+        raise BatchError(
             "The embedding layer was not called during the forward pass, so the "
             "token ids do not pass through it. Pass token ids (not `inputs_embeds`) "
             "and check `embedding_layer`."
         )
-    raise ValueError(
+    raise BatchError(
         f"The embedding layer was called {calls} times in one forward pass. "
         "TracIn-WE needs the token ids to pass through it exactly once."
     )
@@ -227,7 +359,7 @@ def _check_capture(capture: _EmbeddingCapture) -> None:
 
 def _check_labels(logits: Tensor, labels: Tensor, first_index: int) -> None:
     if labels.shape[:1] != logits.shape[:1]:
-        raise ValueError(
+        raise BatchError(
             f"The batch has {labels.shape[0] if labels.dim() else 1} labels for "
             f"{logits.shape[0]} model outputs; each example needs one label."
         )
@@ -237,7 +369,7 @@ def _check_labels(logits: Tensor, labels: Tensor, first_index: int) -> None:
     bad = ((labels < 0) | (labels >= num_classes)).nonzero().flatten()
     if bad.numel():
         i = int(bad[0])
-        raise ValueError(
+        raise BatchError(
             f"Label {int(labels[i])} of example {first_index + i} is out of range for "
             f"a model with {num_classes} classes (expected 0..{num_classes - 1})."
         )
@@ -251,7 +383,16 @@ def _summed_loss(
 ) -> Tensor:
     r"""The sum of the per-example losses of the batch, whatever the reduction."""
     global _warned_scalar_loss
-    loss = loss_fn(logits, labels)
+    try:
+        loss = loss_fn(logits, labels)
+    except (RuntimeError, ValueError, TypeError, IndexError) as error:
+        raise BatchError(
+            f"`loss_fn(logits, labels)` failed at the batch starting with example "
+            f"{first_index}, for logits of shape {tuple(logits.shape)} and labels of "
+            f"shape {tuple(labels.shape)} ({labels.dtype}): {type(error).__name__}: "
+            f"{str(error)[:300]}. Pass labels and a `loss_fn` that fit the model's "
+            "output."
+        ) from error
     batch_size = logits.shape[0]
     if loss.dim() == 0:
         reduction = getattr(loss_fn, "reduction", None)
@@ -269,7 +410,7 @@ def _summed_loss(
             _raise_non_finite(bad if bad.any() else torch.ones_like(bad), first_index)
         return total
     if loss.shape[0] != batch_size:
-        raise ValueError(
+        raise BatchError(
             f"`loss_fn` returned shape {tuple(loss.shape)} for a batch of "
             f"{batch_size}; use reduction 'none' (one loss per example), 'sum' or "
             "'mean'."
@@ -282,7 +423,7 @@ def _summed_loss(
 def _raise_non_finite(bad: Tensor, first_index: int) -> None:
     indices = (bad.nonzero().flatten() + first_index).tolist()
     if indices:
-        raise ValueError(
+        raise BatchError(
             f"The loss is NaN or infinite for example(s) {indices[:10]}. Check those "
             "inputs and labels, and that the checkpoint's weights are finite."
         )

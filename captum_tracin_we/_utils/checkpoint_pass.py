@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+
+r"""
+The one loop every TracIn-WE computation runs: for each checkpoint, load it,
+check its learning rate, put the model in its scoring state, and hand it to
+the caller. Influence, self-influence, word influence, index builds and index
+queries all go through :func:`checkpoint_pass`.
+"""
+
+import hashlib
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, List, Optional, Sequence
+
+import numpy as np
+import torch
+from torch.nn import Module
+
+from captum_tracin_we._utils.checkpoints import checked_learning_rate
+
+LoadFunc = Callable[[Module, Any], Any]
+
+
+@dataclass
+class LoadedCheckpoint:
+    r"""
+    A checkpoint loaded into the model, in the scoring state.
+
+    Attributes:
+        position (int): Index of the checkpoint in the checkpoint list.
+        checkpoint (Any): The checkpoint as given (usually a path).
+        learning_rate (float): Its learning rate, finite and >= 0.
+        model (torch.nn.Module): The model, holding this checkpoint's weights.
+    """
+
+    position: int
+    checkpoint: Any
+    learning_rate: float
+    model: Module
+
+    def fingerprint(self) -> str:
+        r"""SHA-256 of every entry of the loaded state dict (names and values)."""
+        return state_fingerprint(self.model)
+
+
+def checkpoint_pass(
+    model: Module,
+    checkpoints: Sequence[Any],
+    load_func: LoadFunc,
+    positions: Optional[Sequence[int]] = None,
+) -> Iterator[LoadedCheckpoint]:
+    r"""
+    Loads each checkpoint in turn and yields it, with the model in scoring mode
+    (eval, parameters frozen) for the whole pass and every module's mode and
+    every parameter's ``requires_grad`` restored afterwards, also when the
+    caller stops early or raises.
+
+    Args:
+        model (torch.nn.Module): The model to load into.
+        checkpoints (sequence): The checkpoints.
+        load_func (Callable): ``load_func(model, checkpoint)`` loads in place and
+                    returns the learning rate.
+        positions (sequence of int, optional): Only these checkpoints.
+                    Default: None (all)
+
+    Yields:
+        checkpoint (LoadedCheckpoint): One per checkpoint, in order.
+    """
+    chosen = range(len(checkpoints)) if positions is None else positions
+    with scoring_mode(model):
+        for position in chosen:
+            checkpoint = checkpoints[position]
+            rate = checked_learning_rate(load_func(model, checkpoint), checkpoint)
+            _freeze(model)  # the loader may have changed modes or flags
+            yield LoadedCheckpoint(position, checkpoint, rate, model)
+
+
+@contextmanager
+def scoring_mode(model: Module) -> Iterator[None]:
+    r"""
+    Puts every module of ``model`` in eval mode with every parameter's
+    ``requires_grad`` off (TracIn-WE only needs gradients at the embedding
+    output), and restores each module's own mode and each parameter's flag
+    afterwards.
+    """
+    modes = [(module, module.training) for module in model.modules()]
+    flags = [(param, param.requires_grad) for param in model.parameters()]
+    try:
+        _freeze(model)
+        yield
+    finally:
+        for param, flag in flags:
+            param.requires_grad_(flag)
+        for module, mode in modes:
+            module.training = mode
+
+
+def _freeze(model: Module) -> None:
+    model.eval()
+    for param in model.parameters():
+        param.requires_grad_(False)
+
+
+def state_fingerprint(model: Module) -> str:
+    r"""
+    SHA-256 of the model's whole state dict: every parameter and buffer, with
+    its name, dtype and shape. Identifies the weights a checkpoint put in the
+    model, whichever layer changed.
+    """
+    digest = hashlib.sha256()
+    for name, value in model.state_dict().items():
+        tensor = value.detach()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(_tensor_bytes(tensor))
+    return digest.hexdigest()
+
+
+def _tensor_bytes(tensor: torch.Tensor) -> memoryview:
+    flat = tensor.cpu().contiguous().reshape(-1)
+    if flat.dtype == torch.bfloat16:
+        flat = flat.view(torch.int16)
+    return memoryview(np.ascontiguousarray(flat.numpy()))
+
+
+def warn_if_training(model: Module, name: str) -> None:
+    r"""Warns that a model in train mode is scored in eval mode."""
+    training: List[str] = [
+        n or "<model>" for n, m in model.named_modules() if m.training
+    ]
+    if training:
+        warnings.warn(
+            f"{name}: the model is in train mode. It is switched to eval mode (no "
+            "dropout) while influence is computed, and every module's mode is "
+            "restored afterwards.",
+            stacklevel=3,
+        )

@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+
+r"""
+Word gradients of batches, as every TracIn-WE computation reads them: one
+forward and one backward pass per batch, the counted positions chosen
+(padding, excluded ids, Top-k), and the data fingerprinted as it passes.
+"""
+
+from typing import Any, Callable, Iterable, Iterator, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from captum_tracin_we._utils.data_fingerprint import ExampleDigests
+from captum_tracin_we._utils.errors import BatchError, TracInWEError
+from captum_tracin_we._utils.model_adapter import ModelAdapter
+from captum_tracin_we._utils.shared_tokens import WordRows, word_rows
+from captum_tracin_we._utils.word_gradients import (
+    WordGradients,
+    collect_word_gradients,
+    embedded_token_ids,
+    stack_word_gradients,
+)
+
+LossFn = Callable[..., Tensor]
+
+
+class WordGradientSource:
+    r"""
+    Computes word gradients of batches for one model and one set of counting
+    rules.
+
+    Args:
+        adapter (ModelAdapter): The model, its embedding table and batch format.
+        top_k_words (int, optional): Top-k positions per example, or None.
+        exclude_token_ids (Tensor): ``(E,)`` long ids that never count.
+    """
+
+    def __init__(
+        self,
+        adapter: ModelAdapter,
+        top_k_words: Optional[int],
+        exclude_token_ids: Tensor,
+    ) -> None:
+        self.adapter = adapter
+        self.top_k_words = top_k_words
+        self.exclude_token_ids = exclude_token_ids
+
+    def gradients(
+        self, batch: Any, loss_fn: LossFn, first: int, role: str
+    ) -> WordGradients:
+        r"""The position gradients of one batch (see ``collect_word_gradients``)."""
+        with _in_role(role):
+            return collect_word_gradients(
+                self.adapter,
+                batch,
+                loss_fn,
+                first_index=first,
+                top_k_words=self.top_k_words,
+                exclude_token_ids=self.exclude_token_ids,
+            )
+
+    def rows(
+        self,
+        batch: Any,
+        loss_fn: LossFn,
+        first: int,
+        role: str,
+        digests: Optional[ExampleDigests] = None,
+    ) -> WordRows:
+        r"""The word rows of one batch; with ``digests``, the batch is recorded."""
+        gradients = self.gradients(batch, loss_fn, first, role)
+        if digests is not None:
+            digests.update(gradients.token_ids, gradients.real, gradients.labels)
+        return word_rows(gradients)
+
+    def stream(
+        self,
+        batches: Iterable[Any],
+        loss_fn: LossFn,
+        role: str,
+        bar: Any,
+        digests: Optional[ExampleDigests] = None,
+    ) -> Iterator[WordRows]:
+        r"""Word rows batch by batch, with example indices local to each batch."""
+        first = 0
+        for batch in batches:
+            rows = self.rows(batch, loss_fn, first, role, digests)
+            first += rows.num_examples
+            bar.update(1)
+            yield rows
+        if first == 0:
+            raise BatchError(f"The {role} data is empty; pass at least one example.")
+
+    def stacked(
+        self, batches: Iterable[Any], loss_fn: LossFn, role: str, bar: Any, pad_id: int
+    ) -> WordGradients:
+        r"""The position gradients of all batches, right-padded to one width."""
+        parts, first = [], 0
+        for batch in batches:
+            parts.append(self.gradients(batch, loss_fn, first, role))
+            first += parts[-1].num_examples
+            bar.update(1)
+        if first == 0:
+            raise BatchError(f"The {role} data is empty; pass at least one example.")
+        return stack_word_gradients(parts, pad_id)
+
+    def token_ids(self, batch: Any, role: str) -> Tuple[Tensor, Tensor, Tensor]:
+        r"""Token ids, real positions and labels of a batch, without a full pass."""
+        with _in_role(role):
+            return embedded_token_ids(self.adapter, batch)
+
+
+class _in_role:
+    r"""Prefixes TracIn-WE errors with the data they came from."""
+
+    def __init__(self, role: str) -> None:
+        self.role = role
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, error: Any, traceback: Any) -> bool:
+        if isinstance(error, TracInWEError) and not str(error).startswith("In the "):
+            raise type(error)(f"In the {self.role} data: {error}") from None
+        return False
+
+
+def record_data(
+    source: WordGradientSource,
+    batches: Iterable[Any],
+    digests: ExampleDigests,
+    role: str = "training",
+) -> ExampleDigests:
+    r"""Fingerprints batches without running the model past its embedding."""
+    with torch.no_grad():
+        for batch in batches:
+            digests.update(*source.token_ids(batch, role))
+    return digests
