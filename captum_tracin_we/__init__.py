@@ -6,18 +6,34 @@ from captum.influence._utils.common import KMostInfluentialResults
 
 from captum_tracin_we._core.tracin_we import TracInWE
 from captum_tracin_we._utils.checkpoints import load_checkpoint_with_lr
+from captum_tracin_we._utils.errors import (
+    BatchError,
+    CheckpointError,
+    IndexCorruptedError,
+    IndexMismatchError,
+    TracInWEError,
+    TrainingDataError,
+)
 from captum_tracin_we._utils.token_frequency import frequent_token_ids
 from captum_tracin_we._utils.word_contributions import (
     WordInfluence,
     merge_subwords,
     top_words,
 )
+from captum_tracin_we._utils.word_index import WordIndex
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchError",
+    "CheckpointError",
+    "IndexCorruptedError",
+    "IndexMismatchError",
     "KMostInfluentialResults",
     "TracInWE",
+    "TracInWEError",
+    "TrainingDataError",
+    "WordIndex",
     "WordInfluence",
     "frequent_token_ids",
     "load_checkpoint_with_lr",

@@ -82,6 +82,17 @@ class TracInWE(TracInCPBase):
     norm count, chosen per example and per checkpoint, on the training and the
     test side alike.
 
+    Layout: the token ids may reach the embedding batch-first ``(B, L)``,
+    sequence-first ``(L, B)`` or flattened ``(B * L,)``, positionally or as
+    ``input=``; the layout is found by matching them against the batch's integer
+    tensors, and positions are mapped back to their examples. Ids that match no
+    batch tensor are taken as batch-first when they have one row per example,
+    else a :class:`BatchError` is raised.
+
+    Scoring state: every module is put in eval mode and every parameter's
+    ``requires_grad`` off during a call, and each module's own mode and each
+    flag are restored afterwards.
+
     Tied input/output embeddings (language-model heads): TracIn-WE is defined on
     the input side only; the gradient that reaches the table through the output
     projection is not included.
@@ -96,7 +107,9 @@ class TracInWE(TracInCPBase):
         model: Module,
         train_dataset: Union[Dataset, DataLoader],
         checkpoints: Union[str, List[str], Iterator[Any]],
-        checkpoints_load_func: Callable[[Module, Any], float] = load_checkpoint_with_lr,
+        checkpoints_load_func: Optional[
+            Callable[[Module, Any], float]
+        ] = load_checkpoint_with_lr,
         embedding_layer: Optional[Union[Module, str]] = None,
         loss_fn: Optional[LossFn] = None,
         batch_size: Union[int, None] = 1,
@@ -113,15 +126,24 @@ class TracInWE(TracInCPBase):
             train_dataset (Dataset or DataLoader): The training data. Each batch
                         is either a tuple ``(model inputs..., labels)`` (Captum's
                         convention) or a dict / ``BatchEncoding`` with a
-                        ``"labels"`` key (Hugging Face's). A DataLoader must not
-                        shuffle.
-            checkpoints (str, list of str, or iterator): A directory (every file
-                        in it), one checkpoint file, or a list of checkpoints.
+                        ``"labels"`` key (Hugging Face's). Scores are indexed by
+                        example position, so a DataLoader must keep the dataset's
+                        order: the default sequential sampler and
+                        ``drop_last=False`` (a shuffling, subset or reordering
+                        sampler raises :class:`TrainingDataError`). A DataLoader
+                        over pre-made batches (``batch_size=None``) works;
+                        examples are counted, not batches. Data that change
+                        between checkpoint passes raise too.
+            checkpoints (str, list, or iterator): A directory (its entries,
+                        sorted by name, hidden ones skipped), one checkpoint
+                        file, or a list of checkpoints.
             checkpoints_load_func (Callable, optional): ``f(model, checkpoint)``
                         loads a checkpoint into ``model`` and returns its learning
-                        rate. Default: :func:`load_checkpoint_with_lr`, which
-                        reads ``{"model_state_dict", "learning_rate"}`` or a bare
-                        state dict (lr 1.0) with ``weights_only=True``.
+                        rate, a finite number >= 0 (anything else raises
+                        :class:`CheckpointError`). Default (also for None):
+                        :func:`load_checkpoint_with_lr`, which reads
+                        ``{"model_state_dict", "learning_rate"}`` or a bare state
+                        dict (lr 1.0, with a warning) with ``weights_only=True``.
             embedding_layer (torch.nn.Module or str, optional): The token
                         embedding, or its dotted name. Default: None, meaning
                         ``get_input_embeddings()`` where the model has it, else
@@ -149,9 +171,12 @@ class TracInWE(TracInCPBase):
             index (str, optional): Folder of a word-gradient index built by
                         :meth:`build_index`; ``influence`` and
                         ``self_influence`` then read the training side from it
-                        instead of recomputing it. Default: None
+                        instead of recomputing it. It is attached with
+                        :meth:`attach_index` (``verify=True``). Default: None
         """
         checkpoints = checkpoint_paths(checkpoints)
+        if checkpoints_load_func is None:
+            checkpoints_load_func = load_checkpoint_with_lr
         check_dataset(
             train_dataset.dataset
             if isinstance(train_dataset, DataLoader)

@@ -1,0 +1,318 @@
+#!/usr/bin/env python3
+
+r"""
+Input contracts that used to give silently wrong numbers or unrelated crashes
+(issue 9): samplers, pre-made batches, module modes, the layout of token ids,
+labels, learning rates and checkpoint folders. Each test compares against an
+oracle (the plain model, a TensorDataset) or checks the error's message.
+"""
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, IterableDataset, SubsetRandomSampler
+
+import captum_tracin_we._utils.checkpoints as checkpoints_module
+from captum_tracin_we import (
+    BatchError,
+    CheckpointError,
+    TracInWE,
+    TrainingDataError,
+)
+from tests.helpers import BagNet, assert_close, bag_setup, random_ids, save_checkpoints
+
+
+@pytest.fixture
+def bag(tmp_path):
+    return bag_setup(str(tmp_path), n_train=40, n_test=5)
+
+
+# Samplers and pre-made batches -------------------------------------------------
+
+
+def test_subset_random_sampler_is_refused(bag):
+    model, train, _, paths = bag
+    loader = DataLoader(train, batch_size=8, sampler=SubsetRandomSampler(range(40)))
+    with pytest.raises(TrainingDataError, match="SubsetRandomSampler.*position"):
+        TracInWE(model, loader, paths, batch_size=None)
+
+
+def test_reordering_sampler_is_refused(bag):
+    model, train, _, paths = bag
+    loader = DataLoader(train, batch_size=8, sampler=list(reversed(range(40))))
+    with pytest.raises(TrainingDataError, match="samples with list"):
+        TracInWE(model, loader, paths, batch_size=None)
+
+
+def test_drop_last_is_refused(bag):
+    model, train, _, paths = bag
+    loader = DataLoader(train, batch_size=16, drop_last=True)
+    with pytest.raises(TrainingDataError, match="drop_last=True"):
+        TracInWE(model, loader, paths, batch_size=None)
+
+
+class _Reshuffled(IterableDataset):
+    r"""Yields the examples in a new order on every pass (a hidden shuffle)."""
+
+    def __init__(self, ids, labels) -> None:
+        self.ids, self.labels, self.passes = ids, labels, 0
+
+    def __iter__(self):
+        self.passes += 1
+        order = torch.randperm(
+            len(self.ids), generator=torch.Generator().manual_seed(self.passes)
+        )
+        for i in order.tolist():
+            yield self.ids[i], self.labels[i]
+
+
+def test_data_that_change_between_checkpoint_passes_are_refused(bag):
+    model, train, test, paths = bag
+    loader = DataLoader(_Reshuffled(*train.tensors), batch_size=8)
+    tracin = TracInWE(model, loader, paths, batch_size=None)
+    with pytest.raises(TrainingDataError, match="changed between checkpoint passes"):
+        tracin.influence(test)
+    with pytest.raises(TrainingDataError, match="changed between checkpoint passes"):
+        tracin.self_influence()
+
+
+def test_premade_batches_count_examples_not_batches(bag):
+    model, train, test, paths = bag
+    ids, labels = train.tensors
+    batches = [(ids[i : i + 8], labels[i : i + 8]) for i in range(0, 40, 8)]
+    premade = TracInWE(
+        model, DataLoader(batches, batch_size=None), paths, batch_size=None
+    )
+    plain = TracInWE(model, train, paths, batch_size=8)
+    assert premade.num_train_examples == 40
+    top = premade.influence(test, k=10)
+    expected = plain.influence(test, k=10)
+    assert torch.equal(top.indices, expected.indices)
+    chosen = torch.tensor([[0, 39, 17], [8, 9, 31], [5, 5, 6], [1, 2, 3], [38, 0, 20]])
+    words = premade.word_influence(test, chosen)
+    assert_close(words.scores, plain.influence(test).gather(1, chosen))
+    assert_close(words.train_contributions.sum(-1), words.scores)
+
+
+def test_premade_dict_batches(tmp_path):
+    from tests.helpers import dict_dataset, tiny_hf_classifier
+
+    model = tiny_hf_classifier("bert")
+    paths = save_checkpoints(model, str(tmp_path), count=2)
+    ids, labels = random_ids(12, 7, 3), torch.arange(12) % 3
+    rows = dict_dataset(ids, labels)
+    batches = [
+        {key: torch.stack([row[key] for row in rows[i : i + 4]]) for key in rows[0]}
+        for i in range(0, 12, 4)
+    ]
+    premade = TracInWE(
+        model, DataLoader(batches, batch_size=None), paths, batch_size=None
+    )
+    plain = TracInWE(model, rows, paths, batch_size=5)
+    test = batches[1]
+    assert_close(premade.influence(test), plain.influence(test))
+    chosen = torch.tensor([[11, 0], [4, 3], [7, 7], [1, 10]])
+    assert_close(
+        premade.word_influence(test, chosen).scores,
+        plain.influence(test).gather(1, chosen),
+    )
+
+
+# Module modes ------------------------------------------------------------------
+
+
+class NormedBag(BagNet):
+    r"""A BagNet with a BatchNorm and a Dropout inside."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm1d(8)
+        self.drop = nn.Dropout(0.5)
+
+    def from_embeddings(self, embedded, ids):
+        mask = (ids != 0).float().unsqueeze(-1)
+        pooled = (self.drop(embedded) * mask).sum(1) / mask.sum(1).clamp(min=1)
+        return self.fc(torch.tanh(self.hidden(self.bn(pooled))))
+
+
+def test_each_module_mode_is_restored(tmp_path):
+    torch.manual_seed(0)
+    model = NormedBag()
+    paths = save_checkpoints(model, str(tmp_path), count=2)
+    ids, labels = random_ids(12, 6, 1), torch.arange(12) % 3
+    test = (ids[:3], labels[:3])
+    train = torch.utils.data.TensorDataset(ids, labels)
+    model.train()
+    model.bn.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first = TracInWE(model, train, paths, batch_size=4).influence(test)
+    assert model.training and not model.bn.training and model.drop.training
+    model.eval()
+    model.drop.train()
+    second = TracInWE(model, train, paths, batch_size=5).influence(test)
+    assert not model.training and not model.bn.training and model.drop.training
+    assert_close(first, second)  # scored in eval mode both times
+
+
+# Layout of the token ids at the embedding ----------------------------------------
+
+
+class SequenceFirstBag(BagNet):
+    def forward(self, ids):
+        return self.from_embeddings(self.emb(ids.t()).transpose(0, 1), ids)
+
+
+class FlatBag(BagNet):
+    def forward(self, ids):
+        embedded = self.emb(ids.reshape(-1)).reshape(*ids.shape, -1)
+        return self.from_embeddings(embedded, ids)
+
+
+class KeywordBag(BagNet):
+    def forward(self, ids):
+        return self.from_embeddings(self.emb(input=ids), ids)
+
+
+@pytest.mark.parametrize("variant", [SequenceFirstBag, FlatBag, KeywordBag])
+@pytest.mark.parametrize("length", [9, 5])  # 5: L equals the test batch size
+def test_embedding_layouts_equal_the_batch_first_model(tmp_path, variant, length):
+    model, train, test, paths = bag_setup(
+        str(tmp_path), n_train=20, n_test=5, length=length
+    )
+    other = variant().eval()
+    expected = TracInWE(model, train, paths, batch_size=6)
+    actual = TracInWE(other, train, paths, batch_size=6)
+    assert_close(actual.influence(test), expected.influence(test))
+    top = expected.influence(test, k=3).indices
+    words = actual.word_influence(test, top)
+    assert_close(
+        words.train_contributions,
+        expected.word_influence(test, top).train_contributions,
+    )
+
+
+class ExtraPosition(BagNet):
+    r"""Embeds one more position than the batch has, sequence-first."""
+
+    def forward(self, ids):
+        longer = torch.cat([ids, ids[:, :1]], 1)
+        return self.from_embeddings(self.emb(longer.t()).transpose(0, 1), longer)
+
+
+def test_unmappable_layout_is_a_clear_error(tmp_path):
+    _, train, test, paths = bag_setup(str(tmp_path), n_train=8, n_test=4, length=6)
+    with pytest.raises(BatchError, match=r"shape \(7, 4\) for a batch of 4"):
+        TracInWE(ExtraPosition().eval(), train, paths).influence(test)
+
+
+# Labels ------------------------------------------------------------------------------
+
+
+def test_column_labels_equal_flat_labels(bag):
+    model, train, test, paths = bag
+    tracin = TracInWE(model, train, paths, batch_size=8)
+    assert_close(tracin.influence((test[0], test[1][:, None])), tracin.influence(test))
+
+
+def test_float_labels_are_a_clear_error(bag):
+    model, train, test, paths = bag
+    with pytest.raises(BatchError, match=r"floats .*labels.long\(\)"):
+        TracInWE(model, train, paths).influence((test[0], test[1].float()))
+
+
+def test_a_failing_loss_names_the_shapes(bag):
+    model, train, test, paths = bag
+    tracin = TracInWE(model, train, paths, loss_fn=nn.MSELoss(reduction="none"))
+    with pytest.raises(
+        BatchError, match=r"loss_fn\(logits, labels\)` failed .*\(5, 3\)"
+    ):
+        tracin.influence(test)
+
+
+# Learning rates and checkpoints ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "rate, message",
+    [
+        (-0.1, ">= 0"),
+        ("abc", "must be a number"),
+        ("0.1", "must be a number"),
+        (True, "must be a number"),
+        (None, "must be a number"),
+        ([0.1], "must be a number"),
+        (float("nan"), ">= 0"),
+    ],
+)
+def test_bad_learning_rates_name_the_file(bag, tmp_path, rate, message):
+    model, train, test, _ = bag
+    path = str(tmp_path / "odd-rate.pt")
+    torch.save({"model_state_dict": model.state_dict(), "learning_rate": rate}, path)
+    with pytest.raises(CheckpointError, match=f"odd-rate.pt.*{message}"):
+        TracInWE(model, train, path).self_influence()
+
+
+def test_a_loader_returning_a_negative_rate_is_refused(bag):
+    model, train, test, paths = bag
+    tracin = TracInWE(model, train, paths, checkpoints_load_func=lambda m, p: -1.0)
+    with pytest.raises(CheckpointError, match=">= 0"):
+        tracin.self_influence()
+
+
+def test_bare_state_dict_warns_once(bag, tmp_path, monkeypatch):
+    model, train, test, _ = bag
+    monkeypatch.setattr(checkpoints_module, "_warned_bare_state_dict", False)
+    paths = []
+    for i in range(2):
+        paths.append(str(tmp_path / f"bare{i}.pt"))
+        torch.save(model.state_dict(), paths[-1])
+    with pytest.warns(
+        UserWarning, match="bare state dict .* learning rate 1.0"
+    ) as seen:
+        TracInWE(model, train, paths).self_influence()
+        TracInWE(model, train, paths).self_influence()
+    assert len([w for w in seen if "bare state dict" in str(w.message)]) == 1
+
+
+def test_a_folder_inside_the_checkpoint_folder_is_named(bag, tmp_path):
+    model, train, test, paths = bag
+    (tmp_path / "subfolder").mkdir()
+    with pytest.raises(CheckpointError, match="subfolder' is a folder"):
+        TracInWE(model, train, str(tmp_path)).influence(test)
+
+
+def test_negative_rates_never_give_negative_self_influence(bag):
+    model, train, test, paths = bag
+    scores = TracInWE(model, train, paths).self_influence()
+    assert bool((scores >= 0).all())
+
+
+# Argument types -----------------------------------------------------------------------
+
+
+def test_float_train_indices_are_refused(bag):
+    model, train, test, paths = bag
+    tracin = TracInWE(model, train, paths)
+    with pytest.raises(ValueError, match="integer indices"):
+        tracin.word_influence(test, torch.full((5, 2), 1.7))
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ({"shard_size": 2.5}, "shard_size"),
+        ({"shard_size": 0}, "shard_size"),
+        ({"projection_dim": -3}, "projection_dim"),
+        ({"projection_dim": 2.0}, "projection_dim"),
+        ({"dtype": "int8"}, "dtype"),
+    ],
+)
+def test_bad_index_options(bag, tmp_path, option, message):
+    model, train, test, paths = bag
+    with pytest.raises(ValueError, match=message):
+        TracInWE(model, train, paths).build_index(
+            str(tmp_path / "index"), show_progress=False, **option
+        )
