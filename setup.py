@@ -50,7 +50,8 @@ setup(
         "torch>=2.3",
         "transformers>=4.40",
         "numpy",
-        "matplotlib",
+        "matplotlib>=3.5",
+        "jsonschema>=4",  # the index manifest's schema
         "tqdm",
     ],
     extras_require={

@@ -284,12 +284,6 @@ def test_a_folder_inside_the_checkpoint_folder_is_named(bag, tmp_path):
         TracInWE(model, train, str(tmp_path)).influence(test)
 
 
-def test_negative_rates_never_give_negative_self_influence(bag):
-    model, train, test, paths = bag
-    scores = TracInWE(model, train, paths).self_influence()
-    assert bool((scores >= 0).all())
-
-
 # Argument types -----------------------------------------------------------------------
 
 
