@@ -383,7 +383,6 @@ def test_fault_injection(bag, tmp_path, monkeypatch):
         resumed = _build(model, train, paths, folder)
         assert torch.equal(resumed.influence(test), expected)
         assert_close(resumed.self_influence(), expected_self)
-    print(outcomes)
     assert outcomes["error"] > 20 and sum(outcomes.values()) == 40
 
 
