@@ -8,16 +8,20 @@ queries all go through :func:`checkpoint_pass`.
 """
 
 import hashlib
+import os
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch.nn import Module
 
-from captum_tracin_we._utils.checkpoints import checked_learning_rate
+from captum_tracin_we._utils.checkpoints import (
+    checked_learning_rate,
+    load_checkpoint_with_lr,
+)
 
 LoadFunc = Callable[[Module, Any], Any]
 
@@ -38,10 +42,41 @@ class LoadedCheckpoint:
     checkpoint: Any
     learning_rate: float
     model: Module
+    file_key: Optional[Tuple[Any, ...]] = None
 
     def fingerprint(self) -> str:
-        r"""SHA-256 of every entry of the loaded state dict (names and values)."""
-        return state_fingerprint(self.model)
+        r"""
+        SHA-256 of every entry of the loaded state dict (names and values).
+
+        For a file read by the default loader, which loads every entry strictly,
+        the result is remembered for the file's path, size, modification time
+        and inode, so a query does not hash unchanged checkpoints again.
+        """
+        if self.file_key is None:
+            return state_fingerprint(self.model)
+        if self.file_key not in _FILE_FINGERPRINTS:
+            _FILE_FINGERPRINTS[self.file_key] = state_fingerprint(self.model)
+        return _FILE_FINGERPRINTS[self.file_key]
+
+
+_FILE_FINGERPRINTS: Dict[Tuple[Any, ...], str] = {}
+
+
+def _file_key(checkpoint: Any, load_func: LoadFunc) -> Optional[Tuple[Any, ...]]:
+    r"""Identifies a checkpoint file's contents, for the default loader only."""
+    if load_func is not load_checkpoint_with_lr or not isinstance(checkpoint, str):
+        return None
+    try:
+        status = os.stat(checkpoint)
+    except OSError:
+        return None
+    return (
+        os.path.realpath(checkpoint),
+        status.st_size,
+        status.st_mtime_ns,
+        status.st_ino,
+        status.st_dev,
+    )
 
 
 def checkpoint_pass(
@@ -71,9 +106,12 @@ def checkpoint_pass(
     with scoring_mode(model):
         for position in chosen:
             checkpoint = checkpoints[position]
+            key = _file_key(checkpoint, load_func)
             rate = checked_learning_rate(load_func(model, checkpoint), checkpoint)
+            if key != _file_key(checkpoint, load_func):
+                key = None  # the file changed while it was read
             _freeze(model)  # the loader may have changed modes or flags
-            yield LoadedCheckpoint(position, checkpoint, rate, model)
+            yield LoadedCheckpoint(position, checkpoint, rate, model, key)
 
 
 @contextmanager
