@@ -28,6 +28,7 @@ from captum_tracin_we._utils.errors import (
     TrainingDataError,
 )
 from captum_tracin_we._utils.gradient_source import WordGradientSource, record_data
+from captum_tracin_we._utils.hf_data import dataset_loader, is_hf_dataset
 from captum_tracin_we._utils.index_scoring import (
     indexed_scores,
     indexed_self_scores,
@@ -133,10 +134,17 @@ class TracInWE(TracInCPBase):
                         sampler raises :class:`TrainingDataError`). A DataLoader
                         over pre-made batches (``batch_size=None``) works;
                         examples are counted, not batches. Data that change
-                        between checkpoint passes raise too.
-            checkpoints (str, list, or iterator): A directory (its entries,
-                        sorted by name, hidden ones skipped), one checkpoint
-                        file, or a list of checkpoints.
+                        between checkpoint passes raise too. A tokenized
+                        ``datasets.Dataset`` (columns ``input_ids``, optionally
+                        ``attention_mask``, and ``label`` or ``labels``) is
+                        batched with ``batch_size`` (16 if None) and padded per
+                        batch.
+            checkpoints (str, list, or iterator): A ``transformers.Trainer``
+                        output folder (its ``checkpoint-<step>`` folders in step
+                        order, see :mod:`captum_tracin_we.hf`), a directory (its
+                        entries, sorted by name, hidden ones skipped), one
+                        checkpoint file or Hugging Face model folder, or a list
+                        of checkpoints.
             checkpoints_load_func (Callable, optional): ``f(model, checkpoint)``
                         loads a checkpoint into ``model`` and returns its learning
                         rate, a finite number >= 0 (anything else raises
@@ -177,6 +185,11 @@ class TracInWE(TracInCPBase):
         checkpoints = checkpoint_paths(checkpoints)
         if checkpoints_load_func is None:
             checkpoints_load_func = load_checkpoint_with_lr
+        self.embedding_layer = find_embedding_layer(model, embedding_layer)
+        if is_hf_dataset(train_dataset):
+            train_dataset = dataset_loader(
+                train_dataset, batch_size or 16, _pad_id(model, self.embedding_layer)
+            )
         check_dataset(
             train_dataset.dataset
             if isinstance(train_dataset, DataLoader)
@@ -204,7 +217,6 @@ class TracInWE(TracInCPBase):
                 f"`top_k_words` must be a positive int; got {top_k_words}."
             )
         self.top_k_words = top_k_words
-        self.embedding_layer = find_embedding_layer(model, embedding_layer)
         self.exclude_token_ids = torch.tensor(
             sorted(set(_token_ids(exclude_token_ids))), dtype=torch.long
         )
@@ -235,9 +247,10 @@ class TracInWE(TracInCPBase):
         TracIn-WE scores of the training examples for test examples.
 
         Args:
-            inputs (tuple, dict or DataLoader): One test batch in the same
-                        convention as the training batches (labels included), or
-                        a DataLoader of them. The test loss is taken at these
+            inputs (tuple, dict, DataLoader or datasets.Dataset): One test
+                        batch in the same convention as the training batches
+                        (labels included), a DataLoader of them, or a tokenized
+                        ``datasets.Dataset``. The test loss is taken at these
                         labels (the ground truth, as in the paper).
             k (int, optional): If given, return the ``k`` most influential
                         training examples per test example instead of all
@@ -274,7 +287,7 @@ class TracInWE(TracInCPBase):
     def _influence(  # type: ignore[override]
         self, inputs: Any, show_progress: bool = False, aggregate: bool = False
     ) -> Tensor:
-        test_batches = _as_batches(inputs)
+        test_batches = self._as_batches(inputs)
         with_train = self.index is None
         passes = _SamePasses()
         blocks: List[Tensor] = []
@@ -358,7 +371,7 @@ class TracInWE(TracInCPBase):
         """
         from_index = inputs is None and self.index is not None
         on_training = inputs is None
-        batches = self._training.loader if on_training else _as_batches(inputs)
+        batches = self._training.loader if on_training else self._as_batches(inputs)
         passes = _SamePasses()
         total: Optional[Tensor] = None
         with self._progress(
@@ -416,7 +429,7 @@ class TracInWE(TracInCPBase):
         """
         indices = self._checked_train_indices(train_indices)
         unique, inverse = torch.unique(indices, return_inverse=True)
-        test_batches = _as_batches(inputs)
+        test_batches = self._as_batches(inputs)
         pad_id = self._pad_id
         test_c = train_c = None
         with self._progress(
@@ -619,8 +632,13 @@ class TracInWE(TracInCPBase):
 
     @property
     def _pad_id(self) -> int:
-        padding_idx = self.embedding_layer.padding_idx
-        return 0 if padding_idx is None else int(padding_idx)
+        return _pad_id(self.model, self.embedding_layer)
+
+    def _as_batches(self, inputs: Any) -> Union[DataLoader, List[Any]]:
+        r"""A DataLoader (or a tokenized ``datasets.Dataset``), else one batch."""
+        if is_hf_dataset(inputs):
+            return dataset_loader(inputs, self.batch_size or 16, self._pad_id)
+        return inputs if isinstance(inputs, DataLoader) else [inputs]
 
     def _progress(
         self,
@@ -672,9 +690,12 @@ def _accumulate(blocks: List[Tensor], i: int, block: Tensor) -> None:
         blocks.append(block)
 
 
-def _as_batches(inputs: Any) -> Union[DataLoader, List[Any]]:
-    r"""A DataLoader as it is (it is iterated once per checkpoint), else one batch."""
-    return inputs if isinstance(inputs, DataLoader) else [inputs]
+def _pad_id(model: Module, embedding: Module) -> int:
+    r"""The padding id: the embedding's, else the model config's, else 0."""
+    if embedding.padding_idx is not None:
+        return int(embedding.padding_idx)
+    pad = getattr(getattr(model, "config", None), "pad_token_id", None)
+    return int(pad) if isinstance(pad, int) else 0
 
 
 def _length(batches: Any) -> Optional[int]:

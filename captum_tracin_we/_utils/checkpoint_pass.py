@@ -66,6 +66,8 @@ def _file_key(checkpoint: Any, load_func: LoadFunc) -> Optional[Tuple[Any, ...]]
     r"""Identifies a checkpoint file's contents, for the default loader only."""
     if load_func is not load_checkpoint_with_lr or not isinstance(checkpoint, str):
         return None
+    if not os.path.isfile(checkpoint):  # a folder's time stamp misses its files
+        return None
     try:
         status = os.stat(checkpoint)
     except OSError:

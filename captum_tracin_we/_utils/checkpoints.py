@@ -27,7 +27,10 @@ def load_checkpoint_with_lr(model: Module, path: str) -> float:
     - a dict ``{"model_state_dict": state_dict, "learning_rate": lr}`` (other
       keys such as ``"optimizer_state_dict"`` are ignored), or
     - a bare state dict, whose learning rate is taken to be 1.0 (with a
-      warning, once per process).
+      warning, once per process), or
+    - a Hugging Face checkpoint folder (``model.safetensors`` or
+      ``pytorch_model.bin``), whose learning rate comes from the Trainer's
+      records (see :mod:`captum_tracin_we.hf`).
 
     Args:
         model (torch.nn.Module): The model to load into.
@@ -45,10 +48,16 @@ def load_checkpoint_with_lr(model: Module, path: str) -> float:
                     number >= 0.
     """
     if os.path.isdir(path):
+        from captum_tracin_we import hf
+
+        if hf.is_checkpoint_folder(path):
+            return hf.load_trainer_checkpoint(model, path)
         raise CheckpointError(
-            f"Checkpoint {path!r} is a folder; the default loader reads checkpoint "
-            "files saved as {'model_state_dict': ..., 'learning_rate': lr}. Pass "
-            "those files, or a `checkpoints_load_func` that reads your folders."
+            f"Checkpoint {path!r} is a folder but not a Hugging Face checkpoint "
+            "(no model.safetensors or pytorch_model.bin); the default loader reads "
+            "those folders and files saved as {'model_state_dict': ..., "
+            "'learning_rate': lr}. Pass those, or a `checkpoints_load_func` that "
+            "reads your folders."
         )
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Checkpoint file {path!r} does not exist.")
@@ -140,7 +149,9 @@ def checkpoint_paths(checkpoints: Union[str, Iterable[Any]]) -> List[Any]:
     r"""
     Validates checkpoint paths early, before any work is done.
 
-    A directory is expanded to its entries, sorted by name (hidden ones are
+    A Trainer output folder becomes its ``checkpoint-<step>`` folders in step
+    order, and a Hugging Face model folder a one-element list; another
+    directory is expanded to its entries, sorted by name (hidden ones are
     skipped); a single file becomes a one-element list, and a list of paths
     must name existing files or folders (folders are for a custom
     ``checkpoints_load_func``; the default loader explains that it reads
@@ -167,6 +178,12 @@ def _paths_in(path: str) -> List[str]:
         return [path]
     if not os.path.isdir(path):
         raise CheckpointError(f"Checkpoint path {path!r} does not exist.")
+    from captum_tracin_we import hf
+
+    if hf.is_trainer_run(path):
+        return hf.trainer_checkpoints(path)
+    if hf.is_checkpoint_folder(path):
+        return [path]
     names = sorted(name for name in os.listdir(path) if not name.startswith("."))
     if not names:
         raise CheckpointError(f"Checkpoint folder {path!r} is empty.")

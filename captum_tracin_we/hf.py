@@ -1,0 +1,247 @@
+#!/usr/bin/env python3
+
+r"""
+Hugging Face integration: read a ``transformers.Trainer`` output folder as it
+is, record exact learning rates while training, and use tokenized
+``datasets.Dataset`` objects as training and test data.
+
+A Trainer run looks like::
+
+    run/
+      checkpoint-50/   model.safetensors (or pytorch_model.bin), config.json,
+                       trainer_state.json (log_history with "learning_rate")
+      checkpoint-100/  ...
+
+Passing ``run/`` (or one ``checkpoint-*`` folder) as ``checkpoints`` to
+:class:`~captum_tracin_we.TracInWE` works with the default loader: the
+``checkpoint-*`` folders are taken in step order, the weights are read from
+``model.safetensors`` (or from ``pytorch_model.bin`` with
+``weights_only=True``), and the learning rate of each checkpoint is the rate of
+the optimizer step that produced it: the one recorded by
+:class:`LearningRateCallback` if it ran, else the last ``learning_rate`` logged
+at or before the checkpoint's step in its ``trainer_state.json`` (Trainer logs
+the rate of the step it logs, before the scheduler moves on).
+"""
+
+import json
+import os
+import re
+from typing import Any, Dict, List, Optional
+
+import torch
+from torch.nn import Module
+
+from captum_tracin_we._utils.errors import CheckpointError
+from captum_tracin_we._utils.hf_data import dataset_loader, is_hf_dataset
+
+__all__ = [
+    "LearningRateCallback",
+    "dataset_loader",
+    "is_checkpoint_folder",
+    "is_hf_dataset",
+    "is_trainer_run",
+    "load_trainer_checkpoint",
+    "read_weights",
+    "trainer_checkpoints",
+    "trainer_learning_rate",
+]
+
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+RATE_FILE = "tracin_we_learning_rate.json"
+STATE_FILE = "trainer_state.json"
+
+
+def is_checkpoint_folder(path: str) -> bool:
+    r"""True for a folder holding ``model.safetensors`` or ``pytorch_model.bin``."""
+    return os.path.isdir(path) and any(
+        os.path.isfile(os.path.join(path, name)) for name in _WEIGHTS
+    )
+
+
+def is_trainer_run(path: str) -> bool:
+    r"""True for a folder with ``checkpoint-<step>`` subfolders."""
+    return os.path.isdir(path) and any(
+        _CHECKPOINT.match(name) and os.path.isdir(os.path.join(path, name))
+        for name in os.listdir(path)
+    )
+
+
+def trainer_checkpoints(run_dir: str) -> List[str]:
+    r"""
+    The ``checkpoint-<step>`` folders of a Trainer output folder, in step order.
+
+    Args:
+        run_dir (str): The Trainer's ``output_dir``.
+
+    Returns:
+        folders (list of str): Checkpoint folders, by increasing step.
+
+    Raises:
+        CheckpointError: If the folder has no ``checkpoint-<step>`` subfolder.
+    """
+    steps = []
+    for name in os.listdir(run_dir) if os.path.isdir(run_dir) else []:
+        match = _CHECKPOINT.match(name)
+        if match and os.path.isdir(os.path.join(run_dir, name)):
+            steps.append((int(match.group(1)), os.path.join(run_dir, name)))
+    if not steps:
+        raise CheckpointError(
+            f"{run_dir!r} has no 'checkpoint-<step>' folders; pass a Trainer output "
+            "folder saved with save_strategy='steps' or 'epoch'."
+        )
+    return [path for _, path in sorted(steps)]
+
+
+def trainer_learning_rate(checkpoint_dir: str) -> float:
+    r"""
+    The learning rate of the optimizer step that produced a Trainer checkpoint.
+
+    Read from :data:`RATE_FILE` when :class:`LearningRateCallback` wrote it,
+    else from ``trainer_state.json``: the last ``learning_rate`` logged at or
+    before the checkpoint's ``global_step``.
+
+    Raises:
+        CheckpointError: If no rate was recorded or logged by that step.
+    """
+    recorded = os.path.join(checkpoint_dir, RATE_FILE)
+    if os.path.isfile(recorded):
+        return float(_read_json(recorded)["learning_rate"])
+    state_path = os.path.join(checkpoint_dir, STATE_FILE)
+    if not os.path.isfile(state_path):
+        raise CheckpointError(
+            f"Checkpoint folder {checkpoint_dir!r} has no {STATE_FILE}, so its "
+            "learning rate is unknown. Pass the Trainer's checkpoint-<step> folders, "
+            "train with captum_tracin_we.hf.LearningRateCallback(), or pass a "
+            "`checkpoints_load_func` that returns the rate."
+        )
+    state = _read_json(state_path)
+    step = int(state.get("global_step", 0))
+    logged = [
+        entry
+        for entry in state.get("log_history", [])
+        if "learning_rate" in entry and int(entry.get("step", -1)) <= step
+    ]
+    if not logged:
+        raise CheckpointError(
+            f"{state_path!r} logs no learning rate at or before step {step}. Log at "
+            "least every `save_steps` (TrainingArguments(logging_steps=...) <= "
+            "save_steps), train with captum_tracin_we.hf.LearningRateCallback(), or "
+            "pass the rates with a `checkpoints_load_func`."
+        )
+    return float(max(logged, key=lambda entry: int(entry["step"]))["learning_rate"])
+
+
+def load_trainer_checkpoint(model: Module, checkpoint_dir: str) -> float:
+    r"""
+    Loads a Trainer (or ``save_pretrained``) checkpoint folder into ``model``
+    and returns its learning rate (see :func:`trainer_learning_rate`).
+
+    Weights come from ``model.safetensors``, else ``pytorch_model.bin`` loaded
+    with ``weights_only=True``. Keys the folder omits because the model ties
+    them to other weights are allowed; any other missing or unexpected key is
+    an error.
+
+    Raises:
+        CheckpointError: If the folder has no weights, they do not fit the
+                    model, or the rate is unknown.
+    """
+    rate = trainer_learning_rate(checkpoint_dir)
+    state_dict = read_weights(checkpoint_dir)
+    try:
+        result = model.load_state_dict(state_dict, strict=False)
+    except RuntimeError as error:
+        raise CheckpointError(
+            f"Checkpoint {checkpoint_dir!r} does not fit the model: "
+            f"{str(error)[:400]}"
+        ) from None
+    tied = _tied_keys(model)
+    missing = [key for key in result.missing_keys if key not in tied]
+    if missing or result.unexpected_keys:
+        raise CheckpointError(
+            f"Checkpoint {checkpoint_dir!r} does not fit the model: missing "
+            f"{missing[:5]}, unexpected {list(result.unexpected_keys)[:5]}. Load the "
+            "model class the run trained (AutoModelForSequenceClassification."
+            "from_pretrained(<a checkpoint folder>))."
+        )
+    return rate
+
+
+def read_weights(folder: str) -> Dict[str, torch.Tensor]:
+    r"""The state dict saved in a Hugging Face model folder."""
+    safetensors_path = os.path.join(folder, "model.safetensors")
+    if os.path.isfile(safetensors_path):
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(safetensors_path, device="cpu")
+        except Exception as error:  # safetensors raises its own error types
+            raise CheckpointError(
+                f"Cannot read {safetensors_path!r}: {type(error).__name__}: "
+                f"{str(error)[:200]}."
+            ) from None
+    bin_path = os.path.join(folder, "pytorch_model.bin")
+    if os.path.isfile(bin_path):
+        try:
+            return torch.load(bin_path, map_location="cpu", weights_only=True)
+        except Exception as error:
+            raise CheckpointError(
+                f"Cannot read {bin_path!r} with torch.load(weights_only=True): "
+                f"{type(error).__name__}: {str(error)[:200]}."
+            ) from None
+    raise CheckpointError(
+        f"Checkpoint folder {folder!r} has neither model.safetensors nor "
+        "pytorch_model.bin (sharded checkpoints are not read yet)."
+    )
+
+
+def _tied_keys(model: Module) -> set:
+    keys = getattr(model, "_tied_weights_keys", None) or []
+    if isinstance(keys, dict):
+        keys = list(keys)
+    return set(keys) | set(getattr(model, "all_tied_weights_keys", None) or [])
+
+
+def _read_json(path: str) -> Dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as stream:
+            return json.load(stream)
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(
+            f"Cannot read {path!r} as JSON ({type(error).__name__})."
+        ) from None
+
+
+def _trainer_callback_base() -> type:
+    from transformers import TrainerCallback
+
+    return TrainerCallback
+
+
+class LearningRateCallback(_trainer_callback_base()):  # type: ignore[misc]
+    r"""
+    A ``transformers.TrainerCallback`` that writes, into every
+    ``checkpoint-<step>`` folder the Trainer saves, the exact learning rate of
+    the optimizer step that produced it (:data:`RATE_FILE`), for runs that log
+    rarely.
+
+    Example::
+
+        trainer = Trainer(..., callbacks=[LearningRateCallback()])
+    """
+
+    def __init__(self) -> None:
+        self.last_rate: Optional[float] = None
+
+    def on_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any):
+        optimizer = kwargs.get("optimizer")
+        if optimizer is not None:
+            self.last_rate = float(optimizer.param_groups[0]["lr"])
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any):
+        folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+        if self.last_rate is not None and os.path.isdir(folder):
+            with open(os.path.join(folder, RATE_FILE), "w", encoding="utf-8") as stream:
+                json.dump(
+                    {"step": state.global_step, "learning_rate": self.last_rate}, stream
+                )
