@@ -1,11 +1,18 @@
 #!/usr/bin/env python3
 
-r"""Command line: ``captum-tracin-we demo`` (or ``python -m captum_tracin_we``)."""
+r"""
+Command line: ``captum-tracin-we explain`` (your own model and data) and
+``captum-tracin-we demo`` (offline, on an embedded default); also
+``python -m captum_tracin_we``.
+"""
 
 import argparse
+import sys
 from typing import List, Optional
 
-from captum_tracin_we._demo.run import DemoSettings, run_demo
+from captum_tracin_we._demo.run import DemoSettings
+
+_FORMAT = argparse.ArgumentDefaultsHelpFormatter
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -13,12 +20,101 @@ def _parser() -> argparse.ArgumentParser:
         prog="captum-tracin-we",
         description="TracIn-WE: which training texts, and which words in them, "
         "made a text classifier say this.",
+        formatter_class=_FORMAT,
     )
     commands = parser.add_subparsers(dest="command", required=True)
+    _explain_parser(commands)
+    _demo_parser(commands)
+    return parser
+
+
+def _explain_parser(commands: argparse._SubParsersAction) -> None:
+    explain = commands.add_parser(
+        "explain",
+        help="explain test texts with your own fine-tuned model and training data",
+        description="Explain test texts with the most influential training texts of "
+        "your own fine-tuned model, and the words that carry their influence.",
+        formatter_class=_FORMAT,
+    )
+    explain.add_argument(
+        "--model",
+        required=True,
+        help="a transformers.Trainer output folder (checkpoint-<step> folders, "
+        "learning rates from trainer_state.json) or a save_pretrained folder, "
+        "with its tokenizer",
+    )
+    explain.add_argument(
+        "--train",
+        required=True,
+        help="training data: CSV, JSONL, or a datasets folder (save_to_disk)",
+    )
+    explain.add_argument(
+        "--test", help="test data in the same formats (labels optional)"
+    )
+    explain.add_argument(
+        "--text",
+        action="append",
+        default=[],
+        help="a test text, explained at the model's prediction (repeatable)",
+    )
+    explain.add_argument("--text-column", default="text", help="column of the texts")
+    explain.add_argument(
+        "--label-column",
+        default="label",
+        help="column of the labels: names from config.label2id, or integer ids",
+    )
+    explain.add_argument(
+        "--max-length",
+        type=int,
+        default=None,
+        help="tokens per text; longer texts are truncated and counted (default: "
+        "the model's maximum)",
+    )
+    explain.add_argument(
+        "--exclude-special-tokens",
+        action="store_true",
+        help="do not count [CLS], [SEP] and other special tokens",
+    )
+    explain.add_argument(
+        "--exclude-frequent",
+        type=int,
+        default=0,
+        metavar="N",
+        help="do not count the N tokens found in the most training texts",
+    )
+    explain.add_argument(
+        "--top-k", type=int, default=5, help="proponents and opponents per test text"
+    )
+    explain.add_argument(
+        "--top-k-words",
+        type=int,
+        default=None,
+        help="TracIn-WE-Topk: positions kept per example (the paper uses 10; "
+        "default: all)",
+    )
+    explain.add_argument(
+        "--index",
+        default=None,
+        help="index folder: built on the first run, reused afterwards",
+    )
+    explain.add_argument(
+        "--no-last-layer",
+        action="store_true",
+        help="skip the side-by-side last-layer TracInCPFast",
+    )
+    explain.add_argument("--batch-size", type=int, default=32, help="batch size")
+    explain.add_argument("--out", default="tracin_we_explain", help="output folder")
+    explain.add_argument(
+        "--no-progress", action="store_true", help="hide progress bars"
+    )
+
+
+def _demo_parser(commands: argparse._SubParsersAction) -> None:
     demo = commands.add_parser(
         "demo",
-        help="train a small classifier on Rotten Tomatoes offline and explain "
+        help="fine-tune a small classifier on Rotten Tomatoes offline and explain "
         "test sentences with their most influential training sentences",
+        formatter_class=_FORMAT,
     )
     defaults = DemoSettings()
     demo.add_argument(
@@ -30,11 +126,24 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--data",
         default=None,
-        help="CSV with 'text' and 'label' columns (default: Rotten Tomatoes)",
+        help="CSV with 'text' and 'label' columns, labels as names or integers "
+        "(default: Rotten Tomatoes)",
     )
-    demo.add_argument("--train-size", type=int, default=defaults.train_size)
-    demo.add_argument("--test-size", type=int, default=defaults.test_size)
-    demo.add_argument("--epochs", type=int, default=defaults.epochs)
+    demo.add_argument(
+        "--train-size",
+        type=int,
+        default=defaults.train_size,
+        help="training texts drawn from the data",
+    )
+    demo.add_argument(
+        "--test-size",
+        type=int,
+        default=defaults.test_size,
+        help="held-out texts explained in the report",
+    )
+    demo.add_argument(
+        "--epochs", type=int, default=defaults.epochs, help="fine-tuning epochs"
+    )
     demo.add_argument("--k", type=int, default=defaults.k, help="examples per side")
     demo.add_argument(
         "--top-k-words",
@@ -47,31 +156,67 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="a tiny BERT and tokenizer trained from scratch (under a minute)",
     )
-    demo.add_argument("--seed", type=int, default=defaults.seed)
+    demo.add_argument(
+        "--seed", type=int, default=defaults.seed, help="seed of data and training"
+    )
     demo.add_argument("--out", default=defaults.out, help="output folder")
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    return parser
 
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = _parser().parse_args(argv)
-    if args.command == "demo":
-        settings = DemoSettings(
-            model=args.model,
-            data=args.data,
-            train_size=args.train_size,
-            test_size=args.test_size,
-            epochs=args.epochs,
-            k=args.k,
-            top_k_words=args.top_k_words,
-            quick=args.quick,
-            seed=args.seed,
-            out=args.out,
-            show_progress=not args.no_progress,
-        )
-        if args.quick and args.epochs == DemoSettings.epochs:
-            settings.epochs = 3
-        run_demo(settings)
+    if args.command == "explain":
+        _explain(args)
+    elif args.command == "demo":
+        _demo(args)
+
+
+def _explain(args: argparse.Namespace) -> None:
+    from captum_tracin_we._app.explain import ExplainSettings, run_explain
+
+    settings = ExplainSettings(
+        model=args.model,
+        train=args.train,
+        test=args.test,
+        texts=args.text,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        max_length=args.max_length,
+        exclude_special_tokens=args.exclude_special_tokens,
+        exclude_frequent=args.exclude_frequent,
+        top_k=args.top_k,
+        top_k_words=args.top_k_words,
+        index=args.index,
+        out=args.out,
+        batch_size=args.batch_size,
+        last_layer=not args.no_last_layer,
+        show_progress=not args.no_progress,
+    )
+    try:
+        run_explain(settings)
+    except ValueError as error:  # every input problem is a ValueError with a fix
+        sys.exit(f"captum-tracin-we explain: {error}")
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from captum_tracin_we._demo.run import run_demo
+
+    settings = DemoSettings(
+        model=args.model,
+        data=args.data,
+        train_size=args.train_size,
+        test_size=args.test_size,
+        epochs=args.epochs,
+        k=args.k,
+        top_k_words=args.top_k_words,
+        quick=args.quick,
+        seed=args.seed,
+        out=args.out,
+        show_progress=not args.no_progress,
+    )
+    if args.quick and args.epochs == DemoSettings.epochs:
+        settings.epochs = 3
+    run_demo(settings)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ __all__ = [
     "is_hf_dataset",
     "is_trainer_run",
     "load_trainer_checkpoint",
+    "load_weights",
     "read_weights",
     "trainer_checkpoints",
     "trainer_learning_rate",
@@ -147,24 +148,34 @@ def load_trainer_checkpoint(model: Module, checkpoint_dir: str) -> float:
                     model, or the rate is unknown.
     """
     rate = trainer_learning_rate(checkpoint_dir)
-    state_dict = read_weights(checkpoint_dir)
+    load_weights(model, checkpoint_dir)
+    return rate
+
+
+def load_weights(model: Module, folder: str) -> None:
+    r"""
+    Loads the weights of a Hugging Face model folder into ``model``; keys the
+    folder omits because the model ties them to other weights are allowed.
+
+    Raises:
+        CheckpointError: If the weights do not fit the model.
+    """
+    state_dict = read_weights(folder)
     try:
         result = model.load_state_dict(state_dict, strict=False)
     except RuntimeError as error:
         raise CheckpointError(
-            f"Checkpoint {checkpoint_dir!r} does not fit the model: "
-            f"{str(error)[:400]}"
+            f"Checkpoint {folder!r} does not fit the model: {str(error)[:400]}"
         ) from None
     tied = _tied_keys(model)
     missing = [key for key in result.missing_keys if key not in tied]
     if missing or result.unexpected_keys:
         raise CheckpointError(
-            f"Checkpoint {checkpoint_dir!r} does not fit the model: missing "
+            f"Checkpoint {folder!r} does not fit the model: missing "
             f"{missing[:5]}, unexpected {list(result.unexpected_keys)[:5]}. Load the "
             "model class the run trained (AutoModelForSequenceClassification."
             "from_pretrained(<a checkpoint folder>))."
         )
-    return rate
 
 
 def read_weights(folder: str) -> Dict[str, torch.Tensor]:

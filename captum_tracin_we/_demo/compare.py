@@ -79,3 +79,36 @@ def tracincp_fast(
         batch_size=None,
     )
     return fast, wrapper
+
+
+def last_layer_influence(
+    hf_model: nn.Module,
+    train_features: List[Dict[str, Any]],
+    checkpoints: Sequence[Any],
+    load_func: Any,
+    pad_id: int,
+    test_batch: Dict[str, Tensor],
+    show_progress: bool = False,
+) -> Tensor:
+    r"""
+    ``(n_test, n_train)`` scores of Captum's TracInCPFast on the model's last
+    linear layer, with the same checkpoints and loader as TracIn-WE.
+    """
+    wrapper = LogitsOnly(hf_model).eval()
+
+    def load(model: nn.Module, checkpoint: Any) -> float:
+        rate = load_func(model.hf, checkpoint)
+        model.eval()
+        return float(rate)
+
+    fast = TracInCPFast(
+        wrapper,
+        "hf." + last_linear_name(hf_model),
+        tuple_loader(train_features, 64, pad_id),
+        list(checkpoints),
+        load,
+        loss_fn=nn.CrossEntropyLoss(reduction="sum"),
+        batch_size=None,
+    )
+    test = (test_batch["input_ids"], test_batch["attention_mask"], test_batch["labels"])
+    return fast.influence(test, show_progress=show_progress)

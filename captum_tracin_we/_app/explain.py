@@ -1,0 +1,310 @@
+#!/usr/bin/env python3
+
+r"""
+The ``captum-tracin-we explain`` job: a user's own fine-tuned model and data
+in, the most influential training texts (and the words that carry their
+influence) out, side by side with Captum's last-layer ``TracInCPFast``.
+"""
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from captum_tracin_we._app.data_files import TextData, read_text_data
+from captum_tracin_we._app.labels import label_ids, model_label_names
+from captum_tracin_we._app.model_folder import ModelFolder, load_model_folder
+from captum_tracin_we._app.report import Explanation, TestText, write_report
+from captum_tracin_we._core.tracin_we import TracInWE
+from captum_tracin_we._utils.token_frequency import frequent_token_ids
+
+
+@dataclass
+class ExplainSettings:
+    r"""Settings of the explain job (see ``captum-tracin-we explain --help``)."""
+
+    model: str = ""
+    train: str = ""
+    test: Optional[str] = None
+    texts: List[str] = field(default_factory=list)
+    text_column: str = "text"
+    label_column: str = "label"
+    max_length: Optional[int] = None
+    exclude_special_tokens: bool = False
+    exclude_frequent: int = 0
+    top_k: int = 5
+    top_k_words: Optional[int] = None
+    index: Optional[str] = None
+    out: str = "tracin_we_explain"
+    batch_size: int = 32
+    last_layer: bool = True
+    show_progress: bool = True
+
+
+@dataclass
+class Encoded:
+    r"""Texts tokenized as the model sees them."""
+
+    features: List[Dict[str, Any]]
+    truncated: List[bool]
+    seen_texts: List[str]
+
+
+def run_explain(settings: ExplainSettings) -> Dict[str, Any]:
+    r"""
+    Runs the explain job and writes ``report.html`` and ``scores.json`` (and
+    the figures embedded in the report) into ``settings.out``.
+
+    Returns:
+        summary (dict): What ``scores.json`` holds.
+    """
+    started = time.perf_counter()
+    if not settings.test and not settings.texts:
+        raise ValueError("Give test texts: --test FILE, or --text '...' (repeatable).")
+    folder = load_model_folder(settings.model)
+    names = model_label_names(folder.model.config, folder.model.config.num_labels)
+    train = read_text_data(settings.train, settings.text_column, settings.label_column)
+    train_labels = label_ids(train.labels or [], names, repr(settings.train))
+    max_length = _max_length(settings, folder)
+    train_encoded = encode(folder.tokenizer, train.texts, train_labels, max_length)
+    tests = _test_texts(settings, folder, names, max_length)
+    _report_truncation("training", train_encoded, max_length)
+    tracin = _tracin(settings, folder, train_encoded)
+    test_batch = _collate(folder.tokenizer, [t.features for t in tests])
+    scores = tracin.influence(test_batch, show_progress=settings.show_progress)
+    k = min(settings.top_k, scores.shape[1])
+    methods = {"TracIn-WE": _top(scores, k)}
+    all_scores = {"TracIn-WE": scores}
+    if settings.last_layer:
+        fast = _last_layer_scores(folder, train_encoded, test_batch, settings)
+        methods["TracInCPFast (last layer)"] = _top(fast, k)
+        all_scores["TracInCPFast (last layer)"] = fast
+    pairs = torch.cat(
+        [methods["TracIn-WE"][0].indices, methods["TracIn-WE"][1].indices], 1
+    )
+    words = tracin.word_influence(test_batch, pairs)
+    explanation = Explanation(
+        title="TracIn-WE: which training texts made the model say this",
+        settings=_settings_rows(
+            settings, folder, train, train_encoded, max_length, tracin
+        ),
+        label_names=names,
+        train_texts=train_encoded.seen_texts,
+        train_truncated=train_encoded.truncated,
+        train_labels=train_labels,
+        train_rows=list(range(len(train))),
+        tests=tests,
+        methods=methods,
+        scores=all_scores,
+        words=words,
+        accuracy=_accuracy(tests),
+    )
+    summary = write_report(explanation, folder.tokenizer, settings.out)
+    print(f"Done in {time.perf_counter() - started:.1f} s.")
+    return summary
+
+
+def encode(
+    tokenizer: Any, texts: List[str], labels: List[int], max_length: int
+) -> Encoded:
+    r"""
+    Tokenizes texts as the model sees them, cut at ``max_length`` tokens, and
+    notes which were cut.
+    """
+    full = tokenizer(texts, truncation=False)["input_ids"]
+    cut = tokenizer(texts, truncation=True, max_length=max_length)
+    features, truncated, seen = [], [], []
+    for i, ids in enumerate(cut["input_ids"]):
+        features.append(
+            {
+                "input_ids": ids,
+                "attention_mask": cut["attention_mask"][i],
+                "labels": labels[i],
+            }
+        )
+        truncated.append(len(full[i]) > len(ids))
+        seen.append(tokenizer.decode(ids, skip_special_tokens=True))
+    return Encoded(features, truncated, seen)
+
+
+def _max_length(settings: ExplainSettings, folder: ModelFolder) -> int:
+    if settings.max_length is not None:
+        if settings.max_length < 2:
+            raise ValueError(f"--max-length must be >= 2; got {settings.max_length}.")
+        return settings.max_length
+    limits = [
+        getattr(folder.model.config, "max_position_embeddings", None),
+        getattr(folder.tokenizer, "model_max_length", None),
+    ]
+    usable = [int(v) for v in limits if isinstance(v, int) and 0 < v < 100_000]
+    return min(usable) if usable else 512
+
+
+def _report_truncation(what: str, encoded: Encoded, max_length: int) -> None:
+    count = sum(encoded.truncated)
+    if count:
+        print(
+            f"{count} of {len(encoded.truncated)} {what} texts are longer than "
+            f"{max_length} tokens and were truncated to what the model sees "
+            "(--max-length sets the limit)."
+        )
+
+
+def _test_texts(
+    settings: ExplainSettings, folder: ModelFolder, names: List[str], max_length: int
+) -> List[TestText]:
+    r"""Test texts from --test and --text; unlabeled ones take the prediction."""
+    texts: List[str] = []
+    given: List[Optional[int]] = []
+    if settings.test:
+        data = read_text_data(
+            settings.test, settings.text_column, settings.label_column, False
+        )
+        texts += data.texts
+        if data.labels is None:
+            given += [None] * len(data)
+        else:
+            given += label_ids(data.labels, names, repr(settings.test))
+    texts += list(settings.texts)
+    given += [None] * len(settings.texts)
+    placeholder = [0] * len(texts)
+    encoded = encode(folder.tokenizer, texts, placeholder, max_length)
+    _report_truncation("test", encoded, max_length)
+    probabilities = _probabilities(folder, encoded.features)
+    tests = []
+    for i, text in enumerate(texts):
+        predicted = int(probabilities[i].argmax())
+        label = given[i] if given[i] is not None else predicted
+        encoded.features[i]["labels"] = label
+        tests.append(
+            TestText(
+                text=text,
+                seen_text=encoded.seen_texts[i],
+                truncated=encoded.truncated[i],
+                label=label,
+                given_label=given[i],
+                predicted=predicted,
+                probabilities=probabilities[i].tolist(),
+                features=encoded.features[i],
+            )
+        )
+    return tests
+
+
+def _probabilities(folder: ModelFolder, features: List[Dict[str, Any]]) -> Tensor:
+    batch = _collate(folder.tokenizer, features)
+    batch.pop("labels", None)
+    with torch.no_grad():
+        logits = folder.model(**batch).logits
+    return logits.softmax(-1)
+
+
+def _collate(tokenizer: Any, features: List[Dict[str, Any]]) -> Dict[str, Tensor]:
+    from transformers import DataCollatorWithPadding
+
+    return dict(DataCollatorWithPadding(tokenizer)(features))
+
+
+def _loader(tokenizer: Any, encoded: Encoded, batch_size: int) -> DataLoader:
+    from transformers import DataCollatorWithPadding
+
+    return DataLoader(
+        encoded.features,
+        batch_size=batch_size,
+        collate_fn=DataCollatorWithPadding(tokenizer),
+    )
+
+
+def _excluded_ids(settings: ExplainSettings, folder: ModelFolder, encoded: Encoded):
+    excluded = set()
+    if settings.exclude_special_tokens:
+        excluded |= set(folder.tokenizer.all_special_ids)
+    if settings.exclude_frequent:
+        ids = [torch.tensor(f["input_ids"]) for f in encoded.features]
+        padded = torch.nn.utils.rnn.pad_sequence(
+            ids, batch_first=True, padding_value=-1
+        )
+        pad = folder.tokenizer.pad_token_id
+        ignore = [-1] + ([pad] if pad is not None else [])
+        frequent = frequent_token_ids(padded, settings.exclude_frequent, ignore)
+        excluded |= set(frequent.tolist())
+    return sorted(excluded)
+
+
+def _tracin(settings: ExplainSettings, folder: ModelFolder, encoded: Encoded):
+    tracin = TracInWE(
+        folder.model,
+        _loader(folder.tokenizer, encoded, settings.batch_size),
+        folder.checkpoints,
+        folder.load_func,
+        batch_size=None,
+        top_k_words=settings.top_k_words,
+        exclude_token_ids=_excluded_ids(settings, folder, encoded),
+    )
+    if settings.index:
+        manifest = os.path.join(settings.index, "manifest.json")
+        if os.path.isfile(manifest):
+            tracin.attach_index(settings.index)
+            print(f"Using the index in {settings.index}.")
+        else:
+            tracin.build_index(settings.index, show_progress=settings.show_progress)
+            print(f"Built the index in {settings.index}; later runs reuse it.")
+    return tracin
+
+
+def _last_layer_scores(folder, encoded, test_batch, settings) -> Tensor:
+    from captum_tracin_we._demo.compare import last_layer_influence
+
+    return last_layer_influence(
+        folder.model,
+        encoded.features,
+        folder.checkpoints,
+        folder.load_func,
+        folder.tokenizer.pad_token_id or 0,
+        test_batch,
+        settings.show_progress,
+    )
+
+
+def _top(scores: Tensor, k: int) -> Tuple[Any, Any]:
+    from captum_tracin_we import KMostInfluentialResults
+
+    results = []
+    for proponents in (True, False):
+        values, indices = scores.topk(k, dim=1, largest=proponents)
+        results.append(KMostInfluentialResults(indices, values))
+    return tuple(results)
+
+
+def _accuracy(tests: List[TestText]) -> Optional[float]:
+    labelled = [t for t in tests if t.given_label is not None]
+    if not labelled:
+        return None
+    return sum(t.predicted == t.given_label for t in labelled) / len(labelled)
+
+
+def _settings_rows(settings, folder, train: TextData, encoded, max_length, tracin):
+    excluded = tracin.exclude_token_ids.numel()
+    return {
+        "Model": folder.description,
+        "Training data": f"{settings.train}: {len(train)} texts, "
+        f"{sum(encoded.truncated)} truncated",
+        "Test data": ", ".join(
+            part
+            for part in (
+                settings.test or "",
+                f"{len(settings.texts)} --text" if settings.texts else "",
+            )
+            if part
+        ),
+        "Max length": f"{max_length} tokens",
+        "Top-k words": str(settings.top_k_words or "all positions (TracIn-WE)"),
+        "Excluded token ids": f"{excluded} (special: "
+        f"{settings.exclude_special_tokens}, most frequent: "
+        f"{settings.exclude_frequent})",
+        "Index": settings.index or "none (training side recomputed)",
+    }

@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+
+r"""
+``captum-tracin-we explain`` on a real Trainer run with a tokenizer, a CSV
+with text labels and long texts, an index reused across runs, and the errors
+a new user meets, each naming the file and the fix.
+"""
+
+import csv
+import json
+import os
+import random
+import shutil
+
+import pytest
+import torch
+
+pytest.importorskip("datasets")
+pytest.importorskip("accelerate")
+
+from captum_tracin_we._cli import main  # noqa: E402
+
+TOPICS = {
+    "business": "market shares profit bank trade economy",
+    "sport": "match goal team season coach player",
+    "tech": "software chip phone internet computer data",
+}
+NAMES = sorted(TOPICS)
+
+
+def _texts(n, seed, long_every=0):
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = NAMES[i % 3]
+        words = TOPICS[label].split() + "the a of and to".split()
+        size = 40 if long_every and i % long_every == 0 else 6
+        rows.append((" ".join(rng.choice(words) for _ in range(size)), label))
+    return rows
+
+
+def _write_csv(path, rows, encoding="utf-8"):
+    with open(path, "w", newline="", encoding=encoding) as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from transformers import Trainer, TrainingArguments
+
+    from captum_tracin_we._demo.models import (
+        small_bert_classifier,
+        train_wordpiece_tokenizer,
+    )
+
+    root = tmp_path_factory.mktemp("explain")
+    train_rows = _texts(30, seed=0, long_every=7)
+    tokenizer = train_wordpiece_tokenizer([t for t, _ in train_rows], vocab_size=200)
+    model = small_bert_classifier(len(tokenizer), 3, seed=0)
+    model.config.id2label = dict(enumerate(NAMES))
+    model.config.label2id = {name: i for i, name in enumerate(NAMES)}
+    encoded = tokenizer([t for t, _ in train_rows], truncation=True, max_length=32)
+    features = [
+        {"input_ids": ids, "labels": NAMES.index(label)}
+        for ids, (_, label) in zip(encoded["input_ids"], train_rows)
+    ]
+    run_dir = root / "run"
+    from transformers import DataCollatorWithPadding
+
+    Trainer(
+        model=model,
+        args=TrainingArguments(
+            output_dir=str(run_dir),
+            per_device_train_batch_size=8,
+            max_steps=6,
+            save_steps=2,
+            logging_steps=1,
+            learning_rate=1e-3,
+            report_to=[],
+            use_cpu=True,
+            disable_tqdm=True,
+        ),
+        train_dataset=features,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+    ).train()
+    train_csv = _write_csv(root / "train.csv", train_rows)
+    test_csv = _write_csv(root / "test.csv", _texts(3, seed=1, long_every=2))
+    return root, str(run_dir), train_csv, test_csv
+
+
+def _explain(run, *extra):
+    root, run_dir, train_csv, test_csv = run
+    out = str(root / "out")
+    main(
+        [
+            "explain",
+            "--model",
+            run_dir,
+            "--train",
+            train_csv,
+            "--no-progress",
+            "--top-k",
+            "3",
+            "--out",
+            out,
+            *extra,
+        ]
+    )
+    with open(os.path.join(out, "scores.json"), encoding="utf-8") as stream:
+        summary = json.load(stream)
+    with open(os.path.join(out, "report.html"), encoding="utf-8") as stream:
+        page = stream.read()
+    return summary, page
+
+
+def test_explain_a_csv_with_text_labels_and_long_texts(run, capsys):
+    root, run_dir, train_csv, test_csv = run
+    summary, page = _explain(run, "--test", test_csv, "--max-length", "16")
+    printed = capsys.readouterr().out
+    assert "5 of 30 training texts are longer than 16 tokens" in printed
+    assert "report.html" in printed and "scores.json" in printed
+    assert summary["label_names"] == NAMES
+    first = summary["tests"][0]
+    assert first["truncated"] and first["label_name"] in NAMES
+    rows = [entry["row"] for entry in first["TracIn-WE proponents"]]
+    assert len(rows) == 3 and all(0 <= row < 30 for row in rows)
+    with open(train_csv, encoding="utf-8") as stream:
+        labels = [row["label"] for row in csv.DictReader(stream)]
+    assert [labels[r] for r in rows] == [
+        entry["label_name"] for entry in first["TracIn-WE proponents"]
+    ]
+    assert "[truncated]" in page and "data:image/png;base64," in page
+    assert "How to read this" in page and "sport" in page
+    assert "TracInCPFast (last layer)" in page
+
+
+def test_explain_reuses_an_index(run, tmp_path, capsys):
+    index = str(tmp_path / "index")
+    first, _ = _explain(run, "--text", "goal team match", "--index", index)
+    assert "Built the index" in capsys.readouterr().out
+    second, _ = _explain(run, "--text", "goal team match", "--index", index)
+    assert "Using the index" in capsys.readouterr().out
+    for method in ("TracIn-WE proponents", "TracIn-WE opponents"):
+        assert [e["row"] for e in first["tests"][0][method]] == [
+            e["row"] for e in second["tests"][0][method]
+        ]
+        assert [e["score"] for e in first["tests"][0][method]] == pytest.approx(
+            [e["score"] for e in second["tests"][0][method]], rel=1e-5
+        )
+
+
+def _fails(run, message, *extra, model=None, train=None):
+    root, run_dir, train_csv, _ = run
+    argv = ["explain", "--model", model or run_dir, "--train", train or train_csv]
+    argv += ["--no-progress", "--out", str(root / "failed"), *extra]
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert message in str(stopped.value), str(stopped.value)
+
+
+def test_explain_errors_name_the_file_and_the_fix(run, tmp_path):
+    root, run_dir, train_csv, _ = run
+    unknown = _write_csv(tmp_path / "unknown.csv", [("chip data", "weather")])
+    unknown_labels = "labels the model does not know: ['weather']"
+    _fails(run, unknown_labels, "--text", "x", train=unknown)
+    _fails(run, "no column 'topic'", "--label-column", "topic", "--text", "x")
+    empty = tmp_path / "empty.csv"
+    empty.write_text("text,label\n")
+    _fails(run, "has no rows", "--text", "x", train=str(empty))
+    latin = _write_csv(tmp_path / "latin.csv", [("caf\xe9 goal", "sport")], "latin-1")
+    _fails(run, "is not valid UTF-8", "--text", "x", train=latin)
+    _fails(run, "Give test texts")
+    no_tokenizer = tmp_path / "no_tokenizer"
+    shutil.copytree(os.path.join(run_dir, "checkpoint-6"), no_tokenizer)
+    for name in os.listdir(no_tokenizer):
+        if "token" in name or name == "vocab.txt":
+            os.remove(no_tokenizer / name)
+    _fails(run, "No tokenizer", "--text", "x", model=str(no_tokenizer))
+    no_state = tmp_path / "no_state"
+    shutil.copytree(run_dir, no_state)
+    os.remove(no_state / "checkpoint-2" / "trainer_state.json")
+    _fails(run, "no trainer_state.json", "--text", "x", model=str(no_state))
+    unlogged = tmp_path / "unlogged"
+    shutil.copytree(run_dir, unlogged)
+    state_path = unlogged / "checkpoint-4" / "trainer_state.json"
+    state = json.loads(state_path.read_text())
+    state["log_history"] = []
+    state_path.write_text(json.dumps(state))
+    _fails(run, "logs no learning rate", "--text", "x", model=str(unlogged))
+    misfit = tmp_path / "misfit"
+    shutil.copytree(run_dir, misfit)
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(misfit / "checkpoint-2" / "model.safetensors"))
+    weights["classifier.weight"] = torch.zeros(5, weights["classifier.weight"].shape[1])
+    save_file(weights, str(misfit / "checkpoint-2" / "model.safetensors"))
+    _fails(run, "does not fit the model", "--text", "x", model=str(misfit))
