@@ -219,6 +219,7 @@ def _build_checkpoint(
         raise TrainingDataError(
             "The training set is empty; TracIn needs examples to score."
         )
+    training.check_count(first)
     assert shard is not None
     return shard.index + 1
 
@@ -243,6 +244,7 @@ def _finish(writer: _UnitWriter, shard: Optional[_Shard], checkpoint: int) -> No
         raise IndexMismatchError(
             f"The index folder {writer.store.root!r} holds a partial build from other "
             f"training data (shard {shard.index}, examples {shard.first}.."
-            f"{shard.first + shard.count - 1} differ). Use a new folder, or delete "
-            "this one."
+            f"{shard.first + shard.count - 1} differ), or from the same data in "
+            "batches of another size (shards end at batch boundaries). Resume with "
+            "the same data and batch size, or use a new folder."
         )

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
 
+from collections.abc import Mapping
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Union
 
 import torch
@@ -40,7 +41,11 @@ from captum_tracin_we._utils.shared_tokens import (
     self_scores,
     shared_token_scores,
 )
-from captum_tracin_we._utils.training_data import TrainingData, check_dataset
+from captum_tracin_we._utils.training_data import (
+    TrainingData,
+    check_dataset,
+    check_sequential,
+)
 from captum_tracin_we._utils.word_contributions import (
     WordInfluence,
     pair_contributions,
@@ -289,13 +294,16 @@ class TracInWE(TracInCPBase):
     ) -> Tensor:
         test_batches = self._as_batches(inputs)
         with_train = self.index is None
-        passes = _SamePasses()
+        passes = _SamePasses(self._training)
+        test_passes = _SamePasses(role="test")
         blocks: List[Tensor] = []
         with self._progress(
             "influence", test_batches, show_progress, with_train
         ) as bar:
             for loaded in self._checkpoint_pass():
-                queries = self._query_rows(test_batches, loaded, aggregate, bar)
+                queries = self._query_rows(
+                    test_batches, loaded, aggregate, bar, test_passes
+                )
                 if self.index is not None:
                     self.index.check_checkpoint(loaded)
                     _accumulate(
@@ -317,10 +325,13 @@ class TracInWE(TracInCPBase):
         loaded: LoadedCheckpoint,
         aggregate: bool,
         bar: Any,
+        passes: "_SamePasses",
     ) -> WordRows:
+        digests = passes.start()
         queries = WordRows.cat(
-            list(self._source.stream(batches, self.test_loss_fn, "test", bar))
+            list(self._source.stream(batches, self.test_loss_fn, "test", bar, digests))
         )
+        passes.finish(digests)
         if aggregate:
             queries = queries.summed()
         return queries.scaled(loaded.learning_rate)
@@ -372,7 +383,9 @@ class TracInWE(TracInCPBase):
         from_index = inputs is None and self.index is not None
         on_training = inputs is None
         batches = self._training.loader if on_training else self._as_batches(inputs)
-        passes = _SamePasses()
+        passes = _SamePasses(self._training if on_training else None)
+        if not on_training:
+            passes.role = "self-influence"
         total: Optional[Tensor] = None
         with self._progress(
             "self influence", [] if from_index else batches, show_progress, False
@@ -385,7 +398,7 @@ class TracInWE(TracInCPBase):
                         self.index, loaded.position, loaded.learning_rate
                     )
                 else:
-                    digests = passes.start() if on_training else None
+                    digests = passes.start()
                     rows = self._source.stream(
                         batches, self.loss_fn, "training", bar, digests
                     )
@@ -432,13 +445,16 @@ class TracInWE(TracInCPBase):
         test_batches = self._as_batches(inputs)
         pad_id = self._pad_id
         test_c = train_c = None
+        test_passes = _SamePasses(role="test")
         with self._progress(
             "word influence", test_batches, show_progress, False
         ) as bar:
             for loaded in self._checkpoint_pass():
+                digests = test_passes.start()
                 test = self._source.stacked(
-                    test_batches, self.test_loss_fn, "test", bar, pad_id
+                    test_batches, self.test_loss_fn, "test", bar, pad_id, digests
                 )
+                test_passes.finish(digests)
                 if test.num_examples != indices.shape[0]:
                     raise ValueError(
                         f"`train_indices` has {indices.shape[0]} rows for "
@@ -638,7 +654,12 @@ class TracInWE(TracInCPBase):
         r"""A DataLoader (or a tokenized ``datasets.Dataset``), else one batch."""
         if is_hf_dataset(inputs):
             return dataset_loader(inputs, self.batch_size or 16, self._pad_id)
-        return inputs if isinstance(inputs, DataLoader) else [inputs]
+        if isinstance(inputs, DataLoader):
+            check_sequential(inputs, "test")
+            return inputs
+        if _is_batch_list(inputs):
+            return list(inputs)
+        return [inputs]
 
     def _progress(
         self,
@@ -660,10 +681,17 @@ class TracInWE(TracInCPBase):
 
 
 class _SamePasses:
-    r"""Checks that every checkpoint pass saw the same training data."""
+    r"""
+    Checks that every checkpoint pass saw the same data, and (for the training
+    set) as many examples as it holds.
+    """
 
-    def __init__(self) -> None:
+    def __init__(
+        self, training: Optional[TrainingData] = None, role: str = "training"
+    ) -> None:
         self.first: Optional[str] = None
+        self.training = training
+        self.role = role
 
     def start(self) -> ExampleDigests:
         return ExampleDigests()
@@ -674,9 +702,11 @@ class _SamePasses:
         digest = digests.digests()[0]
         if self.first is None:
             self.first = digest
+            if self.training is not None:
+                self.training.check_count(digests.num_examples)
         elif digest != self.first:
             raise TrainingDataError(
-                "The training data changed between checkpoint passes (a random "
+                f"The {self.role} data changed between checkpoint passes (a random "
                 "sampler or transform, or a dataset that changes as it is read). "
                 "TracIn-WE needs the same examples in the same order at every "
                 "checkpoint."
@@ -688,6 +718,15 @@ def _accumulate(blocks: List[Tensor], i: int, block: Tensor) -> None:
         blocks[i] += block
     else:
         blocks.append(block)
+
+
+def _is_batch_list(inputs: Any) -> bool:
+    r"""A list of batches (tuples or dicts), rather than one batch given as a list."""
+    return (
+        isinstance(inputs, list)
+        and bool(inputs)
+        and all(isinstance(b, (tuple, dict, Mapping)) for b in inputs)
+    )
 
 
 def _pad_id(model: Module, embedding: Module) -> int:

@@ -90,19 +90,36 @@ class WordGradientSource:
             bar.update(1)
             yield rows
         if first == 0:
-            raise BatchError(f"The {role} data is empty; pass at least one example.")
+            raise BatchError(
+                f"The {role} data is empty; pass at least one example. (An iterable "
+                "that can be read only once gives no examples the second time; "
+                "TracIn-WE reads the data once per checkpoint.)"
+            )
 
     def stacked(
-        self, batches: Iterable[Any], loss_fn: LossFn, role: str, bar: Any, pad_id: int
+        self,
+        batches: Iterable[Any],
+        loss_fn: LossFn,
+        role: str,
+        bar: Any,
+        pad_id: int,
+        digests: Optional[ExampleDigests] = None,
     ) -> WordGradients:
         r"""The position gradients of all batches, right-padded to one width."""
         parts, first = [], 0
         for batch in batches:
             parts.append(self.gradients(batch, loss_fn, first, role))
-            first += parts[-1].num_examples
+            part = parts[-1]
+            if digests is not None:
+                digests.update(part.token_ids, part.real, part.labels)
+            first += part.num_examples
             bar.update(1)
         if first == 0:
-            raise BatchError(f"The {role} data is empty; pass at least one example.")
+            raise BatchError(
+                f"The {role} data is empty; pass at least one example. (An iterable "
+                "that can be read only once gives no examples the second time; "
+                "TracIn-WE reads the data once per checkpoint.)"
+            )
         return stack_word_gradients(parts, pad_id)
 
     def token_ids(self, batch: Any, role: str) -> Tuple[Tensor, Tensor, Tensor]:

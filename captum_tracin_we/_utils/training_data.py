@@ -44,7 +44,7 @@ class TrainingData:
     """
 
     def __init__(self, loader: DataLoader, adapter: ModelAdapter) -> None:
-        check_sequential(loader)
+        check_sequential(loader, "training")
         self.loader = loader
         self.adapter = adapter
         self._batch_starts: Optional[List[int]] = None
@@ -72,6 +72,30 @@ class TrainingData:
 
     def batches(self) -> Iterator[Any]:
         return iter(self.loader)
+
+    def check_count(self, counted: int) -> None:
+        r"""
+        Checks that a pass over the batches saw as many examples as the data
+        holds (a ``collate_fn`` that drops or splits examples would break the
+        positions every score refers to).
+
+        Raises:
+            TrainingDataError: If the counts differ.
+        """
+        by_length = not self.premade_batches and not isinstance(
+            self.loader.dataset, IterableDataset
+        )
+        if not by_length and self._batch_starts is None:
+            return  # counting would need one more pass; the passes are compared
+        expected = self.num_examples
+        if counted != expected:
+            raise TrainingDataError(
+                f"A pass over the training DataLoader gave {counted} examples, but its "
+                f"dataset holds {expected}: the collate_fn drops, splits or repeats "
+                "examples. Scores are indexed by example position, so each dataset "
+                "item must give one example (or use pre-made batches with "
+                "batch_size=None)."
+            )
 
     def batch_starts(self) -> List[int]:
         r"""The first example of every batch, and the total count last (cached)."""
@@ -113,14 +137,20 @@ class TrainingData:
                 return
 
 
-def check_sequential(loader: DataLoader) -> None:
+def check_sequential(loader: DataLoader, role: str = "training") -> None:
     r"""
     Refuses loaders whose order is not the dataset's own order: every example
-    once, in order, none dropped.
+    once, in order, none dropped. The loader is read once per checkpoint, so
+    a different order on each pass would mix examples.
 
     Raises:
         TrainingDataError: Naming the sampler and the fix.
     """
+    if getattr(loader, "drop_last", False):
+        raise TrainingDataError(
+            f"The {role} DataLoader has drop_last=True, so its last examples would "
+            f"never be scored. {_FIX}"
+        )
     if isinstance(loader.dataset, IterableDataset):
         return  # the dataset's iteration order is the order
     batch_sampler = loader.batch_sampler
@@ -128,22 +158,20 @@ def check_sequential(loader: DataLoader) -> None:
         sampler = loader.sampler
     elif type(batch_sampler) is BatchSampler:
         sampler = batch_sampler.sampler
-        if batch_sampler.drop_last:
-            raise TrainingDataError(
-                "The training DataLoader has drop_last=True, so its last examples "
-                f"would never be scored. {_FIX}"
-            )
     else:
         raise TrainingDataError(
-            f"The training DataLoader uses a custom batch_sampler "
+            f"The {role} DataLoader uses a custom batch_sampler "
             f"({type(batch_sampler).__name__}); influence scores are indexed by "
-            f"position in the training set, so its order must be the dataset's. {_FIX}"
+            f"example position, so its order must be the dataset's. {_FIX}"
         )
-    if type(sampler) is not SequentialSampler:
+    if type(sampler) is not SequentialSampler or sampler.data_source is not (
+        loader.dataset
+    ):
         raise TrainingDataError(
-            f"The training DataLoader samples with {type(sampler).__name__}, which "
-            "shuffles, reorders or subsets the examples; influence scores are indexed "
-            f"by position in the training set. {_FIX}"
+            f"The {role} DataLoader samples with {type(sampler).__name__}"
+            f"{'' if type(sampler) is not SequentialSampler else ' over other data'}"
+            ", which shuffles, reorders or subsets the examples; influence scores are "
+            f"indexed by example position. {_FIX}"
         )
 
 
