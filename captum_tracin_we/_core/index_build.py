@@ -208,8 +208,8 @@ def _build_checkpoint(
             shard.rows.append(rows.to("cpu"))  # the index lives in host memory
             count = rows.num_examples
         else:
-            ids, real, labels = source.token_ids(batch, "training")
-            shard.digests.update(ids, real, labels)
+            ids, real, labels, inputs = source.token_ids(batch, "training")
+            shard.digests.update(ids, real, labels, inputs)
             count = int(ids.shape[0])
         shard.count += count
         first += count

@@ -745,12 +745,23 @@ def _length(batches: Any) -> Optional[int]:
 
 
 def _token_ids(ids: Optional[Iterable[Any]]) -> List[int]:
-    values = list(torch.as_tensor(list(ids or ()), dtype=torch.float64).tolist())
-    if any(v != int(v) for v in values):
+    r"""Validates ``exclude_token_ids``: an iterable of integer ids >= 0."""
+    if ids is None:
+        return []
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
         raise ValueError(
-            f"`exclude_token_ids` must be integer token ids; got {values}."
+            "`exclude_token_ids` must be an iterable of token ids, for example "
+            f"tokenizer.all_special_ids or [0, 101]; got {ids!r}."
         )
-    return [int(v) for v in values]
+    values = torch.as_tensor(list(ids)).flatten()
+    if values.numel() and (
+        values.is_floating_point() or values.dtype == torch.bool or values.min() < 0
+    ):
+        raise ValueError(
+            "`exclude_token_ids` must hold integer token ids >= 0; got "
+            f"{values.tolist()[:10]}."
+        )
+    return [int(v) for v in values.tolist()]
 
 
 def _k_too_large(k: int, train_size: int) -> str:

@@ -49,8 +49,9 @@ class LoadedCheckpoint:
         SHA-256 of every entry of the loaded state dict (names and values).
 
         For a file read by the default loader, which loads every entry strictly,
-        the result is remembered for the file's path, size, modification time
-        and inode, so a query does not hash unchanged checkpoints again.
+        the result is remembered for the file's path, size, modification and
+        change times and inode, so a query does not hash unchanged checkpoints
+        again (the change time moves on every write and cannot be set back).
         """
         if self.file_key is None:
             return state_fingerprint(self.model)
@@ -76,6 +77,7 @@ def _file_key(checkpoint: Any, load_func: LoadFunc) -> Optional[Tuple[Any, ...]]
         os.path.realpath(checkpoint),
         status.st_size,
         status.st_mtime_ns,
+        status.st_ctime_ns,  # changes on every write; cannot be set back
         status.st_ino,
         status.st_dev,
     )
@@ -150,6 +152,9 @@ def state_fingerprint(model: Module) -> str:
     """
     digest = hashlib.sha256()
     for name, value in model.state_dict().items():
+        if not isinstance(value, torch.Tensor):  # extra state of custom modules
+            digest.update(f"{name}|{type(value).__name__}|{value!r}|".encode())
+            continue
         tensor = value.detach()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(_tensor_bytes(tensor))

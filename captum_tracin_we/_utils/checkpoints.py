@@ -8,6 +8,7 @@ import os
 import warnings
 from typing import Any, Iterable, List, Union
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.nn import Module
@@ -121,28 +122,40 @@ def checked_learning_rate(value: Any, checkpoint: Any) -> float:
     """
     if isinstance(value, Tensor) and value.numel() == 1:
         value = value.item()
+    elif isinstance(value, (np.ndarray, np.generic)) and value.size == 1:
+        value = value.item()
+    elif isinstance(value, numbers.Number) and not isinstance(value, numbers.Real):
+        value = _real_or_same(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise CheckpointError(
-            f"The learning rate of checkpoint {_name(checkpoint)} is {value!r} (a "
-            f"{type(value).__name__}); it must be a number. Store it as a float "
+            f"The learning rate of checkpoint {checkpoint_name(checkpoint)} is "
+            f"{value!r} (a {type(value).__name__}); it must be a number. Store it "
+            "as a float "
             "(for example 'learning_rate': 1e-3), or make `checkpoints_load_func` "
             "return one."
         )
     rate = float(value)
     if not math.isfinite(rate) or rate < 0:
         raise CheckpointError(
-            f"The learning rate of checkpoint {_name(checkpoint)} is {rate}; it must "
-            "be a finite number >= 0 (the step size in effect at that checkpoint)."
+            f"The learning rate of checkpoint {checkpoint_name(checkpoint)} is "
+            f"{rate}; it must be a finite number >= 0 (the step size in effect at "
+            "that checkpoint)."
         )
     return rate
 
 
-def _name(checkpoint: Any) -> str:
-    return (
-        repr(checkpoint)
-        if isinstance(checkpoint, str)
-        else f"<{type(checkpoint).__name__}>"
-    )
+def _real_or_same(value: Any) -> Any:
+    try:  # decimal.Decimal and other exact numbers
+        return float(value)
+    except (TypeError, ValueError):
+        return value
+
+
+def checkpoint_name(checkpoint: Any) -> str:
+    r"""A short name of a checkpoint for messages: its path, or its type."""
+    if isinstance(checkpoint, str):
+        return repr(checkpoint)
+    return f"<{type(checkpoint).__name__} object>"
 
 
 def checkpoint_paths(checkpoints: Union[str, Iterable[Any]]) -> List[Any]:

@@ -32,7 +32,13 @@ class ExampleDigests:
         self._current = hashlib.sha256()
         self.num_examples = 0
 
-    def update(self, token_ids: Tensor, real: Tensor, labels: Tensor) -> None:
+    def update(
+        self,
+        token_ids: Tensor,
+        real: Tensor,
+        labels: Tensor,
+        inputs: Sequence[Tensor] = (),
+    ) -> None:
         r"""
         Adds one batch of examples, in order.
 
@@ -40,8 +46,11 @@ class ExampleDigests:
             token_ids (Tensor): ``(B, L)`` token ids as the model embeds them.
             real (Tensor): ``(B, L)`` bool, True at non-padding positions.
             labels (Tensor): ``(B, ...)`` labels.
+            inputs (sequence of Tensor, optional): Other per-example model
+                        inputs, ``(B, ...)``; those shaped ``(B, L)`` are read at
+                        real positions only. Default: ()
         """
-        records, starts = _records(token_ids, real, labels)
+        records, starts = _records(token_ids, real, labels, inputs)
         count = token_ids.shape[0]
         first = 0
         while self._ends and self._ends[0] < self.num_examples + count:
@@ -66,31 +75,57 @@ class ExampleDigests:
         self._current = hashlib.sha256()
 
 
-def _records(token_ids: Tensor, real: Tensor, labels: Tensor) -> "tuple":
+def _records(
+    token_ids: Tensor, real: Tensor, labels: Tensor, inputs: Sequence[Tensor]
+) -> "tuple":
     r"""
-    One int64 record per example, ``[number of real ids, ids..., labels...]``,
-    concatenated, with each record's start (and the total length last).
+    One int64 record per example, ``[number of real ids, ids..., labels...,
+    other inputs...]``, concatenated, with each record's start (and the total
+    length last).
     """
     ids, real = token_ids.detach().cpu().long(), real.detach().cpu().bool()
     batch = ids.shape[0]
-    label_values = _label_words(labels.detach().cpu().reshape(batch, -1))
     lengths = real.sum(1)
-    sizes = 1 + lengths + label_values.shape[1]
+    segments = [(lengths, torch.ones(batch, dtype=torch.long)), (ids[real], lengths)]
+    segments.append(_rows(labels, batch))
+    for tensor in inputs:
+        tensor = tensor.detach().cpu()
+        if tensor.shape[:2] == real.shape:
+            segments.append(
+                (_words(tensor[real]).reshape(-1), _per_row(tensor, lengths))
+            )
+        else:
+            segments.append(_rows(tensor, batch))
+    sizes = sum(counts for _, counts in segments)
     starts = torch.zeros(batch + 1, dtype=torch.long)
     starts[1:] = sizes.cumsum(0)
     flat = torch.empty(int(starts[-1]), dtype=torch.long)
-    flat[starts[:-1]] = lengths
-    rows, cols = real.nonzero(as_tuple=True)
-    rank = (real.cumsum(1) - 1)[rows, cols]
-    flat[starts[rows] + 1 + rank] = ids[rows, cols]
-    label_slots = (starts[:-1] + 1 + lengths).unsqueeze(1) + torch.arange(
-        label_values.shape[1]
-    )
-    flat[label_slots] = label_values
+    cursor = starts[:-1].clone()
+    rows = torch.arange(batch)
+    for words, counts in segments:
+        owner = rows.repeat_interleave(counts)
+        within = torch.arange(words.numel()) - (counts.cumsum(0) - counts)[owner]
+        flat[cursor[owner] + within] = words
+        cursor += counts
     return np.ascontiguousarray(flat.numpy()), starts.tolist()
 
 
-def _label_words(labels: Tensor) -> Tensor:
-    if labels.is_floating_point():
-        return labels.double().view(torch.int64)
-    return labels.long()
+def _rows(tensor: Tensor, batch: int) -> "tuple":
+    words = _words(tensor.detach().cpu().reshape(batch, -1))
+    return words.reshape(-1), torch.full((batch,), words.shape[1], dtype=torch.long)
+
+
+def _per_row(tensor: Tensor, lengths: Tensor) -> Tensor:
+    width = 1
+    for size in tensor.shape[2:]:
+        width *= int(size)
+    return lengths * width
+
+
+def _words(values: Tensor) -> Tensor:
+    r"""Values as int64 words: integers as they are, floats by their bits."""
+    if values.is_floating_point():
+        return values.double().view(torch.int64)
+    if values.is_complex():
+        return torch.view_as_real(values).double().view(torch.int64).flatten(-2)
+    return values.long()

@@ -6,7 +6,7 @@ forward and one backward pass per batch, the counted positions chosen
 (padding, excluded ids, Top-k), and the data fingerprinted as it passes.
 """
 
-from typing import Any, Callable, Iterable, Iterator, Optional, Tuple
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -16,6 +16,7 @@ from captum_tracin_we._utils.errors import BatchError, TracInWEError
 from captum_tracin_we._utils.model_adapter import ModelAdapter
 from captum_tracin_we._utils.shared_tokens import WordRows, word_rows
 from captum_tracin_we._utils.word_gradients import (
+    LayoutMemory,
     WordGradients,
     collect_word_gradients,
     embedded_token_ids,
@@ -45,6 +46,8 @@ class WordGradientSource:
         self.adapter = adapter
         self.top_k_words = top_k_words
         self.exclude_token_ids = exclude_token_ids
+        padding_idx = adapter.embedding.padding_idx
+        self.layout_memory = LayoutMemory(padding_idx)
 
     def gradients(
         self, batch: Any, loss_fn: LossFn, first: int, role: str
@@ -58,6 +61,7 @@ class WordGradientSource:
                 first_index=first,
                 top_k_words=self.top_k_words,
                 exclude_token_ids=self.exclude_token_ids,
+                layout_memory=self.layout_memory,
             )
 
     def rows(
@@ -71,7 +75,9 @@ class WordGradientSource:
         r"""The word rows of one batch; with ``digests``, the batch is recorded."""
         gradients = self.gradients(batch, loss_fn, first, role)
         if digests is not None:
-            digests.update(gradients.token_ids, gradients.real, gradients.labels)
+            digests.update(
+                gradients.token_ids, gradients.real, gradients.labels, gradients.inputs
+            )
         return word_rows(gradients)
 
     def stream(
@@ -111,7 +117,7 @@ class WordGradientSource:
             parts.append(self.gradients(batch, loss_fn, first, role))
             part = parts[-1]
             if digests is not None:
-                digests.update(part.token_ids, part.real, part.labels)
+                digests.update(part.token_ids, part.real, part.labels, part.inputs)
             first += part.num_examples
             bar.update(1)
         if first == 0:
@@ -122,10 +128,13 @@ class WordGradientSource:
             )
         return stack_word_gradients(parts, pad_id)
 
-    def token_ids(self, batch: Any, role: str) -> Tuple[Tensor, Tensor, Tensor]:
-        r"""Token ids, real positions and labels of a batch, without a full pass."""
+    def token_ids(
+        self, batch: Any, role: str
+    ) -> Tuple[Tensor, Tensor, Tensor, List[Tensor]]:
+        r"""Token ids, real positions, labels and other inputs of a batch, without
+        running the model past its embedding."""
         with _in_role(role):
-            return embedded_token_ids(self.adapter, batch)
+            return embedded_token_ids(self.adapter, batch, self.layout_memory)
 
 
 class _in_role:

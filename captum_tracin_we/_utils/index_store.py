@@ -139,7 +139,7 @@ class IndexStore:
         body = {"format_version": FORMAT_VERSION, **settings.to_json()}
         temporary = self._temporary_json(_with_checksum(body))
         try:
-            os.link(temporary, path)  # fails if a build already claimed the folder
+            _create_exclusively(temporary, path)
         except FileExistsError:
             self._check_claim(path, body, temporary)
         finally:
@@ -288,14 +288,35 @@ class IndexStore:
         Raises:
             IndexCorruptedError: Naming the first missing or altered file.
         """
+        digest = manifest.settings.digest()
         for record in manifest.shards:
             for checkpoint, files in record.files.items():
+                self._check_sidecar(record, int(checkpoint), digest)
                 if not self._files_intact(record.shard, int(checkpoint), files):
                     raise IndexCorruptedError(
                         f"Index unit {_unit_name(record.shard, int(checkpoint))!r} "
                         f"in {self.root!r} has a missing, truncated or altered file "
                         f"(checksum mismatch). {_REBUILD}"
                     )
+
+    def _check_sidecar(self, record: ShardRecord, checkpoint: int, digest: str) -> None:
+        r"""The unit's own record must agree with the manifest."""
+        path = self._sidecar_path(record.shard, checkpoint)
+        try:
+            sidecar = _read_checked_json(path)
+        except IndexCorruptedError:
+            return  # a damaged sidecar of a built index does not change scores
+        expected = (digest, record.first, record.count, record.data_digest)
+        found = tuple(
+            sidecar.get(key)
+            for key in ("settings_digest", "first", "count", "data_digest")
+        )
+        if found != expected or sidecar.get("files") != record.files[str(checkpoint)]:
+            raise IndexCorruptedError(
+                f"The manifest of {self.root!r} disagrees with unit "
+                f"{_unit_name(record.shard, checkpoint)!r} (settings, examples or "
+                f"files). {_REBUILD}"
+            )
 
     def read_unit(
         self, manifest: IndexManifest, record: ShardRecord, checkpoint: int
@@ -372,6 +393,31 @@ class IndexStore:
             stream.flush()
             os.fsync(stream.fileno())
         return temporary
+
+
+def _create_exclusively(source: str, target: str) -> None:
+    r"""
+    Puts a complete copy of ``source`` at ``target`` only if ``target`` does not
+    exist, atomically: a hard link where the file system has them, else an
+    exclusive create (FAT, SMB and some FUSE mounts have no hard links).
+
+    Raises:
+        FileExistsError: If ``target`` exists.
+    """
+    try:
+        os.link(source, target)
+        return
+    except FileExistsError:
+        raise
+    except OSError:
+        pass
+    with open(source, "rb") as stream:
+        content = stream.read()
+    handle = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    with os.fdopen(handle, "wb") as stream:
+        stream.write(content)
+        stream.flush()
+        os.fsync(stream.fileno())
 
 
 def _unit_name(shard: int, checkpoint: int) -> str:

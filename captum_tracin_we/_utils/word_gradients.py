@@ -11,8 +11,7 @@ per-position gradients, with the token ids, are all TracIn-WE needs; the dense
 ``vocab x dim`` gradient is never formed.
 """
 
-import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
@@ -39,6 +38,8 @@ class WordGradients:
                     k positions of largest gradient norm).
         real (Tensor): ``(B, L)`` bool, True at positions that are not padding.
         labels (Tensor): ``(B,)`` the batch's labels.
+        inputs (list of Tensor): The batch's other per-example model inputs
+                    (first dimension ``B``), for fingerprints of the data.
     """
 
     token_ids: Tensor
@@ -46,6 +47,7 @@ class WordGradients:
     mask: Tensor
     real: Tensor
     labels: Tensor
+    inputs: List[Tensor] = field(default_factory=list)
 
     @property
     def num_examples(self) -> int:
@@ -119,10 +121,65 @@ def _ids_argument(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Tensor:
     return ids
 
 
+class LayoutMemory:
+    r"""
+    Whether a data set's token-id tensors are batch-first ``(B, L)`` or
+    sequence-first ``(L, B)``, learnt from batches where ``B != L`` and used for
+    square batches, where the shape cannot tell.
+    """
+
+    def __init__(self, pad_id: Optional[int] = None) -> None:
+        self.convention: Optional[str] = None
+        self.assumed = False
+        self.pad_id = pad_id
+
+    def learn(self, convention: str) -> None:
+        if self.assumed and convention != self.convention:
+            raise BatchError(
+                f"A square batch (as many examples as positions) was read as "
+                f"{self.convention} before a batch showed the data are {convention}. "
+                "Use a batch size different from the sequence length, or make the "
+                "first batch non-square."
+            )
+        self.convention, self.assumed = convention, False
+
+    def for_square(self, tensor: Tensor) -> str:
+        r"""The convention of a square tensor: learnt, read off its padding, or
+        (when neither tells) assumed batch-first until a batch shows otherwise."""
+        if self.convention is not None:
+            return self.convention
+        padded = _trailing_padding(tensor, self.pad_id)
+        if padded is not None:
+            self.learn(padded)
+            return padded
+        self.convention, self.assumed = "batch_first", True
+        return self.convention
+
+
+def _trailing_padding(tensor: Tensor, pad_id: Optional[int]) -> Optional[str]:
+    r"""
+    ``"batch_first"`` if padding trails along rows only, ``"sequence_first"`` if
+    along columns only, else None (no padding, or both or neither look padded).
+    """
+    if pad_id is None:
+        return None
+    pads = tensor == pad_id
+    if not bool(pads.any()):
+        return None
+
+    def trailing(mask: Tensor) -> bool:  # every pad is followed only by pads
+        return bool((mask.int().cummax(dim=1).values == mask.int()).all())
+
+    along_rows, along_columns = trailing(pads), trailing(pads.t())
+    if along_rows != along_columns:
+        return "batch_first" if along_rows else "sequence_first"
+    return None
+
+
 @dataclass
 class _Layout:
-    r"""How the ids at the embedding map to ``(B, L)``: as they are, transposed
-    (sequence-first models) or reshaped (models that flatten the batch)."""
+    r"""How the ids at the embedding map to ``(B, L)``: as they are, transposed,
+    reshaped, or reshaped to ``(L, B)`` and transposed."""
 
     kind: str
     shape: Tuple[int, int]
@@ -130,34 +187,52 @@ class _Layout:
 
     def batch_first(self, tensor: Tensor) -> Tensor:
         r"""``tensor`` shaped like the ids (plus trailing dims) as ``(B, L, ...)``."""
+        rest = tensor.shape[self.ids_dim :]
         if self.kind == "transposed":
             return tensor.transpose(0, 1)
         if self.kind == "reshaped":
-            return tensor.reshape(*self.shape, *tensor.shape[self.ids_dim :])
+            return tensor.reshape(*self.shape, *rest)
+        if self.kind == "reshaped_transposed":
+            return tensor.reshape(self.shape[1], self.shape[0], *rest).transpose(0, 1)
         return tensor
 
 
-def ids_layout(ids: Tensor, candidates: List[Tensor], batch_size: int) -> _Layout:
+def ids_layout(
+    ids: Tensor,
+    candidates: List[Tensor],
+    batch_size: int,
+    memory: Optional[LayoutMemory] = None,
+) -> _Layout:
     r"""
     Finds how the token ids that reached the embedding relate to the batch:
-    equal to one of the batch's integer tensors (batch-first), equal to its
-    transpose (sequence-first), or equal to it flattened. Without a match, 2-D
-    ids with one row per example are taken as batch-first.
+    equal to one of the batch's integer tensors, to its transpose, or to it
+    flattened. The batch's tensors may be batch-first or sequence-first; for
+    square ones (``B == L``) ``memory`` says which the data set uses. Without a
+    match, 2-D ids with one row per example are taken as batch-first.
 
     Raises:
         BatchError: If the ids cannot be mapped to one row per example.
     """
+    memory = memory or LayoutMemory()
     for tensor in candidates:
-        if tensor.dim() != 2 or tensor.shape[0] != batch_size:
+        convention = _convention(tensor, batch_size, memory)
+        if convention is None:
             continue
-        shape = (int(tensor.shape[0]), int(tensor.shape[1]))
-        if tensor.shape == ids.shape and torch.equal(tensor, ids):
+        examples = tensor if convention == "batch_first" else tensor.t()
+        shape = (int(examples.shape[0]), int(examples.shape[1]))
+        if ids.shape == examples.shape and torch.equal(ids, examples):
             return _Layout("as_is", shape)
-        if ids.dim() == 2 and ids.shape == shape[::-1] and torch.equal(tensor.t(), ids):
+        if (
+            ids.dim() == 2
+            and ids.shape == shape[::-1]
+            and torch.equal(ids.t(), examples)
+        ):
             return _Layout("transposed", shape)
-        if ids.shape != tensor.shape and ids.numel() == tensor.numel():
-            if torch.equal(tensor.reshape(-1), ids.reshape(-1)):
+        if ids.dim() != 2 and ids.numel() == examples.numel():
+            if torch.equal(ids.reshape(-1), examples.reshape(-1)):
                 return _Layout("reshaped", shape, ids.dim())
+            if torch.equal(ids.reshape(-1), examples.t().reshape(-1)):
+                return _Layout("reshaped_transposed", shape, ids.dim())
     if ids.dim() == 2 and ids.shape[0] == batch_size:
         return _Layout("as_is", (int(ids.shape[0]), int(ids.shape[1])))
     raise BatchError(
@@ -168,6 +243,17 @@ def ids_layout(ids: Tensor, candidates: List[Tensor], batch_size: int) -> _Layou
     )
 
 
+def _convention(tensor: Tensor, batch_size: int, memory: LayoutMemory) -> Optional[str]:
+    if tensor.dim() != 2 or batch_size not in tensor.shape:
+        return None
+    rows, columns = tensor.shape
+    if rows == batch_size and columns == batch_size:
+        return memory.for_square(tensor)
+    convention = "batch_first" if rows == batch_size else "sequence_first"
+    memory.learn(convention)
+    return convention
+
+
 def collect_word_gradients(
     adapter: ModelAdapter,
     batch: Any,
@@ -175,6 +261,7 @@ def collect_word_gradients(
     first_index: int = 0,
     top_k_words: Optional[int] = None,
     exclude_token_ids: Optional[Tensor] = None,
+    layout_memory: Optional[LayoutMemory] = None,
 ) -> WordGradients:
     r"""
     Computes the per-position embedding-output gradients of one batch with one
@@ -212,7 +299,10 @@ def collect_word_gradients(
         leaf = capture.outputs[0]
         (gradients,) = torch.autograd.grad(total_loss, leaf, allow_unused=True)
     layout = ids_layout(
-        capture.token_ids[0], adapter.batch_tensors(args, kwargs), labels.shape[0]
+        capture.token_ids[0],
+        adapter.batch_tensors(args, kwargs),
+        labels.shape[0],
+        layout_memory,
     )
     token_ids = layout.batch_first(capture.token_ids[0])
     if gradients is None:
@@ -224,19 +314,33 @@ def collect_word_gradients(
     if top_k_words is not None:
         mask = keep_top_positions(gradients, mask, top_k_words)
     gradients = gradients * mask.unsqueeze(-1)
-    return WordGradients(token_ids, gradients, mask, real, labels)
+    inputs = per_example_inputs(args, kwargs, labels.shape[0])
+    return WordGradients(token_ids, gradients, mask, real, labels, inputs)
+
+
+def per_example_inputs(
+    args: Tuple[Any, ...], kwargs: Dict[str, Any], batch_size: int
+) -> List[Tensor]:
+    r"""The model inputs with one row per example (first dimension ``B``)."""
+    values = list(args) + [kwargs[key] for key in sorted(kwargs)]
+    return [
+        v
+        for v in values
+        if isinstance(v, Tensor) and v.dim() >= 1 and v.shape[0] == batch_size
+    ]
 
 
 def embedded_token_ids(
-    adapter: ModelAdapter, batch: Any
-) -> Tuple[Tensor, Tensor, Tensor]:
+    adapter: ModelAdapter, batch: Any, layout_memory: Optional[LayoutMemory] = None
+) -> Tuple[Tensor, Tensor, Tensor, List[Tensor]]:
     r"""
     The token ids of a batch as the model embeds them, without running the
     model past its embedding layer (the forward pass is stopped there).
 
     Returns:
-        (token_ids, real, labels): ``(B, L)`` ids, ``(B, L)`` bool non-padding
-                    positions, and the ``(B,)`` labels (as in the batch).
+        (token_ids, real, labels, inputs): ``(B, L)`` ids, ``(B, L)`` bool
+                    non-padding positions, the labels (as in the batch), and the
+                    other per-example inputs.
     """
     args, kwargs, labels, attention_mask = adapter.split(batch)
     with torch.no_grad(), _EmbeddingCapture(adapter.embedding, stop=True) as capture:
@@ -244,11 +348,14 @@ def embedded_token_ids(
     _check_capture(capture)
     batch_size = labels.shape[0] if labels.dim() else 1
     layout = ids_layout(
-        capture.token_ids[0], adapter.batch_tensors(args, kwargs), batch_size
+        capture.token_ids[0],
+        adapter.batch_tensors(args, kwargs),
+        batch_size,
+        layout_memory,
     )
     token_ids = layout.batch_first(capture.token_ids[0])
     real = _counted_positions(token_ids, adapter.embedding, attention_mask, None)
-    return token_ids, real, labels
+    return token_ids, real, labels, per_example_inputs(args, kwargs, batch_size)
 
 
 def class_labels(labels: Tensor, loss_fn: Callable[..., Tensor]) -> Tensor:
@@ -267,6 +374,13 @@ def class_labels(labels: Tensor, loss_fn: Callable[..., Tensor]) -> Tensor:
         )
     if not isinstance(loss_fn, CrossEntropyLoss):
         return labels
+    if labels.dtype == torch.bool:
+        raise BatchError(
+            "The labels are booleans; cross-entropy needs integer class ids: convert "
+            "them with `labels.long()`."
+        )
+    if not labels.is_floating_point() and labels.dtype != torch.long:
+        labels = labels.long()  # int32, int16, uint8 class ids: exact
     if labels.dim() == 2 and labels.shape[1] == 1 and not labels.is_floating_point():
         labels = labels[:, 0]
     if labels.dim() == 1 and labels.is_floating_point():
@@ -375,14 +489,10 @@ def _check_labels(logits: Tensor, labels: Tensor, first_index: int) -> None:
         )
 
 
-_warned_scalar_loss = False
-
-
 def _summed_loss(
     loss_fn: Callable[..., Tensor], logits: Tensor, labels: Tensor, first_index: int
 ) -> Tensor:
     r"""The sum of the per-example losses of the batch, whatever the reduction."""
-    global _warned_scalar_loss
     try:
         loss = loss_fn(logits, labels)
     except (RuntimeError, ValueError, TypeError, IndexError) as error:
@@ -396,14 +506,8 @@ def _summed_loss(
     batch_size = logits.shape[0]
     if loss.dim() == 0:
         reduction = getattr(loss_fn, "reduction", None)
-        if reduction is None and not _warned_scalar_loss:
-            _warned_scalar_loss = True
-            warnings.warn(
-                "`loss_fn` returned a scalar and has no `reduction` attribute; it is "
-                "taken to be a sum over the batch. Set `loss_fn.reduction = 'mean'` "
-                "if it averages.",
-                stacklevel=4,
-            )
+        if reduction not in ("mean", "sum") and torch.isfinite(loss):
+            reduction = _probed_reduction(loss_fn, logits, labels, loss)
         total = loss * batch_size if reduction == "mean" else loss
         if not torch.isfinite(total):
             bad = ~torch.isfinite(logits).reshape(batch_size, -1).all(1)
@@ -418,6 +522,31 @@ def _summed_loss(
     per_example = loss.reshape(batch_size, -1).sum(1)
     _raise_non_finite(~torch.isfinite(per_example), first_index)
     return per_example.sum()
+
+
+def _probed_reduction(
+    loss_fn: Callable[..., Tensor], logits: Tensor, labels: Tensor, loss: Tensor
+) -> str:
+    r"""
+    Tells a summing from an averaging scalar loss without a ``reduction``
+    attribute: on the batch repeated twice a sum doubles and a mean stays.
+
+    Raises:
+        BatchError: If the loss does neither (then per-example losses cannot be
+                    recovered from it).
+    """
+    with torch.no_grad():
+        doubled = loss_fn(torch.cat([logits.detach()] * 2), torch.cat([labels] * 2))
+        single = loss.detach()
+    if torch.isclose(doubled, 2 * single, rtol=1e-4, atol=1e-12):
+        return "sum"
+    if torch.isclose(doubled, single, rtol=1e-4, atol=1e-12):
+        return "mean"
+    raise BatchError(
+        "`loss_fn` returns one number per batch that is neither the sum nor the mean "
+        "of per-example losses, so per-example gradients cannot be recovered. Return "
+        "one loss per example (reduction='none')."
+    )
 
 
 def _raise_non_finite(bad: Tensor, first_index: int) -> None:

@@ -10,6 +10,7 @@ from. It reads through :class:`IndexStore` and never scores.
 from typing import List, Sequence
 
 from captum_tracin_we._utils.checkpoint_pass import LoadedCheckpoint
+from captum_tracin_we._utils.checkpoints import checkpoint_name
 from captum_tracin_we._utils.errors import IndexMismatchError
 from captum_tracin_we._utils.index_store import (
     IndexManifest,
@@ -98,13 +99,14 @@ class WordIndex:
         expected_rate = self.settings.learning_rates[position]
         if loaded.fingerprint() != self.settings.checkpoint_fingerprints[position]:
             raise IndexMismatchError(
-                f"Checkpoint {loaded.checkpoint!r} is not the one the index at "
+                f"Checkpoint {checkpoint_name(loaded.checkpoint)} is not the one the "
+                "index at "
                 f"{self.root!r} was built from (its weights differ). Pass the same "
                 "checkpoints, or build a new index for these."
             )
         if loaded.learning_rate != expected_rate:
             raise IndexMismatchError(
-                f"Checkpoint {loaded.checkpoint!r} has learning rate "
+                f"Checkpoint {checkpoint_name(loaded.checkpoint)} has learning rate "
                 f"{loaded.learning_rate}, but the index at {self.root!r} was built "
                 f"with {expected_rate}. Pass the same rates, or build a new index."
             )
