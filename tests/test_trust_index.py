@@ -389,3 +389,108 @@ def test_fault_injection(bag, tmp_path, monkeypatch):
 def _indexed_self(folder, bag):
     model, train, _, paths = bag
     return TracInWE(model, train, paths, index=str(folder)).self_influence()
+
+
+# Found by the hostile review ---------------------------------------------------------
+
+
+class _WithFeature(torch.nn.Module):
+    r"""A bag model with one float feature per example besides the ids."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from tests.helpers import BagNet
+
+        self.bag = BagNet()
+        self.scale = torch.nn.Linear(1, 3)
+
+    def forward(self, ids, feature):
+        return self.bag(ids) + self.scale(feature[:, None])
+
+
+def test_other_non_token_inputs_are_refused(tmp_path):
+    from tests.helpers import save_checkpoints
+
+    torch.manual_seed(0)
+    model = _WithFeature().eval()
+    paths = save_checkpoints(model, str(tmp_path), count=2)
+    ids, labels = random_ids(12, 6, 1), torch.arange(12) % 3
+    built = TensorDataset(ids, torch.linspace(0, 1, 12), labels)
+    other = TensorDataset(ids, torch.linspace(1, 2, 12), labels)
+    tracin = TracInWE(model, built, paths, batch_size=4)
+    tracin.build_index(str(tmp_path / "index"), show_progress=False)
+    with pytest.raises(IndexMismatchError, match="training data differ"):
+        TracInWE(model, other, paths, batch_size=4, index=str(tmp_path / "index"))
+
+
+class _ExtraState(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        from tests.helpers import BagNet
+
+        self.bag = BagNet()
+
+    def forward(self, ids):
+        return self.bag(ids)
+
+    def get_extra_state(self):
+        return {"vocabulary": "v1"}
+
+    def set_extra_state(self, state):
+        self.state = state
+
+
+def test_modules_with_extra_state_can_be_indexed(tmp_path):
+    model = _ExtraState().eval()
+    ids, labels = random_ids(8, 6, 1), torch.arange(8) % 3
+    path = str(tmp_path / "ckpt.pt")
+    torch.save({"model_state_dict": model.state_dict(), "learning_rate": 0.5}, path)
+    train = TensorDataset(ids, labels)
+    tracin = TracInWE(model, train, [path], batch_size=4)
+    tracin.build_index(str(tmp_path / "index"), show_progress=False)
+    expected = TracInWE(model, train, [path]).influence((ids[:2], labels[:2]))
+    assert_close(tracin.influence((ids[:2], labels[:2])), expected)
+
+
+def test_builds_work_without_hard_links(bag, tmp_path, monkeypatch):
+    import errno
+
+    model, train, test, paths = bag
+
+    def no_link(*args, **kwargs):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(index_store.os, "link", no_link)
+    tracin = _build(model, train, paths, tmp_path / "index")
+    assert_close(tracin.influence(test), TracInWE(model, train, paths).influence(test))
+    with pytest.raises(IndexMismatchError, match="other settings"):
+        _build(model, train, paths, tmp_path / "index", dtype="float16")
+
+
+def test_a_consistently_rewritten_manifest_is_caught_by_the_sidecars(bag, tmp_path):
+    model, train, test, paths = bag
+    _build(model, train, paths, tmp_path / "index")
+
+    def seed(manifest):
+        manifest["settings"]["projection_seed"] = 3
+        body = dict(manifest["settings"])
+        manifest["settings_digest"] = index_store._canonical_digest(body)
+
+    _edit_manifest(tmp_path / "index", seed)
+    with pytest.raises(IndexCorruptedError, match="disagrees with unit"):
+        TracInWE(model, train, paths, index=str(tmp_path / "index"))
+
+
+def test_a_rewritten_checkpoint_with_its_old_time_stamp_is_refused(bag, tmp_path):
+    model, train, test, paths = bag
+    tracin = _build(model, train, paths, tmp_path / "index")
+    tracin.influence(test)  # fingerprints remembered
+    status = os.stat(paths[1])
+
+    def scale_head(checkpoint):
+        checkpoint["model_state_dict"]["fc.weight"] *= -3
+
+    _rewrite(paths[1], scale_head)
+    os.utime(paths[1], ns=(status.st_atime_ns, status.st_mtime_ns))
+    with pytest.raises(IndexMismatchError, match="weights differ"):
+        tracin.influence(test)

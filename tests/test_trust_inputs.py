@@ -310,3 +310,90 @@ def test_bad_index_options(bag, tmp_path, option, message):
         TracInWE(model, train, paths).build_index(
             str(tmp_path / "index"), show_progress=False, **option
         )
+
+
+# Found by the hostile review -------------------------------------------------------
+
+
+def test_a_shuffling_test_loader_is_refused(bag):
+    model, train, test, paths = bag
+    loader = DataLoader(torch.utils.data.TensorDataset(*test), shuffle=True)
+    with pytest.raises(TrainingDataError, match="test DataLoader samples with Random"):
+        TracInWE(model, train, paths).influence(loader)
+
+
+def test_a_collate_fn_that_drops_examples_is_refused(bag):
+    model, train, test, paths = bag
+
+    def keep_two_classes(rows):
+        kept = [row for row in rows if int(row[1]) != 2]
+        return torch.stack([r[0] for r in kept]), torch.stack([r[1] for r in kept])
+
+    loader = DataLoader(train, batch_size=8, collate_fn=keep_two_classes)
+    tracin = TracInWE(model, loader, paths, batch_size=None)
+    with pytest.raises(TrainingDataError, match="collate_fn drops, splits"):
+        tracin.influence(test)
+
+
+def test_a_sequential_sampler_over_other_data_is_refused(bag):
+    from torch.utils.data import SequentialSampler
+
+    model, train, _, paths = bag
+    loader = DataLoader(train, batch_size=8, sampler=SequentialSampler(range(12)))
+    with pytest.raises(TrainingDataError, match="over other data"):
+        TracInWE(model, loader, paths, batch_size=None)
+
+
+class SequenceFirstBatches(BagNet):
+    r"""A classic model whose batches themselves hold (L, B) ids."""
+
+    def forward(self, ids_lb):
+        return self.from_embeddings(self.emb(ids_lb).transpose(0, 1), ids_lb.t())
+
+
+@pytest.mark.parametrize("batch", [9, 6])  # 9: every batch is square
+def test_sequence_first_batches_equal_the_batch_first_model(tmp_path, batch):
+    model, train, test, paths = bag_setup(str(tmp_path), n_train=18, n_test=9, length=9)
+    other = SequenceFirstBatches().eval()
+    ids, labels = train.tensors
+    batches = [
+        (ids[i : i + batch].t(), labels[i : i + batch]) for i in range(0, 18, batch)
+    ]
+    actual = TracInWE(
+        other, DataLoader(batches, batch_size=None), paths, batch_size=None
+    )
+    expected = TracInWE(model, train, paths, batch_size=batch).influence(test)
+    assert_close(actual.influence((test[0].t(), test[1])), expected)
+
+
+def test_scalar_losses_without_a_reduction_are_probed(bag):
+    model, train, test, paths = bag
+    expected = TracInWE(model, train, paths).influence(test)
+    for loss in (
+        lambda out, y: nn.functional.cross_entropy(out, y),
+        lambda out, y: nn.functional.cross_entropy(out, y, reduction="sum"),
+    ):
+        assert_close(
+            TracInWE(model, train, paths, loss_fn=loss).influence(test), expected
+        )
+    odd = TracInWE(model, train, paths, loss_fn=lambda o, y: o.logsumexp(1).max())
+    with pytest.raises(BatchError, match="neither the sum nor the mean"):
+        odd.influence(test)
+
+
+@pytest.mark.parametrize(
+    "ids, message",
+    [([-100], ">= 0"), (5, "iterable"), ("12", "iterable"), ([1.5], "integer")],
+)
+def test_bad_exclude_token_ids(bag, ids, message):
+    model, train, _, paths = bag
+    with pytest.raises(ValueError, match=message):
+        TracInWE(model, train, paths, exclude_token_ids=ids)
+
+
+def test_narrow_integer_labels_equal_long_labels_and_bools_are_refused(bag):
+    model, train, test, paths = bag
+    tracin = TracInWE(model, train, paths)
+    assert_close(tracin.influence((test[0], test[1].int())), tracin.influence(test))
+    with pytest.raises(BatchError, match="booleans"):
+        tracin.influence((test[0], test[1] > 0))

@@ -529,24 +529,37 @@ def _probed_reduction(
 ) -> str:
     r"""
     Tells a summing from an averaging scalar loss without a ``reduction``
-    attribute: on the batch repeated twice a sum doubles and a mean stays.
+    attribute: on the batch repeated twice a sum doubles and a mean stays; and
+    split into its first example and the rest, a sum (or a mean weighted by
+    the sizes) adds up.
 
     Raises:
-        BatchError: If the loss does neither (then per-example losses cannot be
+        BatchError: If the loss is neither (then per-example losses cannot be
                     recovered from it).
     """
     with torch.no_grad():
-        doubled = loss_fn(torch.cat([logits.detach()] * 2), torch.cat([labels] * 2))
-        single = loss.detach()
-    if torch.isclose(doubled, 2 * single, rtol=1e-4, atol=1e-12):
-        return "sum"
-    if torch.isclose(doubled, single, rtol=1e-4, atol=1e-12):
-        return "mean"
-    raise BatchError(
-        "`loss_fn` returns one number per batch that is neither the sum nor the mean "
-        "of per-example losses, so per-example gradients cannot be recovered. Return "
-        "one loss per example (reduction='none')."
-    )
+        logits, single = logits.detach(), loss.detach()
+        doubled = loss_fn(torch.cat([logits] * 2), torch.cat([labels] * 2))
+        reduction = None
+        if torch.isclose(doubled, 2 * single, rtol=1e-4, atol=1e-12):
+            reduction = "sum"
+        elif torch.isclose(doubled, single, rtol=1e-4, atol=1e-12):
+            reduction = "mean"
+        size = logits.shape[0]
+        if reduction is not None and size > 1:
+            head = loss_fn(logits[:1], labels[:1])
+            rest = loss_fn(logits[1:], labels[1:])
+            if reduction == "mean":
+                head, rest, single = head, rest * (size - 1), single * size
+            if not torch.isclose(head + rest, single, rtol=1e-4, atol=1e-10):
+                reduction = None
+    if reduction is None:
+        raise BatchError(
+            "`loss_fn` returns one number per batch that is neither the sum nor the "
+            "mean of per-example losses, so per-example gradients cannot be "
+            "recovered. Return one loss per example (reduction='none')."
+        )
+    return reduction
 
 
 def _raise_non_finite(bad: Tensor, first_index: int) -> None:
