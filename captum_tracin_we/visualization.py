@@ -193,7 +193,7 @@ def visualize_word_influence(
             "Word contributions",
         )
     )
-    rows = [f"<table style='width:100%'><tr>{header}</tr>"]
+    rows = [f"{STYLE}<table class='tw-table'><tr>{header}</tr>"]
     n_test, m = word_influence.scores.shape
     for i in range(n_test):
         test_label = _escaped_label(word_influence.test_labels[i], label_names)
@@ -219,6 +219,22 @@ def visualize_word_influence(
     return WordInfluenceHTML("".join(rows))
 
 
+STYLE = (
+    "<style>"
+    ".tw-table{width:100%;border-collapse:collapse}"
+    ".tw-table td,.tw-table th{padding:3px 6px;text-align:left;vertical-align:top}"
+    ".tw-word{color:black;line-height:1.75;padding:0 2px;margin:0 1px}"
+    ".tw-swatch{display:inline-block;width:10px;height:10px;border:1px solid}"
+    ".tw-legend{border-top:1px solid;margin-top:5px;padding-top:5px;"
+    "display:inline-block}"
+    ".tw-test{border-top:2px solid}"
+    ".tw-method{width:50%}"
+    ".tw-entry{margin:2px 0}"
+    ".tw-label{padding:0 3px}"
+    "</style>"
+)
+
+
 def word_color(value: float) -> str:
     r"""Captum's word colour for a value in [-1, 1]: white to green or red."""
     value = max(-1.0, min(1.0, float(value)))
@@ -227,14 +243,24 @@ def word_color(value: float) -> str:
     return f"hsl(0, 75%, {100 - int(-40 * value)}%)"
 
 
+def _word_rgb(value: float) -> Tuple[float, float, float]:
+    r""":func:`word_color` as an RGB triple for matplotlib."""
+    import colorsys
+
+    value = max(-1.0, min(1.0, float(value)))
+    hue, lightness = (
+        (120, 100 - int(50 * value)) if value > 0 else (0, 100 - int(-40 * value))
+    )
+    return colorsys.hls_to_rgb(hue / 360, lightness / 100, 0.75)
+
+
 def _word_cells(tokens: List[str], values: List[float], merge: bool) -> str:
     if merge:
         tokens, values = merge_subwords(tokens, values)
     scale = max((abs(v) for v in values), default=0.0) or 1.0
     marks = "".join(
-        f'<mark style="background-color: {word_color(v / scale)}; opacity:1.0; '
-        f'line-height:1.75" title="{v:+.3g}"><font color="black"> '
-        f"{_isolated(token)} </font></mark>"
+        f'<mark class="tw-word" style="background-color:{word_color(v / scale)}" '
+        f'title="{v:+.3g}">{_isolated(token)}</mark>'
         for token, v in zip(tokens, values)
     )
     return f"<td>{marks}</td>"
@@ -272,14 +298,11 @@ def _isolated(text: Any, bold: bool = False) -> str:
 
 def _legend() -> str:
     swatches = "".join(
-        f'<span style="display:inline-block;width:10px;height:10px;border:1px solid;'
-        f'background-color:{word_color(v)}"></span> {name} '
+        f'<span class="tw-swatch" style="background-color:{word_color(v)}"></span> '
+        f"{name} "
         for v, name in ((-1, "Negative"), (0, "Neutral"), (1, "Positive"))
     )
-    return (
-        "<div style='border-top:1px solid;margin-top:5px;padding-top:5px;"
-        f"display:inline-block'><b>Legend: </b>{swatches}</div>"
-    )
+    return f"<div class='tw-legend'><b>Legend: </b>{swatches}</div>"
 
 
 def visualize_side_by_side(
@@ -316,11 +339,11 @@ def visualize_side_by_side(
     """
     names = list(methods)
     header = "".join(f"<th>{_isolated(name)}</th>" for name in names)
-    parts = ["<table style='width:100%;border-collapse:collapse'>"]
+    parts = [f"{STYLE}<table class='tw-table tw-side'>"]
     for i, text in enumerate(test_texts):
         label = int(test_labels[i])
         parts.append(
-            f"<tr><td colspan='{len(names)}' style='border-top:2px solid'><b>Test "
+            f"<tr><td colspan='{len(names)}' class='tw-test'><b>Test "
             f"[{_escaped_label(label, label_names)}]</b> {_isolated_words(text)}"
             "</td></tr>"
             f"<tr>{header}</tr><tr>"
@@ -344,9 +367,7 @@ def visualize_side_by_side(
                             label_names,
                         )
                     )
-            parts.append(
-                f"<td style='vertical-align:top;width:50%'>{''.join(cells)}</td>"
-            )
+            parts.append(f"<td class='tw-method'>{''.join(cells)}</td>")
         parts.append("</tr>")
     parts.append("</table>")
     return WordInfluenceHTML("".join(parts))
@@ -366,7 +387,8 @@ def _side_entry(
     color = word_color(0.6 if train_label == test_label else -0.8)
     words = _isolated_words(train_texts[index], test_words)
     return (
-        f"<div style='margin:2px 0'><span style='background-color:{color}'>"
+        "<div class='tw-entry'><span class='tw-label' "
+        f"style='background-color:{color}'>"
         f"[{_escaped_label(train_label, label_names)}]</span> "
         f"<code>{score:+.3g}</code> #{index} {words}</div>"
     )
@@ -452,6 +474,103 @@ def plot_word_contributions(
     if plt_fig_axis is None:
         fig.tight_layout()
     return fig, ax
+
+
+def plot_pair_contributions(
+    word_influence: WordInfluence,
+    test_index: int,
+    pair_index: int,
+    tokenizer: TokenDecoder,
+    words_per_line: int = 14,
+    merge: bool = True,
+    label_names: Optional[LabelNames] = None,
+) -> Tuple[Any, Any]:
+    r"""
+    Both sides of one (test, training) pair, word by word, wrapped into lines:
+    the test text above, the training text below, each word on a background
+    from red (lowers the score) through white to green (raises it), on one
+    colour scale for both sides. The title names the pair: test text, training
+    index, labels and score. Words are drawn literally (no mathtext, no TeX).
+
+    Args:
+        word_influence (WordInfluence): From :meth:`TracInWE.word_influence`.
+        test_index (int): Row of the test text.
+        pair_index (int): Column of the training text.
+        tokenizer: A Hugging Face tokenizer or a callable from ids to strings.
+        words_per_line (int, optional): Words per line before wrapping.
+                    Default: 14
+        merge (bool, optional): Merge sub-word pieces. Default: True
+        label_names (sequence or mapping, optional): Names of the label ids.
+                    Default: None
+
+    Returns:
+        (fig, axes): The figure and its two axes (test, training).
+    """
+    import matplotlib.pyplot as plt
+
+    sides = []
+    for side in ("test", "train"):
+        tokens, values = pair_tokens(
+            word_influence, test_index, pair_index, tokenizer, side
+        )
+        if merge:
+            tokens, values = merge_subwords(tokens, values)
+        sides.append((tokens, values))
+    bound = max((abs(v) for _, vs in sides for v in vs), default=0.0) or 1.0
+    lines = [max(1, -(-len(tokens) // words_per_line)) for tokens, _ in sides]
+    fig, axes = plt.subplots(
+        2,
+        1,
+        figsize=(11, 0.9 + 0.34 * sum(lines) + 0.6),
+        gridspec_kw={"height_ratios": [n + 0.8 for n in lines]},
+    )
+    train_index = int(word_influence.train_indices[test_index, pair_index])
+    titles = (
+        f"test text {test_index} "
+        f"[{_label(word_influence.test_labels[test_index], label_names)}]",
+        f"training example #{train_index} "
+        f"[{_label(word_influence.train_labels[test_index, pair_index], label_names)}]",
+    )
+    for ax, (tokens, values), title, count in zip(axes, sides, titles, lines):
+        _wrapped_words(ax, tokens, values, bound, words_per_line, count)
+        ax.set_title(title, loc="left", fontsize=9, **_LITERAL_TEXT)
+    score = float(word_influence.scores[test_index, pair_index])
+    fig.suptitle(
+        f"TracIn-WE word contributions of the pair (score {score:+.3g}; green "
+        "raises it, red lowers it)",
+        fontsize=10,
+        **_LITERAL_TEXT,
+    )
+    fig.tight_layout()
+    return fig, axes
+
+
+def _wrapped_words(
+    ax: Any,
+    tokens: List[str],
+    values: List[float],
+    bound: float,
+    per_line: int,
+    lines: int,
+) -> None:
+    for position, (token, value) in enumerate(zip(tokens, values)):
+        row, column = divmod(position, per_line)
+        ax.text(
+            column / per_line,
+            1 - (row + 0.5) / lines,
+            token,
+            fontsize=8,
+            va="center",
+            ha="left",
+            bbox={
+                "facecolor": _word_rgb(value / bound),
+                "edgecolor": "none",
+                "pad": 1.5,
+            },
+            clip_on=True,
+            **_LITERAL_TEXT,
+        )
+    ax.set_axis_off()
 
 
 def plot_method_comparison(

@@ -24,14 +24,17 @@ autodoc_inherit_docstrings = False
 exclude_patterns = ["_build", "jupyter_execute"]
 html_theme = "alabaster"
 
-# The tutorial notebook lives in tutorials/; it is copied here for myst-nb, which
-# renders it with the outputs stored in the file (CI executes it in the tests).
+# The tutorial notebooks live in tutorials/; they are copied here for myst-nb, which
+# renders them with the outputs stored in the files (CI executes them in the tests).
 import shutil  # noqa: E402
 
 extensions.append("myst_nb")
 nb_execution_mode = "off"
 _here = os.path.dirname(os.path.abspath(__file__))
-shutil.copy(
-    os.path.join(_here, "..", "tutorials", "TracInWE_Tutorial.ipynb"),
-    os.path.join(_here, "tutorial.ipynb"),
-)
+for _source, _target in (
+    ("TracInWE_Tutorial.ipynb", "tutorial.ipynb"),
+    ("Auditing_a_Training_Set.ipynb", "tutorial_audit.ipynb"),
+):
+    shutil.copy(
+        os.path.join(_here, "..", "tutorials", _source), os.path.join(_here, _target)
+    )

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
 
+import csv
 import json
 import subprocess
 import sys
@@ -7,7 +8,7 @@ import sys
 from captum_tracin_we._cli import main
 
 
-def test_quick_demo_writes_report_figures_and_scores(capsys, tmp_path):
+def test_quick_demo_fine_tunes_with_trainer_then_explains(capsys, tmp_path):
     main(
         [
             "demo",
@@ -28,26 +29,36 @@ def test_quick_demo_writes_report_figures_and_scores(capsys, tmp_path):
     out = capsys.readouterr().out
     assert out.count("TEST [") == 2
     assert out.count("words: ") == 8  # 2 proponents and 2 opponents each
-    assert out.count("top proponents, then top opponents:") == 2
-    assert "from captum_tracin_we import TracInWE" in out
-    assert len(list((tmp_path / "checkpoints").iterdir())) == 3
+    assert "captum-tracin-we explain --model RUN_DIR" in out
+    for name in ("report.html", "scores.json", "train.csv", "test.csv", "run"):
+        assert str(tmp_path / name) in out  # every file written is listed
+    checkpoints = sorted(p.name for p in (tmp_path / "run").iterdir())
+    assert [c for c in checkpoints if c.startswith("checkpoint-")] == [
+        "checkpoint-2",
+        "checkpoint-4",
+        "checkpoint-7",
+    ]
     report = (tmp_path / "report.html").read_text(encoding="utf-8")
-    assert "TracInCPFast (last layer)" in report and report.count("<h2>") == 1
-    assert report.count("<mark") > 10
-    for figure in ("word_contributions.png", "method_comparison.png"):
-        assert (tmp_path / figure).stat().st_size > 10_000
+    assert "TracInCPFast (last layer)" in report and "How to read this" in report
+    assert report.count("data:image/png;base64,") == 3  # comparison + 2 pairs
+    assert "negative" in report and "positive" in report
     scores = json.loads((tmp_path / "scores.json").read_text(encoding="utf-8"))
     first = scores["tests"][0]
-    assert len(scores["tests"]) == 2 and len(first["tracin_we_proponents"]) == 2
-    assert (
-        first["tracin_we_proponents"][0]["score"]
-        >= first["tracin_we_proponents"][1]["score"]
-    )
-    assert first["tracincp_fast_opponents"][0]["score"] < 0
+    assert scores["label_names"] == ["negative", "positive"]
+    proponents = first["TracIn-WE proponents"]
+    assert len(scores["tests"]) == 2 and len(proponents) == 2
+    assert proponents[0]["score"] >= proponents[1]["score"]
+    assert first["TracInCPFast (last layer) opponents"][0]["score"] < 0
+    with open(tmp_path / "train.csv", encoding="utf-8") as stream:
+        rows = list(csv.DictReader(stream))
+    assert rows[proponents[0]["row"]]["label"] == proponents[0]["label_name"]
 
 
-def test_demo_reads_a_csv(tmp_path):
-    rows = ["text,label"] + [f"word{i % 7} filler {i},{i % 3}" for i in range(60)]
+def test_demo_reads_a_csv_with_text_labels(tmp_path):
+    topics = ["business", "sport", "tech"]
+    rows = ["text,label"] + [
+        f"word{i % 7} filler {i},{topics[i % 3]}" for i in range(60)
+    ]
     (tmp_path / "data.csv").write_text("\n".join(rows), encoding="utf-8")
     main(
         [
@@ -67,10 +78,10 @@ def test_demo_reads_a_csv(tmp_path):
         ]
     )
     scores = json.loads((tmp_path / "o" / "scores.json").read_text(encoding="utf-8"))
-    assert len(scores["tests"]) == 2
+    assert len(scores["tests"]) == 2 and scores["label_names"] == topics
 
 
-def test_module_entry_point_shows_help():
+def test_module_entry_point_shows_help_with_defaults():
     result = subprocess.run(
         [sys.executable, "-m", "captum_tracin_we", "demo", "--help"],
         capture_output=True,
@@ -87,3 +98,4 @@ def test_module_entry_point_shows_help():
         "--out",
     ):
         assert option in result.stdout
+    assert "(default: 1000)" in result.stdout

@@ -494,3 +494,20 @@ def test_a_rewritten_checkpoint_with_its_old_time_stamp_is_refused(bag, tmp_path
     os.utime(paths[1], ns=(status.st_atime_ns, status.st_mtime_ns))
     with pytest.raises(IndexMismatchError, match="weights differ"):
         tracin.influence(test)
+
+
+def test_a_loader_that_writes_part_of_the_state_is_hashed_every_time(bag, tmp_path):
+    model, train, test, paths = bag
+
+    def embedding_only(model, path):
+        state = torch.load(path, weights_only=True)["model_state_dict"]
+        model.emb.load_state_dict({"weight": state["emb.weight"]})
+        return 1.0
+
+    tracin = TracInWE(model, train, paths, embedding_only, batch_size=4)
+    tracin.build_index(str(tmp_path / "index"), show_progress=False)
+    tracin.influence(test)
+    with torch.no_grad():
+        model.fc.weight.mul_(-3)  # not in what the loader writes
+    with pytest.raises(IndexMismatchError, match="weights differ"):
+        tracin.influence(test)

@@ -21,6 +21,7 @@ from captum_tracin_we._app.model_folder import ModelFolder, load_model_folder
 from captum_tracin_we._app.report import Explanation, TestText, write_report
 from captum_tracin_we._core.tracin_we import TracInWE
 from captum_tracin_we._utils.token_frequency import frequent_token_ids
+from captum_tracin_we.visualization import format_word_influence_text
 
 
 @dataclass
@@ -87,6 +88,12 @@ def run_explain(settings: ExplainSettings) -> Dict[str, Any]:
         [methods["TracIn-WE"][0].indices, methods["TracIn-WE"][1].indices], 1
     )
     words = tracin.word_influence(test_batch, pairs)
+    print()
+    print(
+        format_word_influence_text(
+            words, folder.tokenizer, names, title="top proponents, then top opponents"
+        )
+    )
     explanation = Explanation(
         title="TracIn-WE: which training texts made the model say this",
         settings=_settings_rows(

@@ -21,7 +21,7 @@ from torch import Tensor
 from captum_tracin_we._utils.word_contributions import WordInfluence
 from captum_tracin_we.visualization import (
     plot_method_comparison,
-    plot_word_contributions,
+    plot_pair_contributions,
     visualize_side_by_side,
     visualize_word_influence,
 )
@@ -258,11 +258,13 @@ def _figures(explanation: Explanation, tokenizer: Any) -> Dict[str, str]:
     plt.close(fig)
     for i, _ in enumerate(explanation.tests):
         index = int(explanation.words.train_indices[i, 0])
-        fig, _ = plot_word_contributions(explanation.words, i, 0, tokenizer)
+        fig, _ = plot_pair_contributions(
+            explanation.words, i, 0, tokenizer, label_names=explanation.label_names
+        )
         figures[f"words-{i}"] = _embedded(
             fig,
-            f"Word contributions of training text #{index}, the top TracIn-WE "
-            f"proponent of test text {i + 1}.",
+            f"Both sides of the pair (test text {i + 1}, training text "
+            f"#{explanation.train_rows[index]}), its top TracIn-WE proponent.",
         )
         plt.close(fig)
     return figures

