@@ -26,6 +26,7 @@ TOPICS = {
     "tech": "software chip phone internet computer data",
 }
 NAMES = sorted(TOPICS)
+HOSTILE = "<script>document.title='pwned'</script> goal <img src=x onerror=alert(1)>"
 
 
 def _texts(n, seed, long_every=0):
@@ -58,7 +59,8 @@ def run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("explain")
     train_rows = _texts(30, seed=0, long_every=7)
-    tokenizer = train_wordpiece_tokenizer([t for t, _ in train_rows], vocab_size=200)
+    corpus = [t for t, _ in train_rows] + [HOSTILE]  # the tokenizer knows < > = '
+    tokenizer = train_wordpiece_tokenizer(corpus, vocab_size=200)
     model = small_bert_classifier(len(tokenizer), 3, seed=0)
     model.config.id2label = dict(enumerate(NAMES))
     model.config.label2id = {name: i for i, name in enumerate(NAMES)}
@@ -199,3 +201,66 @@ def test_explain_errors_name_the_file_and_the_fix(run, tmp_path):
     weights["classifier.weight"] = torch.zeros(5, weights["classifier.weight"].shape[1])
     save_file(weights, str(misfit / "checkpoint-2" / "model.safetensors"))
     _fails(run, "does not fit the model", "--text", "x", model=str(misfit))
+
+
+def _chromium():
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+REQUIRE_BROWSER = os.environ.get("CAPTUM_TRACIN_WE_REQUIRE_BROWSER") == "1"
+
+
+@pytest.mark.skipif(
+    _chromium() is None and not REQUIRE_BROWSER, reason="Chromium is not installed"
+)
+def test_report_reads_well_in_chromium_and_hostile_text_stays_inert(run, tmp_path):
+    import re
+    import subprocess
+
+    root, run_dir, train_csv, test_csv = run
+    hostile_csv = tmp_path / "hostile.csv"
+    with open(train_csv, encoding="utf-8") as stream:
+        rows = [(row["text"], row["label"]) for row in csv.DictReader(stream)]
+    _write_csv(hostile_csv, [(HOSTILE, "sport")] + rows)
+    out = tmp_path / "report"
+    main(
+        ["explain", "--model", run_dir, "--train", str(hostile_csv), "--test", test_csv]
+        + ["--text", HOSTILE, "--no-progress", "--top-k", "3", "--out", str(out)]
+    )
+    page = out / "report.html"
+    flags = [
+        _chromium() or "chromium",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--virtual-time-budget=3000",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
+    dom = subprocess.run(
+        flags + ["--dump-dom", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    title = re.search(r"<title>(.*?)</title>", dom).group(1)
+    assert "pwned" not in title and "TracIn-WE" in title
+    assert "script" in dom and "&lt;" in dom  # the hostile text is shown, as text
+    assert not re.search(r"<script", dom) and not re.search(r"<[^>]*onerror", dom)
+    assert dom.count('<li><a href="#test-') == 4  # table of contents
+    screenshot = os.environ.get("CAPTUM_TRACIN_WE_SCREENSHOT") or str(
+        tmp_path / "r.png"
+    )
+    subprocess.run(
+        flags + [f"--screenshot={screenshot}", "--window-size=1366,900", page.as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    from matplotlib.image import imread
+
+    pixels = imread(screenshot)[..., :3]
+    assert pixels.std() > 0.01 and (pixels < 0.95).any(axis=-1).mean() > 0.02

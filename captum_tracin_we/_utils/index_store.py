@@ -151,8 +151,10 @@ class IndexStore:
             previous = _read_checked_json(path)
         except IndexCorruptedError:
             warnings.warn(
-                f"{path!r} is damaged; replacing it. Finished units are kept only "
-                "where their own records match this build.",
+                f"{path!r} cannot be read as this version's build record (it is "
+                "damaged, or was written by another version); replacing it. "
+                "Finished units are kept only where their own records match this "
+                "build.",
                 stacklevel=4,
             )
             os.replace(temporary, path)
