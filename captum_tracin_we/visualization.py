@@ -258,7 +258,7 @@ def _word_cells(tokens: List[str], values: List[float], merge: bool) -> str:
     if merge:
         tokens, values = merge_subwords(tokens, values)
     scale = max((abs(v) for v in values), default=0.0) or 1.0
-    marks = "".join(
+    marks = " ".join(
         f'<mark class="tw-word" style="background-color:{word_color(v / scale)}" '
         f'title="{v:+.3g}">{_isolated(token)}</mark>'
         for token, v in zip(tokens, values)

@@ -252,8 +252,9 @@ def _figures(explanation: Explanation, tokenizer: Any) -> Dict[str, str]:
     )
     figures["comparison"] = _embedded(
         fig,
-        f"Label agreement of the top-{k} training texts and distinct training texts "
-        "over all test texts, per method.",
+        "Left: the distribution of each method's scores (divided by its largest "
+        f"|score|). Right: the share of the top-k proponents (k = 1..{k}) that have "
+        "the test text's label, averaged over the test texts.",
     )
     plt.close(fig)
     for i, _ in enumerate(explanation.tests):
