@@ -18,6 +18,7 @@ from captum_tracin_we import TracInWE, merge_subwords  # noqa: E402
 from captum_tracin_we.visualization import (  # noqa: E402
     WordInfluenceHTML,
     plot_method_comparison,
+    plot_pair_contributions,
     plot_word_contributions,
     visualize_side_by_side,
     visualize_word_influence,
@@ -149,3 +150,26 @@ def test_report_renders_in_chromium_and_untrusted_text_does_not_run(words, tmp_p
     assert pixels.std() > 0.01 and not_white > 0.005
     green = (pixels[..., 1] > pixels[..., 0] + 0.1).mean()
     assert green > 0  # some word is marked green
+
+
+def test_pair_figure_names_its_pair_shows_both_sides_and_wraps(words):
+    *_, result = words
+    fig, axes = plot_pair_contributions(
+        result, 1, 2, decode, words_per_line=3, label_names=["a", "b", "c"]
+    )
+    index = int(result.train_indices[1, 2])
+    titles = [ax.get_title(loc="left") for ax in axes]
+    assert titles[0].startswith("test text 1 [") and f"#{index} [" in titles[1]
+    assert f"{float(result.scores[1, 2]):+.3g}" in fig._suptitle.get_text()
+    for ax, side in zip(axes, ("test", "train")):
+        tokens = merge_subwords(*_side_tokens(result, side))[0]
+        drawn = [text.get_text() for text in ax.texts]
+        assert drawn == tokens
+        rows = {round(text.get_position()[1], 6) for text in ax.texts}
+        assert len(rows) == -(-len(tokens) // 3)  # wrapped, 3 words a line
+
+
+def _side_tokens(result, side):
+    from captum_tracin_we._utils.word_contributions import pair_tokens
+
+    return pair_tokens(result, 1, 2, decode, side)
