@@ -122,8 +122,12 @@ def encode(
     Tokenizes texts as the model sees them, cut at ``max_length`` tokens, and
     notes which were cut.
     """
-    full = tokenizer(texts, truncation=False)["input_ids"]
     cut = tokenizer(texts, truncation=True, max_length=max_length)
+    at_limit = [i for i, ids in enumerate(cut["input_ids"]) if len(ids) >= max_length]
+    full_lengths = {}
+    if at_limit:  # only texts that reach the limit can have been cut
+        full = tokenizer([texts[i] for i in at_limit], truncation=False)["input_ids"]
+        full_lengths = {i: len(ids) for i, ids in zip(at_limit, full)}
     features, truncated, seen = [], [], []
     for i, ids in enumerate(cut["input_ids"]):
         features.append(
@@ -133,7 +137,7 @@ def encode(
                 "labels": labels[i],
             }
         )
-        truncated.append(len(full[i]) > len(ids))
+        truncated.append(full_lengths.get(i, len(ids)) > len(ids))
         seen.append(tokenizer.decode(ids, skip_special_tokens=True))
     return Encoded(features, truncated, seen)
 

@@ -134,11 +134,16 @@ def _write_csv(path: str, rows: List[Row], names: List[str]) -> str:
 def _fine_tune(
     settings: DemoSettings, train: List[Row], names: List[str], run_dir: str
 ) -> None:
-    r"""Fine-tunes with Trainer: 3 checkpoints, learning rates logged each step."""
+    r"""Fine-tunes with Trainer: 3 checkpoints, each with its exact learning rate."""
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+    from transformers.trainer_callback import PrinterCallback
     from transformers.utils import logging
 
+    from captum_tracin_we.hf import LearningRateCallback
+
     logging.set_verbosity_error()
+    if not settings.show_progress:
+        logging.disable_progress_bar()
     tokenizer, model, learning_rate, batch = _model(settings, train, names)
     encoded = tokenizer([t for t, _, _ in train], truncation=True, max_length=64)
     features = [
@@ -148,7 +153,7 @@ def _fine_tune(
         )
     ]
     steps = settings.epochs * -(-len(features) // batch)
-    Trainer(
+    trainer = Trainer(
         model=model,
         args=TrainingArguments(
             output_dir=run_dir,
@@ -157,7 +162,7 @@ def _fine_tune(
             learning_rate=learning_rate,
             save_steps=max(1, steps // 3),
             save_only_model=True,
-            logging_steps=1,
+            logging_steps=max(1, steps // 3),
             report_to=[],
             use_cpu=not torch.cuda.is_available(),
             seed=settings.seed,
@@ -167,7 +172,10 @@ def _fine_tune(
         train_dataset=features,
         data_collator=DataCollatorWithPadding(tokenizer),
         processing_class=tokenizer,
-    ).train()
+        callbacks=[LearningRateCallback()],
+    )
+    trainer.remove_callback(PrinterCallback)  # the progress bar, or nothing
+    trainer.train()
 
 
 def _model(
