@@ -223,3 +223,27 @@ def assert_close(actual: Tensor, expected: Tensor, rel: float = 1e-5) -> None:
     scale = expected.abs().max().clamp(min=1e-12)
     error = (actual - expected).abs().max() / scale
     assert error <= rel, f"max relative error {float(error):.3g} > {rel}"
+
+
+def chromium() -> Optional[str]:
+    r"""Debian's Chromium, if installed."""
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def chromium_flags(profile: str) -> List[str]:
+    r"""Headless Chromium that reaches nothing outside the page it is given."""
+    return [
+        chromium() or "chromium",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--virtual-time-budget=3000",
+        f"--user-data-dir={profile}",
+    ]

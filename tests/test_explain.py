@@ -19,6 +19,7 @@ pytest.importorskip("datasets")
 pytest.importorskip("accelerate")
 
 from captum_tracin_we._cli import main  # noqa: E402
+from tests.helpers import chromium, chromium_flags  # noqa: E402
 
 TOPICS = {
     "business": "market shares profit bank trade economy",
@@ -203,15 +204,11 @@ def test_explain_errors_name_the_file_and_the_fix(run, tmp_path):
     _fails(run, "does not fit the model", "--text", "x", model=str(misfit))
 
 
-def _chromium():
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 REQUIRE_BROWSER = os.environ.get("CAPTUM_TRACIN_WE_REQUIRE_BROWSER") == "1"
 
 
 @pytest.mark.skipif(
-    _chromium() is None and not REQUIRE_BROWSER, reason="Chromium is not installed"
+    chromium() is None and not REQUIRE_BROWSER, reason="Chromium is not installed"
 )
 def test_report_reads_well_in_chromium_and_hostile_text_stays_inert(run, tmp_path):
     import re
@@ -228,18 +225,7 @@ def test_report_reads_well_in_chromium_and_hostile_text_stays_inert(run, tmp_pat
         + ["--text", HOSTILE, "--no-progress", "--top-k", "3", "--out", str(out)]
     )
     page = out / "report.html"
-    flags = [
-        _chromium() or "chromium",
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--virtual-time-budget=3000",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ]
+    flags = chromium_flags(str(tmp_path / "profile"))
     dom = subprocess.run(
         flags + ["--dump-dom", page.as_uri()],
         capture_output=True,

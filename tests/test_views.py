@@ -4,7 +4,6 @@ r"""Figures, the side-by-side view, and the HTML report in a real browser."""
 
 import os
 import re
-import shutil
 import subprocess
 
 import matplotlib
@@ -23,7 +22,7 @@ from captum_tracin_we.visualization import (  # noqa: E402
     visualize_side_by_side,
     visualize_word_influence,
 )
-from tests.helpers import bag_setup  # noqa: E402
+from tests.helpers import bag_setup, chromium, chromium_flags  # noqa: E402
 
 NAMES = {i: f"w{i}" for i in range(60)}
 
@@ -93,15 +92,11 @@ def test_side_by_side_marks_labels_and_shared_words_and_escapes():
     assert markup.count("<th>") == 2
 
 
-def _chromium():
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 REQUIRE_BROWSER = os.environ.get("CAPTUM_TRACIN_WE_REQUIRE_BROWSER") == "1"
 
 
 @pytest.mark.skipif(
-    _chromium() is None and not REQUIRE_BROWSER, reason="Chromium is not installed"
+    chromium() is None and not REQUIRE_BROWSER, reason="Chromium is not installed"
 )
 def test_report_renders_in_chromium_and_untrusted_text_does_not_run(words, tmp_path):
     *_, result = words
@@ -115,19 +110,7 @@ def test_report_renders_in_chromium_and_untrusted_text_does_not_run(words, tmp_p
     view = visualize_word_influence(result, lambda ids: [evil[i] for i in ids])
     path = tmp_path / "report.html"
     WordInfluenceHTML(str(view)).save(str(path), title="safe report")
-    flags = [
-        _chromium() or "chromium",
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--virtual-time-budget=3000",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ]
+    flags = chromium_flags(str(tmp_path / "profile"))
     dom = subprocess.run(
         flags + ["--dump-dom", path.as_uri()],
         capture_output=True,
