@@ -83,7 +83,10 @@ def _explain_parser(commands: argparse._SubParsersAction) -> None:
         help="do not count the N tokens found in the most training texts",
     )
     explain.add_argument(
-        "--top-k", type=int, default=5, help="proponents and opponents per test text"
+        "--top-k",
+        type=_positive,
+        default=5,
+        help="proponents and opponents per test text",
     )
     explain.add_argument(
         "--top-k-words",
@@ -142,7 +145,12 @@ def _demo_parser(commands: argparse._SubParsersAction) -> None:
         help="held-out texts explained in the report",
     )
     demo.add_argument(
-        "--epochs", type=int, default=defaults.epochs, help="fine-tuning epochs"
+        "--epochs",
+        type=int,
+        default=None,
+        # %(default).0s prints nothing; it keeps the formatter's "(default: None)" out
+        help=f"fine-tuning epochs (default: {defaults.epochs}, or 3 with --quick)"
+        "%(default).0s",
     )
     demo.add_argument("--k", type=int, default=defaults.k, help="examples per side")
     demo.add_argument(
@@ -161,6 +169,13 @@ def _demo_parser(commands: argparse._SubParsersAction) -> None:
     )
     demo.add_argument("--out", default=defaults.out, help="output folder")
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1; got {value}")
+    return value
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -206,7 +221,7 @@ def _demo(args: argparse.Namespace) -> None:
         data=args.data,
         train_size=args.train_size,
         test_size=args.test_size,
-        epochs=args.epochs,
+        epochs=args.epochs or (3 if args.quick else DemoSettings.epochs),
         k=args.k,
         top_k_words=args.top_k_words,
         quick=args.quick,
@@ -214,8 +229,6 @@ def _demo(args: argparse.Namespace) -> None:
         out=args.out,
         show_progress=not args.no_progress,
     )
-    if args.quick and args.epochs == DemoSettings.epochs:
-        settings.epochs = 3
     run_demo(settings)
 
 

@@ -141,6 +141,16 @@ def test_explain_a_csv_with_text_labels_and_long_texts(run, capsys):
     assert "TracInCPFast (last layer)" in page
 
 
+def test_only_scores_of_the_right_sign_are_listed(run, tmp_path):
+    summary, page = _explain(run, "--text", "goal team match", "--top-k", "30")
+    entry = summary["tests"][0]
+    for method in ("TracIn-WE", "TracInCPFast (last layer)"):
+        assert all(e["score"] > 0 for e in entry[f"{method} proponents"])
+        assert all(e["score"] < 0 for e in entry[f"{method} opponents"])
+        both = len(entry[f"{method} proponents"]) + len(entry[f"{method} opponents"])
+        assert both <= 30
+
+
 def test_explain_reuses_an_index(run, tmp_path, capsys):
     index = str(tmp_path / "index")
     first, _ = _explain(run, "--text", "goal team match", "--index", index)
@@ -189,11 +199,33 @@ def test_explain_errors_name_the_file_and_the_fix(run, tmp_path):
     _fails(run, "no trainer_state.json", "--text", "x", model=str(no_state))
     unlogged = tmp_path / "unlogged"
     shutil.copytree(run_dir, unlogged)
-    state_path = unlogged / "checkpoint-4" / "trainer_state.json"
+    state_path = unlogged / "checkpoint-6" / "trainer_state.json"
     state = json.loads(state_path.read_text())
-    state["log_history"] = []
+    for entry in state["log_history"]:
+        if entry.get("step") == 6:
+            entry.pop("learning_rate", None)  # logged earlier steps only
     state_path.write_text(json.dumps(state))
-    _fails(run, "logs no learning rate", "--text", "x", model=str(unlogged))
+    _fails(run, "logs no learning rate at step 6", "--text", "x", model=str(unlogged))
+    old = tmp_path / "old"
+    shutil.copytree(run_dir, old)
+    config_path = old / "checkpoint-2" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["transformers_version"] = "4.50.0"
+    config_path.write_text(json.dumps(config))
+    _fails(run, "transformers 4.50.0", "--text", "x", model=str(old))
+    mixed = tmp_path / "mixed"
+    shutil.copytree(run_dir, mixed)
+    state_path = mixed / "checkpoint-4" / "trainer_state.json"
+    state = json.loads(state_path.read_text())
+    state["log_history"][0]["loss"] = 123.0  # as if from another run
+    state_path.write_text(json.dumps(state))
+    _fails(run, "not from the same training run", "--text", "x", model=str(mixed))
+    _fails(
+        run, "more than the model's 128 positions", "--text", "x", "--max-length", "300"
+    )
+    with pytest.raises(SystemExit):
+        main(["explain", "--model", run_dir, "--train", train_csv, "--top-k", "0"])
+    _fails(run, "A --text is empty", "--text", " ")
     misfit = tmp_path / "misfit"
     shutil.copytree(run_dir, misfit)
     from safetensors.torch import load_file, save_file

@@ -191,5 +191,47 @@ def test_trainer_folder_errors(run, tmp_path):
     other = tiny_hf_classifier("bert", classes=2)
     with pytest.raises(CheckpointError, match="does not fit the model"):
         TracInWE(other, train, str(run_dir), batch_size=4).self_influence()
-    with pytest.raises(ValueError, match="'input_ids' and 'label'"):
+    with pytest.raises(ValueError, match="no 'label' or 'labels' column"):
         TracInWE(model, train.remove_columns("label"), str(run_dir))
+
+
+def test_sharded_weights_are_read(run, tmp_path):
+    model, run_dir = run
+    last = trainer_checkpoints(str(run_dir))[-1]
+    sharded = tmp_path / "sharded"
+    model.save_pretrained(str(sharded), max_shard_size="20KB")
+    assert (sharded / "model.safetensors.index.json").is_file()
+    from captum_tracin_we.hf import read_weights
+
+    whole = load_file(os.path.join(last, "model.safetensors"))
+    model.load_state_dict(whole)
+    model.save_pretrained(str(sharded), max_shard_size="20KB")
+    parts = read_weights(str(sharded))
+    assert parts.keys() == whole.keys()
+    assert all(torch.equal(parts[k], whole[k]) for k in whole)
+
+
+def test_label_ids_and_names():
+    from transformers import BertConfig
+
+    from captum_tracin_we._app.labels import label_ids, model_label_names
+
+    digits = ["1", "2", "3"]  # star ratings as names
+    assert label_ids([0, 1, 2], digits, "data") == [0, 1, 2]  # ints are ids
+    assert label_ids(["1", "3"], digits, "data") == [0, 2]  # texts are names
+    assert label_ids(["0", "1.0", "LABEL_1"], ["0", "1"], "data") == [0, 1, 1]
+    config = BertConfig(num_labels=2)
+    config.label2id = {"neg": 0, "pos": 1}
+    assert model_label_names(config, 2) == ["neg", "pos"]
+    with pytest.raises(ValueError, match="'maybe'"):
+        label_ids(["neg", "maybe"], ["neg", "pos"], "data")
+
+
+def test_datasets_that_cannot_go_in_as_they_are(run):
+    model, run_dir = run
+    data = _texts(6, seed=4)
+    with pytest.raises(ValueError, match="pass one split"):
+        TracInWE(model, datasets.DatasetDict({"train": data}), str(run_dir))
+    named = data.cast_column("label", datasets.Value("string"))
+    with pytest.raises(ValueError, match="text labels"):
+        TracInWE(model, named, str(run_dir))

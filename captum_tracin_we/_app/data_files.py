@@ -63,18 +63,25 @@ def read_text_data(
     """
     if not os.path.exists(path):
         raise DataFileError(f"Data file {path!r} does not exist.")
+    extension = os.path.splitext(path)[1].lower()
     if os.path.isdir(path):
         rows, columns = _dataset_rows(path)
-    elif path.endswith((".jsonl", ".json")):
+    elif extension in (".jsonl", ".json", ".ndjson"):
         rows, columns = _jsonl_rows(path)
     else:
-        rows, columns = _csv_rows(path)
+        rows, columns = _csv_rows(path, "\t" if extension == ".tsv" else ",")
     if not rows:
         raise DataFileError(f"{path!r} has no rows; it needs at least one text.")
     if text_column not in columns:
+        hint = (
+            " The file looks like it has one column only: is it separated by "
+            "commas (a .csv), tabs (a .tsv) or one JSON object per line (.jsonl)?"
+            if len(columns) == 1
+            else ""
+        )
         raise DataFileError(
             f"{path!r} has no column {text_column!r} (columns: {columns}); name the "
-            "text column with --text-column."
+            f"text column with --text-column.{hint}"
         )
     has_labels = label_column is not None and label_column in columns
     if require_labels and not has_labels:
@@ -102,10 +109,10 @@ def _text(value: Any, path: str, row: int) -> str:
     return value
 
 
-def _csv_rows(path: str) -> "tuple[list, list]":
+def _csv_rows(path: str, delimiter: str) -> "tuple[list, list]":
     try:
         with open(path, encoding="utf-8-sig", newline="") as handle:
-            reader = csv.DictReader(handle)
+            reader = csv.DictReader(handle, delimiter=delimiter)
             rows = list(reader)
             return rows, list(reader.fieldnames or [])
     except UnicodeDecodeError as error:
@@ -165,5 +172,5 @@ def _dataset_rows(path: str) -> "tuple[list, list]":
 def _encoding_message(path: str, error: UnicodeDecodeError) -> str:
     return (
         f"{path!r} is not valid UTF-8 (byte {error.start}: {error.reason}). Save it "
-        "as UTF-8, for example with `iconv -f latin1 -t utf-8`."
+        "as UTF-8, for example with `iconv -f <its encoding> -t utf-8`."
     )

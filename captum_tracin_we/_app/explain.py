@@ -66,6 +66,10 @@ def run_explain(settings: ExplainSettings) -> Dict[str, Any]:
     started = time.perf_counter()
     if not settings.test and not settings.texts:
         raise ValueError("Give test texts: --test FILE, or --text '...' (repeatable).")
+    if any(not text.strip() for text in settings.texts):
+        raise ValueError("A --text is empty; give each test text some words.")
+    if settings.top_k < 1:
+        raise ValueError(f"--top-k must be at least 1; got {settings.top_k}.")
     folder = load_model_folder(settings.model)
     names = model_label_names(folder.model.config, folder.model.config.num_labels)
     train = read_text_data(settings.train, settings.text_column, settings.label_column)
@@ -128,6 +132,7 @@ def encode(
     if at_limit:  # only texts that reach the limit can have been cut
         full = tokenizer([texts[i] for i in at_limit], truncation=False)["input_ids"]
         full_lengths = {i: len(ids) for i, ids in zip(at_limit, full)}
+    hidden = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}
     features, truncated, seen = [], [], []
     for i, ids in enumerate(cut["input_ids"]):
         features.append(
@@ -138,19 +143,26 @@ def encode(
             }
         )
         truncated.append(full_lengths.get(i, len(ids)) > len(ids))
-        seen.append(tokenizer.decode(ids, skip_special_tokens=True))
+        seen.append(tokenizer.decode([t for t in ids if t not in hidden]))
     return Encoded(features, truncated, seen)
 
 
 def _max_length(settings: ExplainSettings, folder: ModelFolder) -> int:
+    r"""``--max-length``, or the most the model can take."""
+    config = folder.model.config
+    positions = getattr(config, "max_position_embeddings", None)
+    if isinstance(positions, int) and "roberta" in str(config.model_type):
+        positions -= int(config.pad_token_id or 0) + 1  # positions start after pad
     if settings.max_length is not None:
         if settings.max_length < 2:
             raise ValueError(f"--max-length must be >= 2; got {settings.max_length}.")
+        if isinstance(positions, int) and settings.max_length > positions:
+            raise ValueError(
+                f"--max-length {settings.max_length} is more than the model's "
+                f"{positions} positions; use --max-length {positions} or less."
+            )
         return settings.max_length
-    limits = [
-        getattr(folder.model.config, "max_position_embeddings", None),
-        getattr(folder.tokenizer, "model_max_length", None),
-    ]
+    limits = [positions, getattr(folder.tokenizer, "model_max_length", None)]
     usable = [int(v) for v in limits if isinstance(v, int) and 0 < v < 100_000]
     return min(usable) if usable else 512
 

@@ -3,6 +3,7 @@
 r"""Label names and ids: a user's labels (text or integers) mapped through the
 model's ``config.label2id``."""
 
+import numbers
 import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -14,12 +15,21 @@ class LabelError(ValueError):
 
 
 def model_label_names(config: Any, num_labels: int) -> List[str]:
-    r"""The model's label names by id (``config.id2label``), or ``"0"``, ``"1"``..."""
+    r"""
+    The model's label names by id: ``config.id2label``, else the inverse of
+    ``config.label2id``, else ``"0"``, ``"1"``... (for the default
+    ``LABEL_<i>`` names).
+    """
     id2label = getattr(config, "id2label", None) or {}
     names = [str(id2label.get(i, id2label.get(str(i), i))) for i in range(num_labels)]
-    if all(_DEFAULT_NAME.match(name) for name in names):
-        return [str(i) for i in range(num_labels)]
-    return names
+    if not all(_DEFAULT_NAME.match(name) for name in names):
+        return names
+    label2id = getattr(config, "label2id", None) or {}
+    inverse = {int(i): str(name) for name, i in label2id.items()}
+    names = [inverse.get(i, f"LABEL_{i}") for i in range(num_labels)]
+    if not all(_DEFAULT_NAME.match(name) for name in names):
+        return names
+    return [str(i) for i in range(num_labels)]
 
 
 def label_ids(labels: Sequence[Any], names: Sequence[str], source: str) -> List[int]:
@@ -48,21 +58,30 @@ def label_ids(labels: Sequence[Any], names: Sequence[str], source: str) -> List[
     if unknown:
         shown = sorted({str(label) for label in unknown})[:10]
         raise LabelError(
-            f"{source} has labels the model does not know: {shown}. The model's labels "
-            f"are {list(names)} (ids 0..{len(names) - 1}, from config.id2label). Use "
+            f"{source} has labels the model does not know: {shown}. The model's "
+            f"labels are {list(names)} (ids 0..{len(names) - 1}, from the model's "
+            "config). Use "
             "those names or ids, or fine-tune a model with these labels."
         )
     return ids
 
 
 def _label_id(label: Any, by_name: Dict[str, int], count: int) -> Optional[int]:
+    r"""
+    An integer label (from a datasets folder or JSON) is a class id. A text
+    label is a name if the model has that name, else a class id written as
+    text (``"1"``, ``"1.0"``, ``"LABEL_1"``).
+    """
     if isinstance(label, bool):
         return None
+    if isinstance(label, numbers.Integral):
+        return int(label) if 0 <= int(label) < count else None
     text = str(label).strip()
     if text in by_name:
         return by_name[text]
-    if isinstance(label, int) or re.fullmatch(r"-?\d+", text):
-        value = int(text)
+    match = re.fullmatch(r"(?:LABEL_)?(-?\d+)(?:\.0+)?", text)
+    if match:
+        value = int(match.group(1))
         return value if 0 <= value < count else None
     return None
 

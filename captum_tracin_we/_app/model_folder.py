@@ -62,6 +62,11 @@ def load_model_folder(path: str) -> ModelFolder:
             f"Trainer run {path} ({len(checkpoints)} checkpoints: "
             f"{', '.join(os.path.basename(c) for c in checkpoints)})"
         )
+    elif hf.is_checkpoint_folder(path) and os.path.isfile(
+        os.path.join(path, hf.STATE_FILE)
+    ):
+        checkpoints, final, load_func = [path], path, hf.load_trainer_checkpoint
+        description = f"Trainer checkpoint {path} (one checkpoint, its logged rate)"
     elif hf.is_checkpoint_folder(path):
         checkpoints, final, load_func = [path], path, _load_with_unit_rate
         description = (
@@ -75,10 +80,21 @@ def load_model_folder(path: str) -> ModelFolder:
             "folder given to Trainer(args=TrainingArguments(output_dir=...)) or to "
             "model.save_pretrained(...)."
         )
+    if not os.path.isfile(os.path.join(final, "config.json")):
+        raise CheckpointError(
+            f"{final!r} has no config.json; save the model with "
+            "model.save_pretrained(folder), which writes it."
+        )
     tokenizer = _tokenizer(path, final, checkpoints)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        final, local_files_only=True
-    ).eval()
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            final, local_files_only=True
+        ).eval()
+    except Exception as error:  # transformers and safetensors raise many types
+        raise CheckpointError(
+            f"Cannot load the model in {final!r} as a sequence classifier: "
+            f"{type(error).__name__}: {str(error)[:300]}"
+        ) from None
     return ModelFolder(model, tokenizer, checkpoints, load_func, description)
 
 

@@ -193,7 +193,7 @@ def _test_section(
         f" ({html.escape(probabilities)})</p></div>",
     ]
     methods = {
-        name: tuple(_row(result, i) for result in pair)
+        name: tuple(_row(result, i, sign) for result, sign in zip(pair, (1, -1)))
         for name, pair in explanation.methods.items()
     }
     train_texts = [
@@ -220,11 +220,14 @@ def _test_section(
     return "".join(parts)
 
 
-def _row(result: Any, i: int) -> Any:
+def _row(result: Any, i: int, sign: int) -> Any:
+    r"""Row ``i`` of a top-k result, keeping only scores of the side's sign (a
+    proponent has a positive score, an opponent a negative one)."""
     from captum_tracin_we import KMostInfluentialResults
 
+    keep = result.influence_scores[i] * sign > 0
     return KMostInfluentialResults(
-        result.indices[i : i + 1], result.influence_scores[i : i + 1]
+        result.indices[i][keep][None], result.influence_scores[i][keep][None]
     )
 
 
@@ -297,10 +300,11 @@ def scores_summary(explanation: Explanation) -> Dict[str, Any]:
             "probabilities": test.probabilities,
         }
         for method, pair in explanation.methods.items():
-            for side, result in zip(("proponents", "opponents"), pair):
+            for side, result, sign in zip(("proponents", "opponents"), pair, (1, -1)):
                 entry[f"{method} {side}"] = [
                     _train_entry(explanation, int(j), float(s))
                     for j, s in zip(result.indices[i], result.influence_scores[i])
+                    if float(s) * sign > 0
                 ]
         tests.append(entry)
     return {

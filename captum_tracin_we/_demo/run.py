@@ -160,9 +160,9 @@ def _fine_tune(
             per_device_train_batch_size=batch,
             num_train_epochs=settings.epochs,
             learning_rate=learning_rate,
-            save_steps=max(1, steps // 3),
+            save_steps=-(-steps // 3),  # 3 saves, the last at the final step
             save_only_model=True,
-            logging_steps=max(1, steps // 3),
+            logging_steps=-(-steps // 3),
             report_to=[],
             use_cpu=not torch.cuda.is_available(),
             seed=settings.seed,

@@ -23,14 +23,38 @@ def dataset_loader(dataset: Any, batch_size: int, pad_id: int) -> DataLoader:
     Raises:
         ValueError: If a needed column is missing.
     """
+    if isinstance(dataset.column_names, dict):
+        raise ValueError(
+            f"A DatasetDict (splits {list(dataset.column_names)}) was given; pass one "
+            "split, for example dataset['train']."
+        )
+    if not hasattr(dataset, "__getitem__") or type(dataset).__name__.startswith(
+        "Iterable"
+    ):
+        raise ValueError(
+            "A streaming datasets.IterableDataset was given; TracIn-WE reads the data "
+            "once per checkpoint and by index. Load it as a Dataset (streaming=False)."
+        )
     columns = list(dataset.column_names)
     label = "labels" if "labels" in columns else "label" if "label" in columns else None
+    if label is None and "input_ids" in columns:
+        raise ValueError(
+            f"The datasets.Dataset has no 'label' or 'labels' column (columns: "
+            f"{columns}); add the class ids of the examples."
+        )
     if "input_ids" not in columns or label is None:
         raise ValueError(
             "A datasets.Dataset needs the columns 'input_ids' and 'label' (or "
             f"'labels'); it has {columns}. Tokenize it first, e.g. "
             "dataset.map(lambda rows: tokenizer(rows['text'], truncation=True), "
             "batched=True)."
+        )
+    dtype = getattr(dataset.features.get(label), "dtype", "int64")
+    if dtype in ("string", "large_string"):
+        raise ValueError(
+            f"The {label!r} column holds text labels; TracIn-WE needs class ids. Map "
+            "them with the model's config.label2id, e.g. dataset.map(lambda row: "
+            "{'label': model.config.label2id[row['label']]})."
         )
     keep = [
         c for c in ("input_ids", "attention_mask", "token_type_ids") if c in columns

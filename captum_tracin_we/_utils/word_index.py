@@ -84,7 +84,8 @@ class WordIndex:
                     f"The training data differ from those the index at {self.root!r} "
                     f"was built from (shard {record.shard}: examples {record.first}.."
                     f"{record.first + record.count - 1}: other texts, labels or "
-                    "order). Pass the same training data, or build a new index."
+                    "order, or the same texts tokenized otherwise, e.g. with another "
+                    "--max-length). Pass the same training data, or build a new index."
                 )
 
     def check_checkpoint(self, loaded: LoadedCheckpoint) -> None:
