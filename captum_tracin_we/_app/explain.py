@@ -280,7 +280,7 @@ def _tracin(settings: ExplainSettings, folder: ModelFolder, encoded: Encoded):
 
 
 def _last_layer_scores(folder, encoded, test_batch, settings) -> Tensor:
-    from captum_tracin_we._demo.compare import last_layer_influence
+    from captum_tracin_we._app.last_layer import last_layer_influence
 
     return last_layer_influence(
         folder.model,

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 from torch.nn import Module
 
+from captum_tracin_we._utils import trainer_runs
 from captum_tracin_we._utils.errors import CheckpointError
 
 _warned_bare_state_dict = False
@@ -49,10 +50,8 @@ def load_checkpoint_with_lr(model: Module, path: str) -> float:
                     number >= 0.
     """
     if os.path.isdir(path):
-        from captum_tracin_we import hf
-
-        if hf.is_checkpoint_folder(path):
-            return hf.load_trainer_checkpoint(model, path)
+        if trainer_runs.is_checkpoint_folder(path):
+            return trainer_runs.load_trainer_checkpoint(model, path)
         raise CheckpointError(
             f"Checkpoint {path!r} is a folder but not a Hugging Face checkpoint "
             "(no model.safetensors or pytorch_model.bin); the default loader reads "
@@ -191,11 +190,9 @@ def _paths_in(path: str) -> List[str]:
         return [path]
     if not os.path.isdir(path):
         raise CheckpointError(f"Checkpoint path {path!r} does not exist.")
-    from captum_tracin_we import hf
-
-    if hf.is_trainer_run(path):
-        return hf.trainer_checkpoints(path)
-    if hf.is_checkpoint_folder(path):
+    if trainer_runs.is_trainer_run(path):
+        return trainer_runs.trainer_checkpoints(path)
+    if trainer_runs.is_checkpoint_folder(path):
         return [path]
     names = sorted(name for name in os.listdir(path) if not name.startswith("."))
     if not names:
