@@ -383,9 +383,11 @@ class TracInWE(TracInCPBase):
         from_index = inputs is None and self.index is not None
         on_training = inputs is None
         batches = self._training.loader if on_training else self._as_batches(inputs)
-        passes = _SamePasses(self._training if on_training else None)
-        if not on_training:
-            passes.role = "self-influence"
+        passes = (
+            _SamePasses(self._training)
+            if on_training
+            else _SamePasses(role="self-influence")
+        )
         total: Optional[Tensor] = None
         with self._progress(
             "self influence", [] if from_index else batches, show_progress, False

@@ -214,6 +214,17 @@ class ModelAdapter:
             if isinstance(v, Tensor) and not v.is_floating_point() and v.dim() >= 1
         ]
 
+    def per_example_inputs(
+        self, args: Tuple[Any, ...], kwargs: Dict[str, Any], batch_size: int
+    ) -> List[Tensor]:
+        r"""The model arguments with one row per example (first dimension ``B``)."""
+        values = list(args) + [kwargs[key] for key in sorted(kwargs)]
+        return [
+            v
+            for v in values
+            if isinstance(v, Tensor) and v.dim() >= 1 and v.shape[0] == batch_size
+        ]
+
     def _labels(self, labels: Any) -> Tensor:
         return torch.as_tensor(labels).to(self.device)
 

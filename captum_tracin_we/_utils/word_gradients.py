@@ -298,36 +298,40 @@ def collect_word_gradients(
         total_loss = _summed_loss(loss_fn, logits, labels, first_index)
         leaf = capture.outputs[0]
         (gradients,) = torch.autograd.grad(total_loss, leaf, allow_unused=True)
-    layout = ids_layout(
-        capture.token_ids[0],
-        adapter.batch_tensors(args, kwargs),
-        labels.shape[0],
-        layout_memory,
+    layout, token_ids, real, inputs = _batch_first_ids(
+        adapter, capture, (args, kwargs, labels.shape[0], attention_mask), layout_memory
     )
-    token_ids = layout.batch_first(capture.token_ids[0])
     if gradients is None:
         gradients = torch.zeros_like(leaf)
     gradients = layout.batch_first(gradients.detach().float())
     _check_finite_gradients(gradients, first_index)
-    real = _counted_positions(token_ids, adapter.embedding, attention_mask, None)
     mask = real & _kept_tokens(token_ids, exclude_token_ids)
     if top_k_words is not None:
         mask = keep_top_positions(gradients, mask, top_k_words)
     gradients = gradients * mask.unsqueeze(-1)
-    inputs = per_example_inputs(args, kwargs, labels.shape[0])
     return WordGradients(token_ids, gradients, mask, real, labels, inputs)
 
 
-def per_example_inputs(
-    args: Tuple[Any, ...], kwargs: Dict[str, Any], batch_size: int
-) -> List[Tensor]:
-    r"""The model inputs with one row per example (first dimension ``B``)."""
-    values = list(args) + [kwargs[key] for key in sorted(kwargs)]
-    return [
-        v
-        for v in values
-        if isinstance(v, Tensor) and v.dim() >= 1 and v.shape[0] == batch_size
-    ]
+def _batch_first_ids(
+    adapter: ModelAdapter,
+    capture: "_EmbeddingCapture",
+    split: Tuple[Tuple[Any, ...], Dict[str, Any], int, Optional[Tensor]],
+    layout_memory: Optional[LayoutMemory],
+) -> Tuple["_Layout", Tensor, Tensor, List[Tensor]]:
+    r"""
+    The layout of the captured ids, the ids as ``(B, L)``, the real (non
+    padding) positions, and the batch's other per-example inputs.
+    """
+    args, kwargs, batch_size, attention_mask = split
+    layout = ids_layout(
+        capture.token_ids[0],
+        adapter.batch_tensors(args, kwargs),
+        batch_size,
+        layout_memory,
+    )
+    token_ids = layout.batch_first(capture.token_ids[0])
+    real = _real_positions(token_ids, adapter.embedding, attention_mask)
+    return layout, token_ids, real, adapter.per_example_inputs(args, kwargs, batch_size)
 
 
 def embedded_token_ids(
@@ -347,15 +351,10 @@ def embedded_token_ids(
         adapter.logits(args, kwargs)
     _check_capture(capture)
     batch_size = labels.shape[0] if labels.dim() else 1
-    layout = ids_layout(
-        capture.token_ids[0],
-        adapter.batch_tensors(args, kwargs),
-        batch_size,
-        layout_memory,
+    _, token_ids, real, inputs = _batch_first_ids(
+        adapter, capture, (args, kwargs, batch_size, attention_mask), layout_memory
     )
-    token_ids = layout.batch_first(capture.token_ids[0])
-    real = _counted_positions(token_ids, adapter.embedding, attention_mask, None)
-    return token_ids, real, labels, per_example_inputs(args, kwargs, batch_size)
+    return token_ids, real, labels, inputs
 
 
 def class_labels(labels: Tensor, loss_fn: Callable[..., Tensor]) -> Tensor:
@@ -435,18 +434,16 @@ def keep_top_positions(gradients: Tensor, mask: Tensor, k: int) -> Tensor:
     return top & mask
 
 
-def _counted_positions(
-    token_ids: Tensor,
-    embedding: Embedding,
-    attention_mask: Optional[Tensor],
-    exclude_token_ids: Optional[Tensor],
+def _real_positions(
+    token_ids: Tensor, embedding: Embedding, attention_mask: Optional[Tensor]
 ) -> Tensor:
+    r"""Positions that are not padding: by ``padding_idx`` and the attention mask."""
     mask = torch.ones_like(token_ids, dtype=torch.bool)
     if embedding.padding_idx is not None:
         mask &= token_ids != embedding.padding_idx
     if attention_mask is not None and attention_mask.shape == token_ids.shape:
         mask &= attention_mask.bool()
-    return mask & _kept_tokens(token_ids, exclude_token_ids)
+    return mask
 
 
 def _kept_tokens(token_ids: Tensor, exclude_token_ids: Optional[Tensor]) -> Tensor:
