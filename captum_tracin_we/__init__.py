@@ -4,6 +4,15 @@ r"""TracIn-WE: training-data influence on the word-embedding layer, for Captum."
 
 from captum.influence._utils.common import KMostInfluentialResults
 
+from captum_tracin_we._core.captum_methods import (
+    CaptumInfluence,
+    ExactNearestNeighbors,
+    last_linear_layer,
+    tracincp,
+    tracincp_fast,
+    tracincp_fast_rand_proj,
+)
+from captum_tracin_we._core.comparison import InfluenceComparison, compare_influence
 from captum_tracin_we._core.tracin_we import TracInWE
 from captum_tracin_we._utils.checkpoints import load_checkpoint_with_lr
 from captum_tracin_we._utils.errors import (
@@ -26,17 +35,25 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BatchError",
+    "CaptumInfluence",
     "CheckpointError",
+    "ExactNearestNeighbors",
     "IndexCorruptedError",
     "IndexMismatchError",
+    "InfluenceComparison",
     "KMostInfluentialResults",
     "TracInWE",
     "TracInWEError",
     "TrainingDataError",
     "WordIndex",
     "WordInfluence",
+    "compare_influence",
     "frequent_token_ids",
+    "last_linear_layer",
     "load_checkpoint_with_lr",
     "merge_subwords",
     "top_words",
+    "tracincp",
+    "tracincp_fast",
+    "tracincp_fast_rand_proj",
 ]

@@ -9,6 +9,10 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from captum_tracin_we._utils.comparison_views import (  # noqa: F401 (public)
+    comparison_html,
+    plot_influence_comparison,
+)
 from captum_tracin_we._utils.word_contributions import (
     TokenDecoder,
     WordInfluence,

@@ -8,6 +8,7 @@ Method-agnostic: methods are Captum ``DataInfluence``-like objects or plain
 """
 
 from captum_tracin_we.evaluation._baselines import (
+    TracInTFIDF,
     checkpoint_output_gradients,
     output_gradients,
     random_scores,
@@ -33,6 +34,7 @@ from captum_tracin_we.evaluation._report import (
 
 __all__ = [
     "DeletionResult",
+    "TracInTFIDF",
     "auc_table",
     "case_deletion",
     "checkpoint_output_gradients",

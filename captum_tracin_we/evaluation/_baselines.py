@@ -2,9 +2,10 @@
 
 r"""Baselines for influence evaluation: random, loss ranking, TracIn-TFIDF."""
 
-from typing import Any, Callable, Iterable, List, Sequence, Tuple
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
 
 import torch
+from captum.influence import DataInfluence
 from torch import Tensor
 from torch.nn import Module
 
@@ -98,3 +99,131 @@ def tfidf_tracin_scores(
         for (lr, test), (_, train) in zip(test_gradients, train_gradients)
     )
     return similarity * error_similarity
+
+
+class TracInTFIDF(DataInfluence):
+    r"""
+    TracIn-TFIDF (the paper's control baseline) as a Captum
+    ``DataInfluence``, on the tokens the model sees: last-layer TracIn with the
+    activation similarity replaced by the TF-IDF cosine similarity of the two
+    texts' token ids, ``sum_c lr_c * tfidf(x, x') * <dl(x)/df, dl(x')/df>``
+    (``f``: the logits). Padding and ``exclude_token_ids`` are left out of the
+    TF-IDF, which is fitted on the training set (scikit-learn's
+    ``TfidfVectorizer``, smooth idf, l2-normalised). Unlike
+    :func:`tfidf_tracin_scores` it needs no texts, only the batches TracInWE
+    takes, so it runs beside TracInWE in
+    :func:`~captum_tracin_we.compare_influence`.
+
+    Args:
+        model (torch.nn.Module): The classifier.
+        train_dataset (Dataset or DataLoader): Training batches, in order.
+        checkpoints: As for TracInWE.
+        checkpoints_load_func (Callable, optional): Default:
+                    :func:`~captum_tracin_we.load_checkpoint_with_lr`
+        batch_size (int, optional): For a Dataset. Default: 16
+        exclude_token_ids (iterable of int, optional): Ids left out of the
+                    TF-IDF, for example special tokens. Default: None
+    """
+
+    def __init__(
+        self,
+        model: Module,
+        train_dataset: Any,
+        checkpoints: Any,
+        checkpoints_load_func: Optional[Callable[[Module, Any], float]] = None,
+        batch_size: int = 16,
+        exclude_token_ids: Optional[Iterable[int]] = None,
+    ) -> None:
+        from torch.utils.data import DataLoader
+
+        from captum_tracin_we._utils.checkpoints import (
+            checkpoint_paths,
+            load_checkpoint_with_lr,
+        )
+
+        self.model = model
+        if not isinstance(train_dataset, DataLoader):
+            train_dataset = DataLoader(train_dataset, batch_size=batch_size)
+        self.train_dataset = train_dataset
+        self.checkpoints = checkpoint_paths(checkpoints)
+        self.load = checkpoints_load_func or load_checkpoint_with_lr
+        self.excluded = set(int(i) for i in (exclude_token_ids or ()))
+        self._adapter = ModelAdapter(model, find_embedding_layer(model))
+        train_documents = self._documents(train_dataset)
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        self._vectorizer = TfidfVectorizer(analyzer=_as_terms)
+        self._train_matrix = self._vectorizer.fit_transform(train_documents)
+        self._train_gradients = self._gradients(train_dataset)
+
+    def influence(  # type: ignore[override]
+        self,
+        inputs: Any,
+        k: Optional[int] = None,
+        proponents: bool = True,
+        show_progress: bool = False,
+    ) -> Any:
+        r"""
+        Returns:
+            scores (Tensor): ``(n_test, n_train)`` if ``k`` is None, else
+                    ``KMostInfluentialResults`` of the top ``k``.
+        """
+        from captum.influence._utils.common import KMostInfluentialResults
+
+        batches = _batch_list(inputs)
+        test_matrix = self._vectorizer.transform(self._documents(batches))
+        similarity = torch.from_numpy(
+            (test_matrix @ self._train_matrix.T).toarray()
+        ).float()
+        errors = sum(
+            lr * test @ train.T
+            for (lr, test), (_, train) in zip(
+                self._gradients(batches), self._train_gradients
+            )
+        )
+        scores = similarity * errors
+        if k is None:
+            return scores
+        values, indices = scores.topk(k, dim=1, largest=proponents)
+        return KMostInfluentialResults(indices, values)
+
+    def _documents(self, batches: Iterable[Any]) -> List[List[int]]:
+        from captum_tracin_we._utils.word_gradients import embedded_token_ids
+
+        documents = []
+        for batch in batches:
+            ids, real, _, _ = embedded_token_ids(self._adapter, batch)
+            for row, keep in zip(ids.cpu().tolist(), real.cpu().tolist()):
+                documents.append(
+                    [t for t, k in zip(row, keep) if k and t not in self.excluded]
+                )
+        return documents
+
+    def _gradients(self, batches: Iterable[Any]) -> List[Tuple[float, Tensor]]:
+        from captum_tracin_we._utils.checkpoint_pass import checkpoint_pass
+
+        batches = list(batches)
+        result = []
+        for loaded in checkpoint_pass(self.model, self.checkpoints, self.load):
+            logits = self._adapter.logits(*self._adapter.split(batches[0])[:2])
+            gradients = output_gradients(self.model, batches, logits.shape[-1])[1]
+            result.append((loaded.learning_rate, gradients))
+        return result
+
+
+def _as_terms(document: List[int]) -> List[str]:
+    return [str(token) for token in document]
+
+
+def _batch_list(inputs: Any) -> List[Any]:
+    from collections.abc import Mapping
+
+    from torch.utils.data import DataLoader
+
+    if isinstance(inputs, DataLoader):
+        return list(inputs)
+    if isinstance(inputs, list) and all(
+        isinstance(b, (tuple, Mapping)) for b in inputs
+    ):
+        return inputs
+    return [inputs]
