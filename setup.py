@@ -32,6 +32,7 @@ TEST = (
         "nbclient>=0.10",
         "nbformat>=5",
         "ipykernel>=6",
+        "ipython>=8",  # captum's visualize_text needs it
     ]
 )
 DOCS = ["sphinx>=7", "myst-nb>=1"]

@@ -13,6 +13,7 @@ from captum_tracin_we._core.captum_methods import (
     tracincp_fast_rand_proj,
 )
 from captum_tracin_we._core.comparison import InfluenceComparison, compare_influence
+from captum_tracin_we._core.feature_attributions import embedding_attributions
 from captum_tracin_we._core.tracin_we import TracInWE
 from captum_tracin_we._utils.checkpoints import load_checkpoint_with_lr
 from captum_tracin_we._utils.errors import (
@@ -48,6 +49,7 @@ __all__ = [
     "WordIndex",
     "WordInfluence",
     "compare_influence",
+    "embedding_attributions",
     "frequent_token_ids",
     "last_linear_layer",
     "load_checkpoint_with_lr",

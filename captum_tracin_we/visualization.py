@@ -9,6 +9,12 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from captum_tracin_we._utils.attribution_views import (  # noqa: F401 (public)
+    plot_attributions_side_by_side,
+    test_side_contributions,
+    to_visualization_records,
+    visualize_attributions_side_by_side,
+)
 from captum_tracin_we._utils.comparison_views import (  # noqa: F401 (public)
     comparison_html,
     plot_influence_comparison,

@@ -24,6 +24,7 @@ from captum_tracin_we.evaluation._metrics import (
     flip_labels,
     label_agreement,
     mislabel_detection,
+    token_rank_correlation,
     topk_cardinality,
 )
 from captum_tracin_we.evaluation._report import (
@@ -48,5 +49,6 @@ __all__ = [
     "random_scores",
     "removal_set",
     "tfidf_tracin_scores",
+    "token_rank_correlation",
     "topk_cardinality",
 ]

@@ -85,3 +85,43 @@ def topk_cardinality(scores: Tensor, k: int = 10, proponents: bool = True) -> in
     ``n_test * k``; last-layer influence tends to sit near the low end.
     """
     return int(scores.topk(k, dim=1, largest=proponents).indices.unique().numel())
+
+
+def token_rank_correlation(first: Tensor, second: Tensor, mask: Tensor) -> Tensor:
+    r"""
+    Spearman rank correlation, per text, between two token-level
+    attributions over the positions ``mask`` marks (ties get average ranks).
+
+    Args:
+        first (Tensor): ``(n, L)``, for example integrated gradients.
+        second (Tensor): ``(n, L)``, for example TracIn-WE test-side
+                    contributions.
+        mask (Tensor): ``(n, L)`` bool, the positions compared.
+
+    Returns:
+        rho (Tensor): ``(n,)`` float64 in [-1, 1]; NaN where fewer than two
+                    positions are marked or either side is constant there.
+    """
+    if first.shape != second.shape or first.shape != mask.shape or first.dim() != 2:
+        raise ValueError(
+            "`first`, `second` and `mask` must all be (n, L); got "
+            f"{tuple(first.shape)}, {tuple(second.shape)}, {tuple(mask.shape)}."
+        )
+    result = torch.full((first.shape[0],), float("nan"), dtype=torch.float64)
+    for i in range(first.shape[0]):
+        keep = mask[i].bool()
+        if int(keep.sum()) < 2:
+            continue
+        a = _average_ranks(first[i][keep].double())
+        b = _average_ranks(second[i][keep].double())
+        a, b = a - a.mean(), b - b.mean()
+        norm = a.norm() * b.norm()
+        if norm > 0:
+            result[i] = (a @ b) / norm
+    return result
+
+
+def _average_ranks(values: Tensor) -> Tensor:
+    _, inverse, counts = torch.unique(values, return_inverse=True, return_counts=True)
+    ends = counts.cumsum(0).double()
+    return ((ends - counts + 1 + ends) / 2)[inverse]
