@@ -11,7 +11,7 @@ from torch import Tensor
 
 from captum_tracin_we._utils.attribution_views import (  # noqa: F401 (public)
     plot_attributions_side_by_side,
-    test_side_contributions,
+    summed_test_contributions,
     to_visualization_records,
     visualize_attributions_side_by_side,
 )

@@ -7,6 +7,7 @@ Captum's own TracIn methods (``TracInCP``, ``TracInCPFast``,
 the checkpoint loader and the logits-only model are adapted here, once.
 """
 
+import warnings
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
 
@@ -38,6 +39,8 @@ from captum_tracin_we._utils.tuple_batches import (
     test_batches,
 )
 
+# Captum's per-sample gradient trick warns that token ids take no gradient.
+_INTEGER_INPUTS = "(?s).*Gradients cannot be activated"
 Checkpoints = Union[str, List[Any], Iterator[Any]]
 LoadFunc = Callable[[Module, Any], float]
 
@@ -99,7 +102,8 @@ class CaptumInfluence(DataInfluence):
         if not isinstance(self.method, TracInCPFastRandProj):
             options["show_progress"] = show_progress
         parts = []
-        with _modes_kept(self.model):
+        with _modes_kept(self.model), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_INTEGER_INPUTS)
             for batch in test_batches(inputs, _pad_id(self.model.model)):
                 parts.append(
                     self.method.influence(self._batches.convert(batch), **options)

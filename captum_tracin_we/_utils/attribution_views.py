@@ -24,7 +24,7 @@ from captum_tracin_we._utils.word_contributions import (
 _LITERAL = {"parse_math": False, "usetex": False}
 
 
-def test_side_contributions(word_influence: WordInfluence) -> Tensor:
+def summed_test_contributions(word_influence: WordInfluence) -> Tensor:
     r"""
     ``(n_test, L)``: each test position's contribution summed over all the
     pairs of ``word_influence`` (for example the top proponents and
@@ -78,7 +78,7 @@ def to_visualization_records(
         raise ValueError(f"`side` must be 'train' or 'test'; got {side!r}.")
     records = []
     n_test, m = word_influence.scores.shape
-    summed = test_side_contributions(word_influence)
+    summed = summed_test_contributions(word_influence)
     for i in range(n_test):
         true_class = _escaped(_name(word_influence.test_labels[i], label_names))
         predicted, probability = _prediction(i, probabilities, label_names, true_class)
@@ -153,7 +153,7 @@ def visualize_attributions_side_by_side(
     )
 
     _check_aligned(word_influence, attributions)
-    summed = test_side_contributions(word_influence)
+    summed = summed_test_contributions(word_influence)
     parts = [STYLE, "<table class='tw-table'>"]
     for i in range(word_influence.scores.shape[0]):
         mask = word_influence.test_mask[i]
@@ -218,12 +218,12 @@ def plot_attributions_side_by_side(
     tokens = token_strings(
         word_influence.test_token_ids[test_index][mask].tolist(), tokenizer
     )
-    summed = test_side_contributions(word_influence)[test_index][mask].tolist()
+    summed = summed_test_contributions(word_influence)[test_index][mask].tolist()
     attributed = attributions[test_index][mask].tolist()
     rho = float(
         token_rank_correlation(
             attributions[test_index : test_index + 1],
-            test_side_contributions(word_influence)[test_index : test_index + 1],
+            summed_test_contributions(word_influence)[test_index : test_index + 1],
             mask[None],
         )[0]
     )
