@@ -5,16 +5,57 @@ r"""Shared pieces of the benchmarks: timing, conditions, models and loaders."""
 import os
 import platform
 import time
-from typing import Any, Callable, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import DataLoader
 
-from captum_tracin_we._demo.compare import (  # noqa: F401  (re-exported)
-    LogitsOnly,
-    load_into_wrapper,
-    tuple_loader,
-)
+
+# Captum's TracInCP called directly (the oracles and timings of the
+# benchmarks) needs tuple batches and a logits-only model; the package's
+# public `tracincp_fast` / `tracincp` do this for users.
+class LogitsOnly(nn.Module):
+    r"""Calls a Hugging Face classifier with Captum's tuple batches, returns logits."""
+
+    def __init__(self, hf_model: nn.Module) -> None:
+        super().__init__()
+        self.hf = hf_model
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        return self.hf(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+def load_into_wrapper(model: nn.Module, path: str) -> float:
+    r"""A ``checkpoints_load_func`` for :class:`LogitsOnly` (HF state dicts)."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    model.hf.load_state_dict(checkpoint["model_state_dict"])
+    model.eval()
+    return float(checkpoint.get("learning_rate", 1.0))
+
+
+def tuple_loader(
+    features: List[Dict[str, Any]],
+    batch_size: int,
+    pad_id: int = 0,
+    device: str = "cpu",
+) -> DataLoader:
+    r"""
+    ``(input_ids, attention_mask, labels)`` batches, padded per batch, on
+    ``device`` (Captum's TracInCPFast does not move batches to the model).
+    """
+
+    def collate(items: Sequence[Dict[str, Any]]) -> Tuple[Tensor, Tensor, Tensor]:
+        width = max(len(item["input_ids"]) for item in items)
+        ids = torch.full((len(items), width), pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, item in enumerate(items):
+            ids[i, : len(item["input_ids"])] = torch.tensor(item["input_ids"])
+            mask[i, : len(item["input_ids"])] = 1
+        labels = torch.tensor([item["labels"] for item in items])
+        return ids.to(device), mask.to(device), labels.to(device)
+
+    return DataLoader(features, batch_size=batch_size, collate_fn=collate)
 
 
 def conditions() -> str:

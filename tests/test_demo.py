@@ -36,7 +36,9 @@ def test_quick_demo_fine_tunes_with_trainer_then_explains(capsys, tmp_path):
     assert len(checkpoints) == 3  # checkpoint-<step> folders, 3 per run
     report = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert "TracInCPFast (last layer)" in report and "How to read this" in report
-    assert report.count("data:image/png;base64,") == 3  # comparison + 2 pairs
+    # scores + cancellation figure + 2 pairs
+    assert report.count("data:image/png;base64,") == 4
+    assert "Methods side by side" in report and "distinct proponents" in report
     assert "negative" in report and "positive" in report
     scores = json.loads((tmp_path / "scores.json").read_text(encoding="utf-8"))
     first = scores["tests"][0]
@@ -45,6 +47,12 @@ def test_quick_demo_fine_tunes_with_trainer_then_explains(capsys, tmp_path):
     assert len(scores["tests"]) == 2 and len(proponents) == 2
     assert proponents[0]["score"] >= proponents[1]["score"]
     assert first["TracInCPFast (last layer) opponents"][0]["score"] < 0
+    diagnostics = scores["method_diagnostics"]["methods"]
+    assert [row["method"] for row in diagnostics] == [
+        "TracIn-WE",
+        "TracInCPFast (last layer)",
+    ]
+    assert all(row["proponent_cardinality"] >= 1 for row in diagnostics)
     with open(tmp_path / "train.csv", encoding="utf-8") as stream:
         rows = list(csv.DictReader(stream))
     assert rows[proponents[0]["row"]]["label"] == proponents[0]["label_name"]

@@ -19,9 +19,13 @@ from captum_tracin_we._app.data_files import TextData, read_text_data
 from captum_tracin_we._app.labels import label_ids, model_label_names
 from captum_tracin_we._app.model_folder import ModelFolder, load_model_folder
 from captum_tracin_we._app.report import Explanation, TestText, write_report
+from captum_tracin_we._core.captum_methods import tracincp_fast
+from captum_tracin_we._core.comparison import compare_influence
 from captum_tracin_we._core.tracin_we import TracInWE
 from captum_tracin_we._utils.token_frequency import frequent_token_ids
 from captum_tracin_we.visualization import format_word_influence_text
+
+LAST_LAYER = "TracInCPFast (last layer)"
 
 
 @dataclass
@@ -82,12 +86,21 @@ def run_explain(settings: ExplainSettings) -> Dict[str, Any]:
     test_batch = _collate(folder.tokenizer, [t.features for t in tests])
     scores = tracin.influence(test_batch, show_progress=settings.show_progress)
     k = min(settings.top_k, scores.shape[1])
-    methods = {"TracIn-WE": _top(scores, k)}
     all_scores = {"TracIn-WE": scores}
     if settings.last_layer:
-        fast = _last_layer_scores(folder, train_encoded, test_batch, settings)
-        methods["TracInCPFast (last layer)"] = _top(fast, k)
-        all_scores["TracInCPFast (last layer)"] = fast
+        fast = tracincp_fast(
+            folder.model,
+            _loader(folder.tokenizer, train_encoded, settings.batch_size),
+            folder.checkpoints,
+            folder.load_func,
+        )
+        all_scores[LAST_LAYER] = fast.influence(
+            test_batch, show_progress=settings.show_progress
+        )
+    methods = {name: _top(matrix, k) for name, matrix in all_scores.items()}
+    comparison = compare_influence(
+        all_scores, test_batch, k=min(10, scores.shape[1]), train_labels=train_labels
+    )
     pairs = torch.cat(
         [methods["TracIn-WE"][0].indices, methods["TracIn-WE"][1].indices], 1
     )
@@ -113,6 +126,7 @@ def run_explain(settings: ExplainSettings) -> Dict[str, Any]:
         scores=all_scores,
         words=words,
         accuracy=_accuracy(tests),
+        comparison=comparison,
     )
     summary = write_report(explanation, folder.tokenizer, settings.out)
     print(f"Done in {time.perf_counter() - started:.1f} s.")
@@ -277,20 +291,6 @@ def _tracin(settings: ExplainSettings, folder: ModelFolder, encoded: Encoded):
             tracin.build_index(settings.index, show_progress=settings.show_progress)
             print(f"Built the index in {settings.index}; later runs reuse it.")
     return tracin
-
-
-def _last_layer_scores(folder, encoded, test_batch, settings) -> Tensor:
-    from captum_tracin_we._app.last_layer import last_layer_influence
-
-    return last_layer_influence(
-        folder.model,
-        encoded.features,
-        folder.checkpoints,
-        folder.load_func,
-        folder.tokenizer.pad_token_id or 0,
-        test_batch,
-        settings.show_progress,
-    )
 
 
 def _top(scores: Tensor, k: int) -> Tuple[Any, Any]:

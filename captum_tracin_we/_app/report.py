@@ -57,6 +57,7 @@ class Explanation:
     scores: Dict[str, Tensor]
     words: WordInfluence
     accuracy: Optional[float] = None
+    comparison: Optional[Any] = None
 
 
 _STYLE = """
@@ -167,6 +168,10 @@ def _page(explanation: Explanation, tokenizer: Any, figures: Dict[str, str]) -> 
         parts.append(f"<li><a href='#test-{i}'><bdi>{preview}</bdi></a></li>")
     parts.append("</ol></nav>")
     parts.append(figures["comparison"])
+    if explanation.comparison is not None:
+        parts.append("<h2>Methods side by side</h2>")
+        parts.append(f"<pre>{html.escape(explanation.comparison.table())}</pre>")
+        parts.append(figures.get("cancellation", ""))
     for i in range(len(explanation.tests)):
         parts.append(_test_section(explanation, tokenizer, figures, i))
     parts.append("</body></html>")
@@ -260,6 +265,19 @@ def _figures(explanation: Explanation, tokenizer: Any) -> Dict[str, str]:
         "the test text's label, averaged over the test texts.",
     )
     plt.close(fig)
+    if explanation.comparison is not None and len(explanation.scores) > 1:
+        fig, _ = explanation.comparison.plot()
+        k = explanation.comparison.k
+        figures["cancellation"] = _embedded(
+            fig,
+            f"The cancellation effect: for each method, which training texts make "
+            f"the top {k} of each test text (rows; blue: proponents, red: "
+            "opponents), distinct training texts as columns, most often returned "
+            "first. A method that returns the same training texts for every test "
+            "text fills a narrow block; right: the number of distinct training "
+            "texts and the share with the test text's label.",
+        )
+        plt.close(fig)
     for i, _ in enumerate(explanation.tests):
         index = int(explanation.words.train_indices[i, 0])
         fig, _ = plot_pair_contributions(
@@ -307,12 +325,18 @@ def scores_summary(explanation: Explanation) -> Dict[str, Any]:
                     if float(s) * sign > 0
                 ]
         tests.append(entry)
-    return {
+    summary = {
         "settings": explanation.settings,
         "label_names": names,
         "accuracy": explanation.accuracy,
         "tests": tests,
     }
+    if explanation.comparison is not None:
+        summary["method_diagnostics"] = {
+            "k": explanation.comparison.k,
+            "methods": explanation.comparison.rows(),
+        }
+    return summary
 
 
 def _train_entry(explanation: Explanation, j: int, score: float) -> Dict[str, Any]:
