@@ -429,3 +429,148 @@ def test_attribution_views_check_alignment_and_draw(bag):
     fig, ax = plot_attributions_side_by_side(words, attributions, _hostile_tokens, 1)
     assert "Spearman" in ax.get_title()
     plt.close(fig)
+
+
+# Found by a hostile review: each of these once gave a silently wrong number or
+# a deep traceback.
+
+
+def test_shuffled_loaders_are_refused_everywhere(bag):
+    model, train, test, paths = bag
+    shuffled = DataLoader(train, batch_size=4, shuffle=True)
+    with pytest.raises(ValueError, match="sampler|order|shuffl"):
+        TracInTFIDF(model, shuffled, paths)
+    method = TracInTFIDF(model, train, paths)
+    loader = DataLoader(TensorDataset(*test), batch_size=2, shuffle=True)
+    with pytest.raises(ValueError, match="sampler|order|shuffl"):
+        compare_influence({"tfidf": method}, loader, k=2)
+    ordered = DataLoader(TensorDataset(*test), batch_size=2)
+    comparison = compare_influence({"tfidf": method}, ordered, k=2)
+    assert torch.equal(comparison.test_labels, test[1])
+
+
+class _PadFive(nn.Module):
+    r"""A plain module whose padding id is 5 (no config), called with input_ids=."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(60, 8, padding_idx=5)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, input_ids):
+        mask = (input_ids != 5).float().unsqueeze(-1)
+        return self.fc((self.emb(input_ids) * mask).sum(1) / mask.sum(1))
+
+
+def test_captum_methods_pad_datasets_with_the_embeddings_padding_id(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    torch.manual_seed(0)
+    model = _PadFive()
+    paths = save_checkpoints(model, str(tmp_path), count=2)
+    gen = torch.Generator().manual_seed(1)
+    rows = [
+        torch.randint(6, 60, (int(n),), generator=gen).tolist()
+        for n in torch.randint(2, 9, (20,), generator=gen)
+    ]
+    labels = [i % 3 for i in range(20)]
+    train = datasets.Dataset.from_dict({"input_ids": rows[:14], "label": labels[:14]})
+    test = datasets.Dataset.from_dict({"input_ids": rows[14:], "label": labels[14:]})
+    we = TracInWE(model, train, paths, batch_size=4).influence(test)
+    ours = tracincp(model, train, paths, layers=["emb"], batch_size=4).influence(test)
+    assert_close(ours, we)
+    comparison = compare_influence({"we": we, "fast": ours}, test, k=2)
+    assert torch.equal(comparison.test_labels, torch.tensor(labels[14:]))
+
+
+class _Tempered(nn.Module):
+    r"""logits = fc(x) * temperature, the temperature learnt (1.0 at init)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(60, 8, padding_idx=PAD)
+        self.fc = nn.Linear(8, 3)
+        self.temperature = nn.Parameter(torch.ones(()))
+
+    def forward(self, ids):
+        return self.fc(self.emb(ids).mean(1)) * self.temperature
+
+
+def test_tracincp_fast_refuses_a_head_scaled_after_the_final_layer(tmp_path):
+    model = _Tempered()
+    paths = save_checkpoints(model, str(tmp_path), count=2, step=0.5)
+    ids = random_ids(8, 6, seed=2)
+    train = TensorDataset(ids, torch.arange(8) % 3)
+    model.load_state_dict(_Tempered().state_dict())  # temperature 1.0 again
+    with pytest.raises(TracInWEError, match="not the output of 'fc'"):
+        tracincp_fast(model, train, paths)
+
+
+def test_method_names_are_strings_and_must_differ(bag):
+    model, train, test, paths = bag
+    scores = TracInWE(model, train, paths, batch_size=5).influence(test)
+    comparison = compare_influence({1: scores}, test, k=2)
+    assert "1" in comparison.table() and comparison.names == ["1"]
+    with pytest.raises(ValueError, match="differ as strings"):
+        compare_influence({1: scores, "1": scores}, test, k=2)
+    with pytest.raises(TracInWEError, match="one label per training example"):
+        compare_influence({"a": scores}, test, k=2, train_labels=[0, 1, 2])
+    table = compare_influence({"\x1b[31mred": scores}, test, k=2).table()
+    assert "\x1b" not in table and "\\x1b" in table
+
+
+def test_rank_correlation_of_non_finite_values_is_nan():
+    rho = token_rank_correlation(
+        torch.tensor([[1.0, float("nan"), 3.0, 4.0]]),
+        torch.tensor([[1.0, 2.0, 3.0, 4.0]]),
+        torch.ones(1, 4, dtype=torch.bool),
+    )
+    assert rho.isnan().all()
+
+
+def test_tfidf_reads_column_and_narrow_labels_and_datasets(bag):
+    model, train, test, paths = bag
+    ids, labels = train.tensors
+    expected = TracInTFIDF(model, train, paths).influence(test)
+    column = TensorDataset(ids, labels[:, None].int())
+    assert_close(TracInTFIDF(model, column, paths).influence(test), expected, 1e-6)
+
+
+@pytest.mark.parametrize("which", ["fast", "tracincp", "tfidf", "rand_proj"])
+def test_k_above_the_training_set_size_is_refused(bag, which):
+    model, train, test, paths = bag
+    method = {
+        "fast": lambda: tracincp_fast(model, train, paths),
+        "tracincp": lambda: tracincp(model, train, paths, layers=["fc"]),
+        "tfidf": lambda: TracInTFIDF(model, train, paths),
+        "rand_proj": lambda: tracincp_fast_rand_proj(model, train, paths),
+    }[which]()
+    with pytest.raises(ValueError, match="24"):
+        method.influence(test, k=25)
+
+
+def test_tracincp_restores_frozen_parameters(bag):
+    model, train, test, paths = bag
+    model.emb.weight.requires_grad_(False)
+    try:
+        tracincp(model, train, paths, layers=["emb"]).influence(test)
+        assert not model.emb.weight.requires_grad
+    finally:
+        model.emb.weight.requires_grad_(True)
+
+
+class _SequenceFirst(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(60, 8, padding_idx=PAD)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, ids):
+        return self.fc(self.emb(ids.T).mean(0))
+
+
+def test_integrated_gradients_refuse_sequence_first_embeddings():
+    from captum_tracin_we import BatchError
+
+    ids = random_ids(4, 6, seed=1)
+    with pytest.raises(BatchError, match="batch-first"):
+        embedding_attributions(_SequenceFirst(), (ids, torch.zeros(4).long()))

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.nn import Module
 from torch.utils.data import DataLoader, Dataset
 
+from captum_tracin_we._core.tracin_we import _pad_id as tracin_we_pad_id
 from captum_tracin_we._utils.checkpoints import (
     checked_learning_rate,
     checkpoint_paths,
@@ -31,6 +32,7 @@ from captum_tracin_we._utils.checkpoints import (
 )
 from captum_tracin_we._utils.errors import TracInWEError
 from captum_tracin_we._utils.hf_data import dataset_loader, is_hf_dataset
+from captum_tracin_we._utils.model_adapter import find_embedding_layer
 from captum_tracin_we._utils.training_data import check_dataset, check_sequential
 from captum_tracin_we._utils.tuple_batches import (
     ConvertedBatches,
@@ -67,9 +69,23 @@ class CaptumInfluence(DataInfluence):
         self.train_dataset = method.train_dataloader
         self.name = name
         self._batches = batches
+        self._num_train: Optional[int] = None
 
     def get_name(self) -> str:  # type: ignore[override]
         return self.name
+
+    def _activate_layers(self) -> None:
+        r"""TracInCP needs gradients of its layers; flags are restored after."""
+        for module in getattr(self.method, "layer_modules", None) or []:
+            for param in module.parameters():
+                param.requires_grad_(True)
+
+    @property
+    def num_train_examples(self) -> int:
+        r"""The number of training examples (counted once, on first use)."""
+        if self._num_train is None:
+            self._num_train = sum(int(b[-1].shape[0]) for b in self.train_dataset)
+        return self._num_train
 
     def influence(  # type: ignore[override]
         self,
@@ -98,12 +114,18 @@ class CaptumInfluence(DataInfluence):
         """
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
             raise ValueError(f"`k` must be a positive int or None; got {k!r}.")
+        if k is not None and k > self.num_train_examples:
+            raise ValueError(
+                f"k={k} exceeds the {self.num_train_examples} training examples; "
+                f"use k <= {self.num_train_examples}."
+            )
         options = {"k": k, "proponents": proponents}
         if not isinstance(self.method, TracInCPFastRandProj):
             options["show_progress"] = show_progress
         parts = []
         with _modes_kept(self.model), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=_INTEGER_INPUTS)
+            self._activate_layers()
             for batch in test_batches(inputs, _pad_id(self.model.model)):
                 parts.append(
                     self.method.influence(self._batches.convert(batch), **options)
@@ -129,6 +151,7 @@ class CaptumInfluence(DataInfluence):
         if isinstance(self.method, TracInCPFastRandProj):  # use its parent's
             call = TracInCPFast.self_influence.__get__(self.method)
         with _modes_kept(self.model):
+            self._activate_layers()
             if inputs is None:
                 return call(show_progress=show_progress).detach().cpu()
             batches = test_batches(inputs, _pad_id(self.model.model))
@@ -192,7 +215,7 @@ def tracincp_fast(
     wrapper, loader, paths, load, batches = _captum_setup(
         model, train_dataset, checkpoints, checkpoints_load_func, loss_fn, batch_size
     )
-    _check_final_layer(wrapper, loader, layer)
+    _check_final_layer(wrapper, loader, layer, paths, load)
     with _modes_kept(wrapper):
         method = TracInCPFast(
             wrapper,
@@ -249,7 +272,7 @@ def tracincp_fast_rand_proj(
     wrapper, loader, paths, load, batches = _captum_setup(
         model, train_dataset, checkpoints, checkpoints_load_func, loss_fn, batch_size
     )
-    _check_final_layer(wrapper, loader, layer)
+    _check_final_layer(wrapper, loader, layer, paths, load)
     with _modes_kept(wrapper), torch.random.fork_rng(devices=[]):
         method = TracInCPFastRandProj(
             wrapper,
@@ -317,17 +340,19 @@ def tracincp(
         model, train_dataset, checkpoints, checkpoints_load_func, loss_fn, batch_size
     )
     _first_batch(loader)  # fixes the input names before Captum calls the model
-    method = TracInCP(
-        wrapper,
-        loader,
-        paths,
-        load,
-        layers=["model." + name for name in layers],
-        loss_fn=loss_fn,
-        batch_size=None,
-        test_loss_fn=test_loss_fn,
-        sample_wise_grads_per_batch=sample_wise_grads_per_batch,
-    )
+    with _modes_kept(wrapper), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Setting required grads")
+        method = TracInCP(
+            wrapper,
+            loader,
+            paths,
+            load,
+            layers=["model." + name for name in layers],
+            loss_fn=loss_fn,
+            batch_size=None,
+            test_loss_fn=test_loss_fn,
+            sample_wise_grads_per_batch=sample_wise_grads_per_batch,
+        )
     return CaptumInfluence(method, batches, f"TracInCP ({', '.join(layers)})")
 
 
@@ -410,36 +435,62 @@ def _first_batch(loader: DataLoader) -> Tuple[Any, ...]:
     raise TracInWEError("The training data is empty.")
 
 
-def _check_final_layer(wrapper: LogitsModel, loader: DataLoader, layer: str) -> None:
-    r"""The logits must be the final layer's output, or TracInCPFast is wrong."""
+def _check_final_layer(
+    wrapper: LogitsModel,
+    loader: DataLoader,
+    layer: str,
+    checkpoints: List[Any],
+    load: LoadFunc,
+) -> None:
+    r"""
+    TracInCPFast's closed form holds only when the logits *are* the final
+    layer's output. At every checkpoint, on the first training batch, the
+    layer's output is shifted by a random ``v``: the logits must move by
+    exactly ``v`` (a scale, a temperature, pooling or a nonlinearity after
+    the layer fails this).
+    """
     module = _module(wrapper.model, layer)
     if not isinstance(module, nn.Linear):
         raise TracInWEError(
             f"`final_fc_layer` {layer!r} is a {type(module).__name__}; TracInCPFast "
             "needs an nn.Linear whose output is the logits."
         )
-    batch = _first_batch(loader)
-    seen: List[Tensor] = []
-    handle = module.register_forward_hook(lambda m, i, out: seen.append(out))
-    try:
-        with torch.no_grad():
-            logits = wrapper(*batch[:-1])
-    finally:
-        handle.remove()
-    if not seen or not _same(seen[-1], logits):
-        raise TracInWEError(
-            f"The model's logits are not the output of {layer!r}, so TracInCPFast's "
-            "closed form would give wrong scores. Pass the head that produces the "
-            "logits as `final_fc_layer`, or use `tracincp(model, ..., "
-            f"layers=[{layer!r}])`."
-        )
+    inputs = _first_batch(loader)[:-1]
+    shift: List[Optional[Tensor]] = [None]
+
+    def shifted(_: Module, __: Any, output: Any) -> Any:
+        if shift[0] is None or not isinstance(output, Tensor):
+            return None
+        if output.shape != shift[0].shape:
+            return output  # the logits are not this output: fails below
+        return output + shift[0].to(output)
+
+    with _modes_kept(wrapper), torch.no_grad():
+        handle = module.register_forward_hook(shifted)
+        try:
+            for checkpoint in checkpoints:
+                load(wrapper, checkpoint)
+                shift[0] = None
+                logits = wrapper(*inputs)
+                generator = torch.Generator().manual_seed(0)
+                shift[0] = torch.randn(logits.shape, generator=generator)
+                if not _moves_by(wrapper(*inputs) - logits, shift[0]):
+                    raise TracInWEError(
+                        f"The model's logits are not the output of {layer!r} (at "
+                        f"checkpoint {checkpoint!r}), so TracInCPFast's closed form "
+                        "would give wrong scores. Pass the head that produces the "
+                        "logits as `final_fc_layer`, or use `tracincp(model, ..., "
+                        f"layers=[{layer!r}])`."
+                    )
+        finally:
+            handle.remove()
 
 
-def _same(output: Tensor, logits: Tensor) -> bool:
-    return (
-        isinstance(output, Tensor)
-        and output.shape == logits.shape
-        and bool(torch.equal(output, logits))
+def _moves_by(moved: Tensor, shift: Tensor) -> bool:
+    shift = shift.to(moved)
+    scale = float(shift.abs().max())
+    return moved.shape == shift.shape and bool(
+        (moved - shift).abs().max() <= 1e-4 * scale
     )
 
 
@@ -455,16 +506,27 @@ def _module(model: Module, name: str) -> Module:
 
 
 def _pad_id(model: Module) -> int:
-    pad = getattr(getattr(model, "config", None), "pad_token_id", None)
-    return int(pad) if isinstance(pad, int) else 0
+    r"""The padding id as TracInWE reads it: the embedding's, else the config's."""
+    try:
+        embedding = find_embedding_layer(model)
+    except Exception:  # no single token embedding: the config, else 0
+        pad = getattr(getattr(model, "config", None), "pad_token_id", None)
+        return int(pad) if isinstance(pad, int) else 0
+    return tracin_we_pad_id(model, embedding)
 
 
 @contextmanager
 def _modes_kept(model: Module) -> Iterator[None]:
-    r"""Restores every module's train/eval mode (the loader sets eval)."""
+    r"""
+    Restores every module's train/eval mode (the loader sets eval) and every
+    parameter's ``requires_grad`` (Captum's TracInCP turns it on for its layers).
+    """
     modes = [(module, module.training) for module in model.modules()]
+    flags = [(param, param.requires_grad) for param in model.parameters()]
     try:
         yield
     finally:
         for module, mode in modes:
             module.training = mode
+        for param, flag in flags:
+            param.requires_grad_(flag)

@@ -117,7 +117,7 @@ class InfluenceComparison:
             lines.append(
                 _text_row(
                     (
-                        row["method"],
+                        _visible(row["method"]),
                         f"{row['seconds']:.2f}",
                         f"{row['proponent_cardinality']} / {most}",
                         f"{row['opponent_cardinality']} / {most}",
@@ -130,7 +130,8 @@ class InfluenceComparison:
         lines.append(f"top-{self.k} overlap (proponents, opponents):")
         pros, cons = self.overlaps(True), self.overlaps(False)
         for pair, value in pros.items():
-            lines.append(f"  {pair[0]} ~ {pair[1]}: {value:.0%}, {cons[pair]:.0%}")
+            first, second = _visible(pair[0]), _visible(pair[1])
+            lines.append(f"  {first} ~ {second}: {value:.0%}, {cons[pair]:.0%}")
         return "\n".join(lines)
 
     def html(self, figure: bool = True) -> Any:
@@ -200,19 +201,26 @@ def compare_influence(
         raise TypeError("`methods` must be a non-empty dict of name -> method.")
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"`k` must be a positive int; got {k!r}.")
+    names = [str(name) for name in methods]
+    if len(set(names)) < len(names):
+        raise ValueError(f"Method names must differ as strings; got {names}.")
+    test_inputs = _fixed_order(test_inputs)
     proponents, opponents, seconds = {}, {}, {}
-    for name, method in methods.items():
+    for name, method in zip(names, methods.values()):
         started = time.perf_counter()
         proponents[name] = _top(method, test_inputs, k, True, show_progress, name)
         opponents[name] = _top(method, test_inputs, k, False, show_progress, name)
         seconds[name] = time.perf_counter() - started
     _check_same_shape(proponents)
     test_labels = _labels_of(test_inputs)
+    if test_labels is not None and test_labels.shape[0] != _rows(proponents):
+        raise TracInWEError(
+            f"The test inputs hold {test_labels.shape[0]} labels, but the methods "
+            f"returned {_rows(proponents)} rows; give every method the same inputs."
+        )
     if train_labels is None:
         train_labels = _training_labels(methods.values())
-    train_labels = None if train_labels is None else torch.as_tensor(train_labels)
-    if test_labels is not None and test_labels.shape[0] != _rows(proponents):
-        test_labels = None
+    train_labels = _checked_train_labels(train_labels, methods.values(), proponents)
     return InfluenceComparison(
         k=k,
         proponents=proponents,
@@ -220,8 +228,41 @@ def compare_influence(
         seconds=seconds,
         test_labels=test_labels,
         train_labels=train_labels,
-        names=[str(name) for name in methods],
+        names=names,
     )
+
+
+def _fixed_order(inputs: Any) -> Any:
+    r"""A DataLoader is checked to keep order and read once, for every method."""
+    from torch.utils.data import DataLoader
+
+    from captum_tracin_we._utils.training_data import check_sequential
+
+    if isinstance(inputs, DataLoader):
+        check_sequential(inputs, "test")
+        return [tuple(b) if isinstance(b, list) else b for b in inputs]
+    return inputs
+
+
+def _checked_train_labels(
+    labels: Any, methods: Any, results: Dict[str, KMostInfluentialResults]
+) -> Optional[Tensor]:
+    if labels is None:
+        return None
+    labels = torch.as_tensor(labels).reshape(-1).cpu()
+    sizes = {
+        int(m.num_train_examples)
+        for m in methods
+        if isinstance(getattr(m, "num_train_examples", None), int)
+    }
+    largest = max(int(r.indices.max()) for r in results.values())
+    if (sizes and labels.shape[0] not in sizes) or largest >= labels.shape[0]:
+        raise TracInWEError(
+            f"`train_labels` has {labels.shape[0]} labels, but the training set has "
+            f"{sorted(sizes) or 'more than ' + str(largest)} examples; pass one "
+            "label per training example, in order."
+        )
+    return labels
 
 
 def _top(
@@ -266,7 +307,17 @@ def _rows(results: Dict[str, KMostInfluentialResults]) -> int:
 
 
 def _labels_of(inputs: Any) -> Optional[Tensor]:
-    r"""The labels of a test batch, a list of batches or a DataLoader."""
+    r"""
+    The labels of a test batch, a list of batches, a DataLoader or a tokenized
+    ``datasets.Dataset``; None when they cannot be read.
+    """
+    from captum_tracin_we._utils.hf_data import is_hf_dataset
+
+    if is_hf_dataset(inputs):
+        column = next(
+            (c for c in ("labels", "label") if c in inputs.column_names), None
+        )
+        return None if column is None else torch.as_tensor(inputs[column]).reshape(-1)
     batches = inputs if _many_batches(inputs) else [inputs]
     try:
         parts = [torch.as_tensor(_raw_labels(batch)).reshape(-1) for batch in batches]
@@ -300,6 +351,12 @@ def _training_labels(methods: Sequence[Any]) -> Optional[Tensor]:
 def _text_row(cells: Sequence[str]) -> str:
     widths = (34, 8, 20, 20, 21, 20)
     return "".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
+
+
+def _visible(text: str) -> str:
+    from captum_tracin_we.visualization import _visible as visible
+
+    return visible(text)
 
 
 def _share(value: Optional[float]) -> str:

@@ -116,6 +116,7 @@ def _batch_attributions(
         return wrapper(*values).log_softmax(-1)
 
     ids = inputs[position]
+    _check_batch_first(wrapper, inputs, adapter.embedding, ids.shape)
     keep = ~real | torch.isin(ids, kept.to(ids.device))
     baseline = torch.where(keep, ids, torch.full_like(ids, pad_id))
     others = tuple(v for i, v in enumerate(inputs) if i != position)
@@ -132,6 +133,27 @@ def _batch_attributions(
     )
     summed = attributions.sum(-1).detach() * real
     return list(summed.cpu()), delta.detach().cpu()
+
+
+def _check_batch_first(
+    wrapper: Module, inputs: Tuple[Any, ...], embedding: Module, shape: Any
+) -> None:
+    r"""LayerIntegratedGradients scales the batch dimension: it must come first."""
+    seen: List[Any] = []
+    handle = embedding.register_forward_hook(
+        lambda module, args, output: seen.append(tuple(output.shape[:2]))
+    )
+    try:
+        with torch.no_grad():
+            wrapper(*inputs)
+    finally:
+        handle.remove()
+    if seen != [tuple(shape)]:
+        raise BatchError(
+            "embedding_attributions needs the embedding called once, batch-first, "
+            f"on the (batch, length) = {tuple(shape)} ids; it was called on "
+            f"{seen}. Sequence-first or flattened embeddings are not supported."
+        )
 
 
 def _ids_position(inputs: Tuple[Any, ...], token_ids: Tensor) -> int:

@@ -10,6 +10,7 @@ from torch import Tensor
 from torch.nn import Module
 
 from captum_tracin_we._utils.model_adapter import ModelAdapter, find_embedding_layer
+from captum_tracin_we._utils.word_gradients import class_labels
 
 
 def random_scores(n_test: int, n_train: int, seed: int = 0) -> Tensor:
@@ -42,6 +43,7 @@ def output_gradients(
     for batch in batches:
         args, kwargs, labels, _ = adapter.split(batch)
         logits = adapter.logits(args, kwargs).float()
+        labels = class_labels(labels, torch.nn.CrossEntropyLoss())
         log_probs = logits.log_softmax(-1)
         losses.append(-log_probs.gather(1, labels[:, None]).squeeze(1).cpu())
         onehot = torch.nn.functional.one_hot(labels, num_classes).float()
@@ -136,20 +138,29 @@ class TracInTFIDF(DataInfluence):
     ) -> None:
         from torch.utils.data import DataLoader
 
+        from captum_tracin_we._core.tracin_we import _pad_id
         from captum_tracin_we._utils.checkpoints import (
             checkpoint_paths,
             load_checkpoint_with_lr,
         )
+        from captum_tracin_we._utils.hf_data import dataset_loader, is_hf_dataset
+        from captum_tracin_we._utils.training_data import check_sequential
 
         self.model = model
+        embedding = find_embedding_layer(model)
+        self._pad_id = _pad_id(model, embedding)
+        if is_hf_dataset(train_dataset):
+            train_dataset = dataset_loader(train_dataset, batch_size, self._pad_id)
         if not isinstance(train_dataset, DataLoader):
             train_dataset = DataLoader(train_dataset, batch_size=batch_size)
+        check_sequential(train_dataset)
         self.train_dataset = train_dataset
         self.checkpoints = checkpoint_paths(checkpoints)
         self.load = checkpoints_load_func or load_checkpoint_with_lr
         self.excluded = set(int(i) for i in (exclude_token_ids or ()))
-        self._adapter = ModelAdapter(model, find_embedding_layer(model))
+        self._adapter = ModelAdapter(model, embedding)
         train_documents = self._documents(train_dataset)
+        self.num_train_examples = len(train_documents)
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         self._vectorizer = TfidfVectorizer(analyzer=_as_terms)
@@ -170,7 +181,14 @@ class TracInTFIDF(DataInfluence):
         """
         from captum.influence._utils.common import KMostInfluentialResults
 
-        batches = _batch_list(inputs)
+        from captum_tracin_we._utils.tuple_batches import test_batches
+
+        if k is not None and not 1 <= k <= self.num_train_examples:
+            raise ValueError(
+                f"`k` must be in [1, {self.num_train_examples}] (the training set "
+                f"size) or None; got {k!r}."
+            )
+        batches = test_batches(inputs, self._pad_id)
         test_matrix = self._vectorizer.transform(self._documents(batches))
         similarity = torch.from_numpy(
             (test_matrix @ self._train_matrix.T).toarray()
@@ -203,6 +221,8 @@ class TracInTFIDF(DataInfluence):
         from captum_tracin_we._utils.checkpoint_pass import checkpoint_pass
 
         batches = list(batches)
+        if not batches:
+            raise ValueError("No batches: pass at least one example with its label.")
         result = []
         for loaded in checkpoint_pass(self.model, self.checkpoints, self.load):
             logits = self._adapter.logits(*self._adapter.split(batches[0])[:2])
@@ -213,17 +233,3 @@ class TracInTFIDF(DataInfluence):
 
 def _as_terms(document: List[int]) -> List[str]:
     return [str(token) for token in document]
-
-
-def _batch_list(inputs: Any) -> List[Any]:
-    from collections.abc import Mapping
-
-    from torch.utils.data import DataLoader
-
-    if isinstance(inputs, DataLoader):
-        return list(inputs)
-    if isinstance(inputs, list) and all(
-        isinstance(b, (tuple, Mapping)) for b in inputs
-    ):
-        return inputs
-    return [inputs]

@@ -100,7 +100,8 @@ def token_rank_correlation(first: Tensor, second: Tensor, mask: Tensor) -> Tenso
 
     Returns:
         rho (Tensor): ``(n,)`` float64 in [-1, 1]; NaN where fewer than two
-                    positions are marked or either side is constant there.
+                    positions are marked, either side is constant there, or a
+                    marked value is not finite.
     """
     if first.shape != second.shape or first.shape != mask.shape or first.dim() != 2:
         raise ValueError(
@@ -110,10 +111,10 @@ def token_rank_correlation(first: Tensor, second: Tensor, mask: Tensor) -> Tenso
     result = torch.full((first.shape[0],), float("nan"), dtype=torch.float64)
     for i in range(first.shape[0]):
         keep = mask[i].bool()
-        if int(keep.sum()) < 2:
+        a, b = first[i][keep].double(), second[i][keep].double()
+        if a.numel() < 2 or not (a.isfinite().all() and b.isfinite().all()):
             continue
-        a = _average_ranks(first[i][keep].double())
-        b = _average_ranks(second[i][keep].double())
+        a, b = _average_ranks(a), _average_ranks(b)
         a, b = a - a.mean(), b - b.mean()
         norm = a.norm() * b.norm()
         if norm > 0:
