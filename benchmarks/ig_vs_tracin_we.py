@@ -24,7 +24,7 @@ import time
 import torch
 
 from benchmarks._common import conditions
-from captum_tracin_we import TracInWE, embedding_attributions
+from captum_tracin_we import TracInWE, embedding_attributions, top_words
 from captum_tracin_we.evaluation import token_rank_correlation
 from captum_tracin_we.visualization import summed_test_contributions
 
@@ -84,7 +84,7 @@ def main() -> None:
     _describe("Spearman rho of |values|", magnitude[~magnitude.isnan()])
     print("\nThe three sentences where they disagree most (lowest signed rho):")
     for i in rho.nan_to_num(2.0).argsort()[:3].tolist():
-        _show(i, test, names, words, attributions, summed, mask, rho, tokenizer)
+        _show(i, test, train, names, words, attributions, summed, mask, rho, tokenizer)
 
 
 def _prepare(args):
@@ -117,7 +117,7 @@ def _describe(what, values):
     )
 
 
-def _show(i, test, names, words, attributions, summed, mask, rho, tokenizer):
+def _show(i, test, train, names, words, attributions, summed, mask, rho, tokenizer):
     text, label, _ = test[i]
     print(f"\n[{names[label]}] {text}   (rho {float(rho[i]):+.2f})")
     ids = words.test_token_ids[i][mask[i]].tolist()
@@ -128,6 +128,17 @@ def _show(i, test, names, words, attributions, summed, mask, rho, tokenizer):
     print("  token            IG    TracIn-WE")
     for token, a, b in zip(tokens, ig.tolist(), we.tolist()):
         print(f"  {token:14s} {a:+.2f}    {b:+.2f}")
+    print("  training texts listed (score, label, shared words by contribution):")
+    for j in range(words.scores.shape[1]):
+        shared = top_words(words, i, j, tokenizer, 3)
+        if not shared:
+            continue
+        index = int(words.train_indices[i, j])
+        train_text, train_label, _ = train[index]
+        print(
+            f"    {float(words.scores[i, j]):+.3g} [{names[train_label]}] "
+            f"{train_text[:90]}  | " + ", ".join(f"{w} {v:+.2g}" for w, v in shared)
+        )
 
 
 if __name__ == "__main__":

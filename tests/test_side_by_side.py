@@ -510,6 +510,7 @@ def test_method_names_are_strings_and_must_differ(bag):
     scores = TracInWE(model, train, paths, batch_size=5).influence(test)
     comparison = compare_influence({1: scores}, test, k=2)
     assert "1" in comparison.table() and comparison.names == ["1"]
+    assert comparison.seconds == {"1": None} and "given" in comparison.table()
     with pytest.raises(ValueError, match="differ as strings"):
         compare_influence({1: scores, "1": scores}, test, k=2)
     with pytest.raises(TracInWEError, match="one label per training example"):

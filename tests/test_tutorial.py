@@ -58,3 +58,15 @@ def test_audit_tutorial_executes(monkeypatch, tmp_path):
         "TracIn-WE self-influence" in outputs and "loss of the final model" in outputs
     )
     assert outputs.count("words: ") == 8
+
+
+def test_side_by_side_tutorial_executes(monkeypatch, tmp_path):
+    _no_private_imports("Side_by_Side_Comparisons.ipynb")
+    outputs = _run("Side_by_Side_Comparisons.ipynb", monkeypatch, tmp_path)
+    assert "distinct proponents" in outputs and "label agr." in outputs
+    for name in ("TracIn-WE-Topk", "TracInCPFastRandProj", "TracIn-TFIDF"):
+        assert name in outputs
+    assert "top-10 overlap (proponents, opponents):" in outputs
+    assert "middle layer: bert.encoder.layer.1.output.dense" in outputs
+    assert outputs.count("Spearman ") == 3
+    assert "Integrated gradients" in outputs and "TracIn-WE, test side" in outputs

@@ -84,10 +84,13 @@ def run_explain(settings: ExplainSettings) -> Dict[str, Any]:
     _report_truncation("training", train_encoded, max_length)
     tracin = _tracin(settings, folder, train_encoded)
     test_batch = _collate(folder.tokenizer, [t.features for t in tests])
+    timer = time.perf_counter()
     scores = tracin.influence(test_batch, show_progress=settings.show_progress)
+    seconds = {"TracIn-WE": time.perf_counter() - timer}
     k = min(settings.top_k, scores.shape[1])
     all_scores = {"TracIn-WE": scores}
     if settings.last_layer:
+        timer = time.perf_counter()
         fast = tracincp_fast(
             folder.model,
             _loader(folder.tokenizer, train_encoded, settings.batch_size),
@@ -97,10 +100,12 @@ def run_explain(settings: ExplainSettings) -> Dict[str, Any]:
         all_scores[LAST_LAYER] = fast.influence(
             test_batch, show_progress=settings.show_progress
         )
+        seconds[LAST_LAYER] = time.perf_counter() - timer
     methods = {name: _top(matrix, k) for name, matrix in all_scores.items()}
     comparison = compare_influence(
         all_scores, test_batch, k=min(10, scores.shape[1]), train_labels=train_labels
     )
+    comparison.seconds.update(seconds)  # all scores at once, as measured here
     pairs = torch.cat(
         [methods["TracIn-WE"][0].indices, methods["TracIn-WE"][1].indices], 1
     )

@@ -31,7 +31,8 @@ class InfluenceComparison:
                     ``(n_test, k)`` indices and scores, as the method's own
                     ``influence(test_inputs, k=k, proponents=True)`` gave them.
         opponents (dict): Likewise with ``proponents=False``.
-        seconds (dict): Method name -> wall-clock seconds of both calls.
+        seconds (dict): Method name -> wall-clock seconds of both calls (None
+                    for scores given as a tensor).
         test_labels (Tensor, optional): ``(n_test,)`` labels of the test texts.
         train_labels (Tensor, optional): ``(n_train,)`` training labels.
     """
@@ -39,7 +40,7 @@ class InfluenceComparison:
     k: int
     proponents: Dict[str, KMostInfluentialResults]
     opponents: Dict[str, KMostInfluentialResults]
-    seconds: Dict[str, float]
+    seconds: Dict[str, Optional[float]]
     test_labels: Optional[Tensor] = None
     train_labels: Optional[Tensor] = None
     names: List[str] = field(default_factory=list)
@@ -118,7 +119,7 @@ class InfluenceComparison:
                 _text_row(
                     (
                         _visible(row["method"]),
-                        f"{row['seconds']:.2f}",
+                        _seconds(row["seconds"]),
                         f"{row['proponent_cardinality']} / {most}",
                         f"{row['opponent_cardinality']} / {most}",
                         _share(row["proponent_label_agreement"]),
@@ -210,7 +211,8 @@ def compare_influence(
         started = time.perf_counter()
         proponents[name] = _top(method, test_inputs, k, True, show_progress, name)
         opponents[name] = _top(method, test_inputs, k, False, show_progress, name)
-        seconds[name] = time.perf_counter() - started
+        given = isinstance(method, Tensor)  # scores computed beforehand: no time
+        seconds[name] = None if given else time.perf_counter() - started
     _check_same_shape(proponents)
     test_labels = _labels_of(test_inputs)
     if test_labels is not None and test_labels.shape[0] != _rows(proponents):
@@ -357,6 +359,10 @@ def _visible(text: str) -> str:
     from captum_tracin_we.visualization import _visible as visible
 
     return visible(text)
+
+
+def _seconds(value: Optional[float]) -> str:
+    return "given" if value is None else f"{value:.2f}"
 
 
 def _share(value: Optional[float]) -> str:

@@ -189,7 +189,7 @@ def comparison_html(comparison: Any, figure: bool = True) -> Any:
         rows.append(
             "<tr>"
             f"<td><bdi>{html.escape(row['method'])}</bdi></td>"
-            f"<td>{row['seconds']:.2f}</td>"
+            f"<td>{_seconds(row['seconds'])}</td>"
             f"<td>{row['proponent_cardinality']} / {most}</td>"
             f"<td>{row['opponent_cardinality']} / {most}</td>"
             f"<td>{_share(row['proponent_label_agreement'])}</td>"
@@ -225,6 +225,10 @@ def _figure_html(comparison: Any) -> str:
         "<figure><img alt='cancellation figure' style='max-width:100%' "
         f"src='data:image/png;base64,{data}'></figure>"
     )
+
+
+def _seconds(value: Any) -> str:
+    return "given" if value is None else f"{value:.2f}"
 
 
 def _share(value: Any) -> str:
