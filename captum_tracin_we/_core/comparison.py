@@ -31,8 +31,10 @@ class InfluenceComparison:
                     ``(n_test, k)`` indices and scores, as the method's own
                     ``influence(test_inputs, k=k, proponents=True)`` gave them.
         opponents (dict): Likewise with ``proponents=False``.
-        seconds (dict): Method name -> wall-clock seconds of both calls (None
-                    for scores given as a tensor).
+        seconds (dict): Method name -> wall-clock seconds of both
+                    ``influence`` calls (None for scores given as a tensor).
+                    Work done at construction is not included: for example
+                    ``TracInCPFastRandProj`` computes its training side there.
         test_labels (Tensor, optional): ``(n_test,)`` labels of the test texts.
         train_labels (Tensor, optional): ``(n_train,)`` training labels.
     """
