@@ -99,24 +99,24 @@ def plot_influence_comparison(
 
 
 def _incidence_axis(ax: Any, indices: Tensor, most: int, color: str) -> None:
-    from matplotlib.colors import ListedColormap
-
+    r"""One mark per (test text, training example) listed: visible at any size."""
     matrix = incidence(indices)
-    shown = torch.zeros(matrix.shape[0], most)
-    shown[:, : matrix.shape[1]] = matrix
-    ax.imshow(
-        shown.numpy(),
-        aspect="auto",
-        interpolation="nearest",
-        cmap=ListedColormap(["white", color]),
-        vmin=0,
-        vmax=1,
+    rows, cols = matrix.nonzero(as_tuple=True)
+    n_test = matrix.shape[0]
+    height = ax.get_window_extent().height * 72 / ax.figure.dpi  # in points
+    ax.scatter(
+        cols.numpy(),
+        rows.numpy(),
+        marker="|",
+        s=max(4.0, height / max(n_test, 1)) ** 2,
+        linewidths=1.0,
+        color=color,
     )
+    ax.set_xlim(-0.5, most - 0.5)
+    ax.set_ylim(n_test - 0.5, -0.5)
     ax.axvline(matrix.shape[1] - 0.5, color="#555", lw=0.8, ls=":")
-    ax.set_xticks([0, matrix.shape[1] - 1] if matrix.shape[1] > 1 else [0])
-    ax.set_xticklabels(
-        ["1", str(matrix.shape[1])] if matrix.shape[1] > 1 else ["1"], fontsize=7
-    )
+    ax.set_xticks([matrix.shape[1] - 1])  # the cardinality
+    ax.set_xticklabels([str(matrix.shape[1])], fontsize=7)
     ax.set_yticks([])
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
@@ -133,7 +133,14 @@ def _cardinality_bars(ax: Any, comparison: Any, names: List[str], most: int) -> 
     ]
     ax.axvline(most, color="#555", lw=0.8, ls=":")
     ax.axvline(comparison.k, color="#555", lw=0.8, ls=":")
-    ax.legend(handles, ["proponents", "opponents"], fontsize=7, loc="lower right")
+    ax.figure.legend(
+        handles,
+        ["proponents", "opponents"],
+        fontsize=8,
+        loc="upper right",
+        ncol=2,
+        frameon=False,
+    )
     _method_ticks(ax, names)
     ax.set_xlabel(f"distinct examples (k={comparison.k} to {most})", fontsize=8)
     ax.set_title("top-k cardinality", fontsize=9)
