@@ -575,3 +575,54 @@ def test_integrated_gradients_refuse_sequence_first_embeddings():
     ids = random_ids(4, 6, seed=1)
     with pytest.raises(BatchError, match="batch-first"):
         embedding_attributions(_SequenceFirst(), (ids, torch.zeros(4).long()))
+
+
+def test_everything_on_a_hf_classifier(hf):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    model, train, test, paths = hf
+    tracin = TracInWE(model, train, paths, batch_size=5)
+    methods = {
+        "TracIn-WE": tracin,
+        "TracInCPFast": tracincp_fast(model, train, paths),
+        "TracInCPFastRandProj": tracincp_fast_rand_proj(model, train, paths),
+        "TracInCP": tracincp(model, train, paths, layers=["bert.pooler.dense"]),
+        "TF-IDF": TracInTFIDF(model, train, paths, exclude_token_ids=[CLS, SEP]),
+    }
+    comparison = compare_influence(methods, test, k=3)
+    for name, method in methods.items():
+        own = method.influence(test, k=3, proponents=False)
+        assert torch.equal(comparison.opponents[name].indices, own.indices), name
+    assert torch.equal(  # no projection: the same lists as TracInCPFast
+        comparison.proponents["TracInCPFastRandProj"].indices,
+        comparison.proponents["TracInCPFast"].indices,
+    )
+    assert torch.equal(
+        comparison.train_labels, torch.stack([r["labels"] for r in train])
+    )
+    fig, _ = comparison.plot()
+    plt.close(fig)
+    pairs = torch.cat(
+        [
+            comparison.proponents["TracIn-WE"].indices,
+            comparison.opponents["TracIn-WE"].indices,
+        ],
+        1,
+    )
+    words = tracin.word_influence(test, pairs)
+    attributions = embedding_attributions(
+        model, test, keep_token_ids=[CLS, SEP], n_steps=8
+    )
+    page = str(
+        visualize_attributions_side_by_side(words, attributions, _hostile_tokens)
+    )
+    assert HOSTILE not in page and page.count("Test text") == len(test["labels"])
+    records = to_visualization_records(words, _hostile_tokens, side="test")
+    assert [r.attr_score for r in records] == pytest.approx(
+        words.scores.sum(1).tolist()
+    )
+    fig, _ = plot_attributions_side_by_side(words, attributions, _hostile_tokens)
+    plt.close(fig)
