@@ -34,6 +34,7 @@ _here = os.path.dirname(os.path.abspath(__file__))
 for _source, _target in (
     ("TracInWE_Tutorial.ipynb", "tutorial.ipynb"),
     ("Auditing_a_Training_Set.ipynb", "tutorial_audit.ipynb"),
+    ("Side_by_Side_Comparisons.ipynb", "tutorial_side_by_side.ipynb"),
 ):
     shutil.copy(
         os.path.join(_here, "..", "tutorials", _source), os.path.join(_here, _target)

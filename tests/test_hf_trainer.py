@@ -235,3 +235,27 @@ def test_datasets_that_cannot_go_in_as_they_are(run):
     named = data.cast_column("label", datasets.Value("string"))
     with pytest.raises(ValueError, match="text labels"):
         TracInWE(model, named, str(run_dir))
+
+
+def test_readme_side_by_side_snippet_runs_on_a_trainer_folder(run):
+    import re
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    model, run_dir = run
+    readme = open(
+        os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md"),
+        encoding="utf-8",
+    ).read()
+    section = readme[readme.index("## Side by side with Captum") :]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert len([line for line in code.splitlines() if line.strip()]) == 6
+    scope = {"model": model, "train_data": _texts(40, seed=1), "test": _texts(12, 5)}
+    exec(code.replace("RUN_DIR", str(run_dir)), scope)
+    comparison = scope["comparison"]
+    assert comparison.k == 10 and comparison.names == ["TracIn-WE", "last layer"]
+    assert comparison.proponents["TracIn-WE"].indices.shape == (12, 10)
+    plt.close("all")

@@ -64,6 +64,7 @@ def test_side_by_side_tutorial_executes(monkeypatch, tmp_path):
     _no_private_imports("Side_by_Side_Comparisons.ipynb")
     outputs = _run("Side_by_Side_Comparisons.ipynb", monkeypatch, tmp_path)
     assert "distinct proponents" in outputs and "label agr." in outputs
+    assert "n/a" not in outputs.split("top-10 overlap")[0]  # test labels were read
     for name in ("TracIn-WE-Topk", "TracInCPFastRandProj", "TracIn-TFIDF"):
         assert name in outputs
     assert "top-10 overlap (proponents, opponents):" in outputs

@@ -99,6 +99,10 @@ class CaptumInfluence(DataInfluence):
 
         Args:
             inputs: Test examples with labels, in TracInWE's conventions.
+                        Captum's methods pass over the training set once per
+                        test batch, so a tokenized ``datasets.Dataset`` goes
+                        in as one batch, and a DataLoader's batches should be
+                        large.
             k (int, optional): If given, the ``k`` most influential training
                         examples per test example. Default: None (all scores)
             proponents (bool, optional): With ``k``: proponents (largest
@@ -108,9 +112,9 @@ class CaptumInfluence(DataInfluence):
                         Default: False
 
         Returns:
-            scores (Tensor): ``(n_test, n_train)`` when ``k`` is None, on CPU.
-            results (KMostInfluentialResults): ``(n_test, k)`` indices and
-                        scores, most influential first, when ``k`` is given.
+            scores (Tensor or KMostInfluentialResults): ``(n_test, n_train)``
+                        scores on CPU when ``k`` is None; else ``(n_test, k)``
+                        indices and scores, most influential first.
         """
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
             raise ValueError(f"`k` must be a positive int or None; got {k!r}.")
@@ -126,7 +130,9 @@ class CaptumInfluence(DataInfluence):
         with _modes_kept(self.model), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=_INTEGER_INPUTS)
             self._activate_layers()
-            for batch in test_batches(inputs, _pad_id(self.model.model)):
+            # Captum passes over the whole training set per call: one call for
+            # a whole datasets.Dataset; DataLoader batches as the user made them.
+            for batch in test_batches(inputs, _pad_id(self.model.model), None):
                 parts.append(
                     self.method.influence(self._batches.convert(batch), **options)
                 )
@@ -154,7 +160,7 @@ class CaptumInfluence(DataInfluence):
             self._activate_layers()
             if inputs is None:
                 return call(show_progress=show_progress).detach().cpu()
-            batches = test_batches(inputs, _pad_id(self.model.model))
+            batches = test_batches(inputs, _pad_id(self.model.model), None)
             return (
                 torch.cat(
                     [
@@ -206,9 +212,8 @@ def tracincp_fast(
         test_loss_fn (Callable, optional): The test loss. Default: ``loss_fn``
 
     Returns:
-        method (CaptumInfluence): Its ``influence(inputs, k=None,
-                    proponents=True)`` gives ``(n_test, n_train)`` scores, or
-                    the top ``k``.
+        method (CaptumInfluence): Its ``influence`` gives the
+                    ``(n_test, n_train)`` scores, or the top ``k``.
     """
     loss_fn = loss_fn or nn.CrossEntropyLoss(reduction="sum")
     layer = final_fc_layer or last_linear_layer(model)
@@ -246,15 +251,16 @@ def tracincp_fast_rand_proj(
     r"""
     Captum's ``TracInCPFastRandProj`` (``TracInCPFast`` with the training
     side stored as random projections and searched by nearest neighbours) on
-    ``model``. The training side is computed here, at construction.
+    ``model``. The training side is computed here, at construction. The
+    arguments it shares with :func:`tracincp_fast` mean the same here.
 
     Args:
-        model, train_dataset, checkpoints, checkpoints_load_func,
-        final_fc_layer, loss_fn, batch_size, test_loss_fn: As for
-                    :func:`tracincp_fast`.
-        projection_dim (int, optional): Dimension of each random projection
-                    (Captum's meaning). Default: None, no projection (then the
-                    top-k equal ``TracInCPFast``'s).
+        projection_dim (int, optional): Captum's size of the projection:
+                    the loss gradient and the layer input are each projected
+                    to at most ``int(sqrt(projection_dim))`` dimensions (a
+                    factor already that small is not projected), so
+                    ``64 ** 2`` keeps 64 of each. Default: None, no
+                    projection (then the top-k equal ``TracInCPFast``'s).
         nearest_neighbors (optional): Captum's nearest-neighbour store, for
                     example ``AnnoyNearestNeighbors`` (needs the ``annoy``
                     package). Default: None, meaning
@@ -306,10 +312,9 @@ def tracincp(
     Captum's ``TracInCP`` on the named layers of ``model`` (all their
     parameters, dense gradients): for example a middle transformer layer, or
     the embedding itself (then it equals TracInWE, which is much faster).
+    The arguments it shares with :func:`tracincp_fast` mean the same here.
 
     Args:
-        model, train_dataset, checkpoints, checkpoints_load_func, batch_size,
-        test_loss_fn: As for :func:`tracincp_fast`.
         layers (list of str): Dotted names of modules of ``model``, for
                     example ``["bert.encoder.layer.2.output.dense"]``.
         loss_fn (Callable, optional): Default: None, meaning cross-entropy with

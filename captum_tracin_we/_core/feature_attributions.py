@@ -62,11 +62,12 @@ def embedding_attributions(
                     convergence deltas. Default: False
 
     Returns:
-        attributions (Tensor): ``(n_test, L)`` on CPU, 0 at padding; ``L`` is
-                    the longest batch's length (shorter batches are padded
-                    with 0), matching ``TracInWE.word_influence(...)
-                    .test_token_ids``.
-        deltas (Tensor): ``(n_test,)``, with ``return_convergence_delta``.
+        attributions (Tensor or tuple): ``(n_test, L)`` on CPU, 0 at padding;
+                    ``L`` is the longest batch's length (shorter batches are
+                    padded with 0), aligned with the ``test_token_ids`` of
+                    ``TracInWE.word_influence`` on the same inputs. With
+                    ``return_convergence_delta``, ``(attributions, deltas)``
+                    with ``(n_test,)`` deltas.
     """
     embedding = find_embedding_layer(model, embedding_layer)
     adapter = ModelAdapter(model, embedding)

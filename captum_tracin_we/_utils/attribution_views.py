@@ -7,7 +7,7 @@ figure.
 """
 
 import html
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -194,17 +194,22 @@ def plot_attributions_side_by_side(
     test_index: int = 0,
     attribution_name: str = "Integrated gradients",
     merge: bool = True,
+    exclude_token_ids: Iterable[int] = (),
 ) -> Tuple[Any, Any]:
     r"""
     One test text's words as grouped bars: the feature attribution and
     TracIn-WE's test-side contributions, each divided by its largest
-    ``|value|``, with their Spearman rank correlation in the title. Tokens
-    are drawn literally (no mathtext, no TeX).
+    ``|value|``, with their Spearman rank correlation (over the token
+    positions) in the title. Tokens are drawn literally (no mathtext, no
+    TeX). The arguments it shares with
+    :func:`visualize_attributions_side_by_side` mean the same here.
 
     Args:
-        word_influence, attributions, tokenizer, attribution_name, merge: As
-                    for :func:`visualize_attributions_side_by_side`.
         test_index (int, optional): Which test text. Default: 0
+        exclude_token_ids (iterable of int, optional): Tokens left out of the
+                    rank correlation, for example ``tokenizer.all_special_ids``
+                    (integrated gradients gives kept baseline tokens 0).
+                    Default: () (all real tokens)
 
     Returns:
         (fig, ax): The matplotlib figure and axes.
@@ -220,11 +225,13 @@ def plot_attributions_side_by_side(
     )
     summed = summed_test_contributions(word_influence)[test_index][mask].tolist()
     attributed = attributions[test_index][mask].tolist()
+    ids = word_influence.test_token_ids[test_index]
+    compared = mask & ~torch.isin(ids, torch.tensor(list(exclude_token_ids)).long())
     rho = float(
         token_rank_correlation(
             attributions[test_index : test_index + 1],
             summed_test_contributions(word_influence)[test_index : test_index + 1],
-            mask[None],
+            compared[None],
         )[0]
     )
     if merge:

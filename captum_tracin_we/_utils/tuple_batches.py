@@ -118,13 +118,17 @@ class _ParameterHolder:
         return torch.empty(0)
 
 
-def test_batches(inputs: Any, pad_id: int) -> List[Any]:
+def test_batches(
+    inputs: Any, pad_id: int, dataset_batch_size: Optional[int] = 16
+) -> List[Any]:
     r"""
     Test inputs as a list of batches: a DataLoader (kept in order), a
-    tokenized ``datasets.Dataset``, a list of batches, or one batch.
+    tokenized ``datasets.Dataset`` (cut into batches of ``dataset_batch_size``,
+    or one batch if None), a list of batches, or one batch.
     """
     if is_hf_dataset(inputs):
-        return list(dataset_loader(inputs, 16, pad_id))
+        size = dataset_batch_size or max(1, len(inputs))
+        return list(dataset_loader(inputs, size, pad_id))
     if isinstance(inputs, DataLoader):
         check_sequential(inputs, "test")
         return list(inputs)
