@@ -626,3 +626,19 @@ def test_everything_on_a_hf_classifier(hf):
     )
     fig, _ = plot_attributions_side_by_side(words, attributions, _hostile_tokens)
     plt.close(fig)
+
+
+def test_long_method_names_stay_apart_in_the_figure(bag):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    model, train, test, paths = bag
+    scores = TracInWE(model, train, paths, batch_size=5).influence(test)
+    long = "TracInCP on a layer with a rather long name "
+    comparison = compare_influence({long + "A": scores, long + "B": -scores}, test, k=2)
+    fig, axes = comparison.plot()
+    titles = [ax.get_title() for ax in axes[0, :2]]
+    assert len(set(titles)) == 2
+    plt.close(fig)

@@ -75,7 +75,7 @@ def plot_influence_comparison(
             _incidence_axis(axes[row, col], lists[name].indices, most, color)
             if row == 0:
                 axes[row, col].set_title(
-                    _short(name),
+                    _shown_names(names)[col],
                     fontsize=9,
                     **_LITERAL,  # type: ignore[arg-type]
                 )
@@ -165,10 +165,16 @@ def _agreement_bars(ax: Any, comparison: Any, names: List[str]) -> None:
 
 def _method_ticks(ax: Any, names: List[str]) -> None:
     ax.set_yticks(range(len(names)))
-    ax.set_yticklabels([_short(n) for n in names], fontsize=7)
+    ax.set_yticklabels(_shown_names(names), fontsize=7)
     for label in ax.get_yticklabels():
         label.update(_LITERAL)
     ax.invert_yaxis()
+
+
+def _shown_names(names: List[str]) -> List[str]:
+    r"""Names cut to fit; cut names that would look alike are numbered."""
+    short = [_short(n) for n in names]
+    return [f"{s} ({i + 1})" if short.count(s) > 1 else s for i, s in enumerate(short)]
 
 
 def _short(name: str, width: int = 34) -> str:
