@@ -110,8 +110,8 @@ def format_word_influence_text(
 def _label(value: Any, names: Optional[LabelNames]) -> str:
     r"""The name of label id ``value`` as a string, or the id if it has none."""
     index = int(value)
-    if isinstance(names, Mapping):
-        name = names.get(index, index)
+    if isinstance(names, Mapping):  # ids as ints, or as strings (JSON configs)
+        name = names.get(index, names.get(str(index), index))
     elif names is not None and 0 <= index < len(names):
         name = names[index]
     else:

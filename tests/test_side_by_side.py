@@ -642,3 +642,38 @@ def test_long_method_names_stay_apart_in_the_figure(bag):
     titles = [ax.get_title() for ax in axes[0, :2]]
     assert len(set(titles)) == 2
     plt.close(fig)
+
+
+def test_second_review_findings(bag, hf):
+    model, train, test, paths = bag
+    scores = TracInWE(model, train, paths, batch_size=5).influence(test)
+    # labels too short for the opponents' indices are refused, not an IndexError later
+    shifted = scores.clone()
+    shifted[:, :12] += 10
+    with pytest.raises(TracInWEError, match="one label per training example"):
+        compare_influence(
+            {"a": shifted}, test, k=3, train_labels=torch.zeros(14).long()
+        )
+    # list(loader) over a TensorDataset is a list of batches (lists) everywhere
+    batches = list(DataLoader(TensorDataset(*test), batch_size=4))
+    assert all(isinstance(b, list) for b in batches)
+    assert_close(TracInWE(model, train, paths, batch_size=5).influence(batches), scores)
+    fast = tracincp_fast(model, train, paths)
+    assert_close(fast.influence(batches), fast.influence(test), 1e-6)
+    comparison = compare_influence({"we": scores, "fast": fast}, batches, k=2)
+    assert torch.equal(comparison.test_labels, test[1])
+    assert comparison.most_distinct == min(len(test[1]) * 2, len(train))
+    # a test input the training batches lack is named
+    hf_model, hf_train, hf_test, hf_paths = hf
+    extra = dict(hf_test, token_type_ids=torch.zeros_like(hf_test["input_ids"]))
+    with pytest.raises(ValueError, match=r"extra \['token_type_ids'\]"):
+        tracincp_fast(hf_model, hf_train, hf_paths).influence(extra)
+    # label names from a JSON config have string keys
+    from captum_tracin_we.visualization import format_word_influence_text
+
+    words = _word_influence(bag)
+    names = {"0": "zero", "1": "one", "2": "two"}
+    text = format_word_influence_text(words, _hostile_tokens, names)
+    assert "TEST [zero]" in text or "TEST [one]" in text or "TEST [two]" in text
+    # one method: no overlap section
+    assert "overlap" not in compare_influence({"we": scores}, test, k=2).table()

@@ -169,7 +169,12 @@ def _page(explanation: Explanation, tokenizer: Any, figures: Dict[str, str]) -> 
     parts.append("</ol></nav>")
     parts.append(figures["comparison"])
     if explanation.comparison is not None:
-        parts.append("<h2>Methods side by side</h2>")
+        parts.append(
+            "<h2>Methods side by side</h2><p>Seconds: computing the scores of all "
+            "training texts for the test texts (setup excluded). Distinct: how many "
+            "different training texts the top-k lists of all test texts hold "
+            "together.</p>"
+        )
         parts.append(f"<pre>{html.escape(explanation.comparison.table())}</pre>")
         parts.append(figures.get("cancellation", ""))
     for i in range(len(explanation.tests)):

@@ -52,6 +52,17 @@ class InfluenceComparison:
             self.names = list(self.proponents)
 
     @property
+    def most_distinct(self) -> int:
+        r"""
+        The largest possible cardinality: ``n_test * k``, or the training set
+        size when that is smaller (and known from ``train_labels``).
+        """
+        most = self.num_test * self.k
+        if self.train_labels is not None:
+            most = min(most, int(self.train_labels.shape[0]))
+        return most
+
+    @property
     def num_test(self) -> int:
         r"""The number of test examples."""
         return int(next(iter(self.proponents.values())).indices.shape[0])
@@ -115,7 +126,7 @@ class InfluenceComparison:
             "opponent label agr.",
         )
         lines = [_text_row(header)]
-        most = self.num_test * self.k
+        most = self.most_distinct
         for row in self.rows():
             lines.append(
                 _text_row(
@@ -129,9 +140,10 @@ class InfluenceComparison:
                     )
                 )
             )
-        lines.append("")
-        lines.append(f"top-{self.k} overlap (proponents, opponents):")
         pros, cons = self.overlaps(True), self.overlaps(False)
+        if pros:  # two methods or more
+            lines.append("")
+            lines.append(f"top-{self.k} overlap (proponents, opponents):")
         for pair, value in pros.items():
             first, second = _visible(pair[0]), _visible(pair[1])
             lines.append(f"  {first} ~ {second}: {value:.0%}, {cons[pair]:.0%}")
@@ -186,7 +198,10 @@ def compare_influence(
                     :class:`~captum_tracin_we.evaluation.TracInTFIDF`), or an
                     ``(n_test, n_train)`` score tensor computed beforehand.
         test_inputs: The test batch (or DataLoader) every method accepts; its
-                    labels are the test labels.
+                    labels are the test labels. A DataLoader is read once and
+                    given to the methods as a list of batches, which the
+                    methods of this package take; Captum's own objects take
+                    only one tuple batch.
         k (int, optional): Training examples per test example and direction.
                     Default: 10
         train_labels (sequence or Tensor, optional): ``(n_train,)`` training
@@ -224,7 +239,9 @@ def compare_influence(
         )
     if train_labels is None:
         train_labels = _training_labels(methods.values())
-    train_labels = _checked_train_labels(train_labels, methods.values(), proponents)
+    train_labels = _checked_train_labels(
+        train_labels, methods.values(), [*proponents.values(), *opponents.values()]
+    )
     return InfluenceComparison(
         k=k,
         proponents=proponents,
@@ -249,17 +266,18 @@ def _fixed_order(inputs: Any) -> Any:
 
 
 def _checked_train_labels(
-    labels: Any, methods: Any, results: Dict[str, KMostInfluentialResults]
+    labels: Any, methods: Any, results: List[KMostInfluentialResults]
 ) -> Optional[Tensor]:
     if labels is None:
         return None
     labels = torch.as_tensor(labels).reshape(-1).cpu()
     sizes = {
-        int(m.num_train_examples)
+        int(m.shape[1]) if isinstance(m, Tensor) else int(m.num_train_examples)
         for m in methods
-        if isinstance(getattr(m, "num_train_examples", None), int)
+        if isinstance(m, Tensor)
+        or isinstance(getattr(m, "num_train_examples", None), int)
     }
-    largest = max(int(r.indices.max()) for r in results.values())
+    largest = max(int(r.indices.max()) for r in results)
     if (sizes and labels.shape[0] not in sizes) or largest >= labels.shape[0]:
         raise TracInWEError(
             f"`train_labels` has {labels.shape[0]} labels, but the training set has "
@@ -338,7 +356,7 @@ def _many_batches(inputs: Any) -> bool:
     return (
         isinstance(inputs, list)
         and bool(inputs)
-        and all(isinstance(b, (tuple, Mapping)) for b in inputs)
+        and all(isinstance(b, (tuple, list, Mapping)) for b in inputs)
     )
 
 

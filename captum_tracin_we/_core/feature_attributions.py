@@ -108,7 +108,7 @@ def _batch_attributions(
     batches = TupleBatches(model, torch.nn.CrossEntropyLoss())
     converted = batches.convert(batch)
     inputs, labels = converted[:-1], converted[-1]
-    position = _ids_position(inputs, token_ids)
+    position = _ids_position(inputs, token_ids, _input_ids_position(batches))
     wrapper = LogitsModel(model, batches)
 
     def log_probabilities(ids: Tensor, *others: Any) -> Tensor:
@@ -157,8 +157,14 @@ def _check_batch_first(
         )
 
 
-def _ids_position(inputs: Tuple[Any, ...], token_ids: Tensor) -> int:
-    for i, value in enumerate(inputs):
+def _ids_position(
+    inputs: Tuple[Any, ...], token_ids: Tensor, preferred: Optional[int] = None
+) -> int:
+    order = list(range(len(inputs)))
+    if preferred is not None:  # a dict batch's "input_ids" is checked first
+        order.insert(0, order.pop(preferred))
+    for i in order:
+        value = inputs[i]
         if (
             isinstance(value, Tensor)
             and value.shape == token_ids.shape
@@ -169,6 +175,13 @@ def _ids_position(inputs: Tuple[Any, ...], token_ids: Tensor) -> int:
         "LayerIntegratedGradients needs the token ids as one (batch, length) model "
         "input; no input of this batch holds the ids the embedding receives."
     )
+
+
+def _input_ids_position(batches: TupleBatches) -> Optional[int]:
+    keys = batches.keys or []
+    if "input_ids" not in keys or batches.num_args is None:
+        return None
+    return batches.num_args + keys.index("input_ids")
 
 
 def _padded(rows: List[Tensor]) -> Tensor:

@@ -723,11 +723,14 @@ def _accumulate(blocks: List[Tensor], i: int, block: Tensor) -> None:
 
 
 def _is_batch_list(inputs: Any) -> bool:
-    r"""A list of batches (tuples or dicts), rather than one batch given as a list."""
+    r"""
+    A list of batches (tuples, lists or dicts, as ``list(loader)`` gives them),
+    rather than one batch given as a list of tensors.
+    """
     return (
         isinstance(inputs, list)
         and bool(inputs)
-        and all(isinstance(b, (tuple, dict, Mapping)) for b in inputs)
+        and all(isinstance(b, (tuple, list, Mapping)) for b in inputs)
     )
 
 

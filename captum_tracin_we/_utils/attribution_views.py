@@ -259,7 +259,8 @@ def plot_attributions_side_by_side(
     for label in ax.get_xticklabels():
         label.update(_LITERAL)
     ax.set_ylabel("value / max |value|")
-    ax.set_title(f"Test text {test_index + 1}: Spearman rank correlation {rho:+.2f}")
+    shown = "n/a (fewer than two varying tokens)" if rho != rho else f"{rho:+.2f}"
+    ax.set_title(f"Test text {test_index + 1}: Spearman rank correlation {shown}")
     legend = ax.legend(fontsize=8)
     for text in legend.get_texts():
         text.update(_LITERAL)

@@ -67,7 +67,7 @@ def plot_influence_comparison(
         squeeze=False,
         gridspec_kw={"width_ratios": [1.0] * n_methods + [1.3]},
     )
-    most = comparison.num_test * comparison.k
+    most = comparison.most_distinct
     for row, proponents in enumerate((True, False)):
         color = PROPONENT_COLOR if proponents else OPPONENT_COLOR
         lists = comparison.proponents if proponents else comparison.opponents
@@ -185,7 +185,7 @@ def comparison_html(comparison: Any, figure: bool = True) -> Any:
     r"""The diagnostics, the overlaps and the figure as HTML (names escaped)."""
     from captum_tracin_we.visualization import STYLE, WordInfluenceHTML
 
-    most = comparison.num_test * comparison.k
+    most = comparison.most_distinct
     header = "".join(
         f"<th>{h}</th>"
         for h in (

@@ -46,10 +46,16 @@ class TupleBatches:
         if self.keys is None:
             self.keys, self.num_args = keys, len(args)
         elif keys != self.keys or len(args) != self.num_args:
+            extra = sorted(set(keys) - set(self.keys))
+            missing = sorted(set(self.keys) - set(keys))
             raise BatchError(
-                "All batches must hold the same model inputs; the first had "
-                f"{self._described(self.num_args, self.keys)}, this one "
-                f"{self._described(len(args), keys)}."
+                "Test batches must hold the same model inputs as the training "
+                f"batches ({self._described(self.num_args, self.keys)}); this one "
+                f"has {self._described(len(args), keys)}"
+                + (f", extra {extra}" if extra else "")
+                + (f", missing {missing}" if missing else "")
+                + ". Drop or add those inputs, for example "
+                "`{k: v for k, v in batch.items() if k in training_keys}`."
             )
         labels = class_labels(labels, self.loss_fn)
         return (*args, *(kwargs[key] for key in keys), labels)
@@ -135,7 +141,7 @@ def test_batches(
     if (
         isinstance(inputs, list)
         and inputs
-        and all(isinstance(b, (tuple, Mapping)) for b in inputs)
-    ):
+        and all(isinstance(b, (tuple, list, Mapping)) for b in inputs)
+    ):  # a list of batches, as list(loader) gives them
         return list(inputs)
     return [inputs]
