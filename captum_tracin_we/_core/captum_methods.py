@@ -8,7 +8,6 @@ the checkpoint loader and the logits-only model are adapted here, once.
 """
 
 import warnings
-from contextlib import contextmanager
 from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
 
 import torch
@@ -24,15 +23,15 @@ from torch import Tensor, nn
 from torch.nn import Module
 from torch.utils.data import DataLoader, Dataset
 
-from captum_tracin_we._core.tracin_we import _pad_id as tracin_we_pad_id
+from captum_tracin_we._utils.checkpoint_pass import kept_state
 from captum_tracin_we._utils.checkpoints import (
     checked_learning_rate,
     checkpoint_paths,
     load_checkpoint_with_lr,
 )
-from captum_tracin_we._utils.errors import TracInWEError
+from captum_tracin_we._utils.errors import TracInWEError, check_k
 from captum_tracin_we._utils.hf_data import dataset_loader, is_hf_dataset
-from captum_tracin_we._utils.model_adapter import find_embedding_layer
+from captum_tracin_we._utils.model_adapter import find_embedding_layer, padding_id
 from captum_tracin_we._utils.training_data import check_dataset, check_sequential
 from captum_tracin_we._utils.tuple_batches import (
     ConvertedBatches,
@@ -70,6 +69,7 @@ class CaptumInfluence(DataInfluence):
         self.name = name
         self._batches = batches
         self._num_train: Optional[int] = None
+        self._pad_id = _pad_id(method.model.model)
 
     def get_name(self) -> str:  # type: ignore[override]
         return self.name
@@ -116,23 +116,18 @@ class CaptumInfluence(DataInfluence):
                         scores on CPU when ``k`` is None; else ``(n_test, k)``
                         indices and scores, most influential first.
         """
-        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-            raise ValueError(f"`k` must be a positive int or None; got {k!r}.")
-        if k is not None and k > self.num_train_examples:
-            raise ValueError(
-                f"k={k} exceeds the {self.num_train_examples} training examples; "
-                f"use k <= {self.num_train_examples}."
-            )
+        if k is not None:
+            check_k(k, self.num_train_examples)
         options = {"k": k, "proponents": proponents}
         if not isinstance(self.method, TracInCPFastRandProj):
             options["show_progress"] = show_progress
         parts = []
-        with _modes_kept(self.model), warnings.catch_warnings():
+        with kept_state(self.model), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=_INTEGER_INPUTS)
             self._activate_layers()
             # Captum passes over the whole training set per call: one call for
             # a whole datasets.Dataset; DataLoader batches as the user made them.
-            for batch in test_batches(inputs, _pad_id(self.model.model), None):
+            for batch in test_batches(inputs, self._pad_id, None):
                 parts.append(
                     self.method.influence(self._batches.convert(batch), **options)
                 )
@@ -156,11 +151,11 @@ class CaptumInfluence(DataInfluence):
         call = self.method.self_influence
         if isinstance(self.method, TracInCPFastRandProj):  # use its parent's
             call = TracInCPFast.self_influence.__get__(self.method)
-        with _modes_kept(self.model):
+        with kept_state(self.model):
             self._activate_layers()
             if inputs is None:
                 return call(show_progress=show_progress).detach().cpu()
-            batches = test_batches(inputs, _pad_id(self.model.model), None)
+            batches = test_batches(inputs, self._pad_id, None)
             return (
                 torch.cat(
                     [
@@ -221,7 +216,7 @@ def tracincp_fast(
         model, train_dataset, checkpoints, checkpoints_load_func, loss_fn, batch_size
     )
     _check_final_layer(wrapper, loader, layer, paths, load)
-    with _modes_kept(wrapper):
+    with kept_state(wrapper):
         method = TracInCPFast(
             wrapper,
             "model." + layer,
@@ -279,7 +274,7 @@ def tracincp_fast_rand_proj(
         model, train_dataset, checkpoints, checkpoints_load_func, loss_fn, batch_size
     )
     _check_final_layer(wrapper, loader, layer, paths, load)
-    with _modes_kept(wrapper), torch.random.fork_rng(devices=[]):
+    with kept_state(wrapper), torch.random.fork_rng(devices=[]):
         method = TracInCPFastRandProj(
             wrapper,
             "model." + layer,
@@ -345,7 +340,7 @@ def tracincp(
         model, train_dataset, checkpoints, checkpoints_load_func, loss_fn, batch_size
     )
     _first_batch(loader)  # fixes the input names before Captum calls the model
-    with _modes_kept(wrapper), warnings.catch_warnings():
+    with kept_state(wrapper), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Setting required grads")
         method = TracInCP(
             wrapper,
@@ -470,7 +465,7 @@ def _check_final_layer(
             return output  # the logits are not this output: fails below
         return output + shift[0].to(output)
 
-    with _modes_kept(wrapper), torch.no_grad():
+    with kept_state(wrapper), torch.no_grad():
         handle = module.register_forward_hook(shifted)
         try:
             for checkpoint in checkpoints:
@@ -517,21 +512,4 @@ def _pad_id(model: Module) -> int:
     except Exception:  # no single token embedding: the config, else 0
         pad = getattr(getattr(model, "config", None), "pad_token_id", None)
         return int(pad) if isinstance(pad, int) else 0
-    return tracin_we_pad_id(model, embedding)
-
-
-@contextmanager
-def _modes_kept(model: Module) -> Iterator[None]:
-    r"""
-    Restores every module's train/eval mode (the loader sets eval) and every
-    parameter's ``requires_grad`` (Captum's TracInCP turns it on for its layers).
-    """
-    modes = [(module, module.training) for module in model.modules()]
-    flags = [(param, param.requires_grad) for param in model.parameters()]
-    try:
-        yield
-    finally:
-        for module, mode in modes:
-            module.training = mode
-        for param, flag in flags:
-            param.requires_grad_(flag)
+    return padding_id(model, embedding)

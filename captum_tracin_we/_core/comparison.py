@@ -16,8 +16,9 @@ import torch
 from captum.influence._utils.common import KMostInfluentialResults
 from torch import Tensor
 
+from captum_tracin_we._utils.comparison_views import format_seconds, format_share
 from captum_tracin_we._utils.errors import TracInWEError
-from captum_tracin_we._utils.model_adapter import _raw_labels
+from captum_tracin_we._utils.model_adapter import _raw_labels, is_batch_list
 
 
 @dataclass
@@ -132,11 +133,11 @@ class InfluenceComparison:
                 _text_row(
                     (
                         _visible(row["method"]),
-                        _seconds(row["seconds"]),
+                        format_seconds(row["seconds"]),
                         f"{row['proponent_cardinality']} / {most}",
                         f"{row['opponent_cardinality']} / {most}",
-                        _share(row["proponent_label_agreement"]),
-                        _share(row["opponent_label_agreement"]),
+                        format_share(row["proponent_label_agreement"]),
+                        format_share(row["opponent_label_agreement"]),
                     )
                 )
             )
@@ -351,13 +352,7 @@ def _labels_of(inputs: Any) -> Optional[Tensor]:
 def _many_batches(inputs: Any) -> bool:
     from torch.utils.data import DataLoader
 
-    if isinstance(inputs, DataLoader):
-        return True
-    return (
-        isinstance(inputs, list)
-        and bool(inputs)
-        and all(isinstance(b, (tuple, list, Mapping)) for b in inputs)
-    )
+    return isinstance(inputs, DataLoader) or is_batch_list(inputs)
 
 
 def _training_labels(methods: Sequence[Any]) -> Optional[Tensor]:
@@ -379,11 +374,3 @@ def _visible(text: str) -> str:
     from captum_tracin_we.visualization import _visible as visible
 
     return visible(text)
-
-
-def _seconds(value: Optional[float]) -> str:
-    return "given" if value is None else f"{value:.2f}"
-
-
-def _share(value: Optional[float]) -> str:
-    return "n/a" if value is None else f"{value:.0%}"

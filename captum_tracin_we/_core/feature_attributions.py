@@ -14,8 +14,13 @@ from captum.attr import LayerIntegratedGradients
 from torch import Tensor
 from torch.nn import Module
 
+from captum_tracin_we._utils.checkpoint_pass import kept_state
 from captum_tracin_we._utils.errors import BatchError
-from captum_tracin_we._utils.model_adapter import ModelAdapter, find_embedding_layer
+from captum_tracin_we._utils.model_adapter import (
+    ModelAdapter,
+    find_embedding_layer,
+    padding_id,
+)
 from captum_tracin_we._utils.tuple_batches import (
     LogitsModel,
     TupleBatches,
@@ -71,24 +76,18 @@ def embedding_attributions(
     """
     embedding = find_embedding_layer(model, embedding_layer)
     adapter = ModelAdapter(model, embedding)
-    pad_id = embedding.padding_idx
-    if pad_id is None:
-        pad_id = getattr(getattr(model, "config", None), "pad_token_id", None) or 0
+    pad_id = padding_id(model, embedding)
     kept = torch.tensor(sorted({int(i) for i in keep_token_ids}), dtype=torch.long)
     rows: List[Tensor] = []
     deltas: List[Tensor] = []
-    modes = [(module, module.training) for module in model.modules()]
-    try:
+    with kept_state(model):
         model.eval()
-        for batch in test_batches(inputs, int(pad_id)):
+        for batch in test_batches(inputs, pad_id):
             result = _batch_attributions(
-                model, adapter, batch, int(pad_id), kept, n_steps, internal_batch_size
+                model, adapter, batch, pad_id, kept, n_steps, internal_batch_size
             )
             rows.extend(result[0])
             deltas.append(result[1])
-    finally:
-        for module, mode in modes:
-            module.training = mode
     attributions = _padded(rows)
     if return_convergence_delta:
         return attributions, torch.cat(deltas)

@@ -1,6 +1,5 @@
 #!/usr/bin/env python3
 
-from collections.abc import Mapping
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Union
 
 import torch
@@ -27,6 +26,7 @@ from captum_tracin_we._utils.data_fingerprint import ExampleDigests
 from captum_tracin_we._utils.errors import (
     IndexMismatchError,
     TrainingDataError,
+    check_k,
 )
 from captum_tracin_we._utils.gradient_source import WordGradientSource, record_data
 from captum_tracin_we._utils.hf_data import dataset_loader, is_hf_dataset
@@ -35,7 +35,12 @@ from captum_tracin_we._utils.index_scoring import (
     indexed_self_scores,
 )
 from captum_tracin_we._utils.index_store import IndexStore
-from captum_tracin_we._utils.model_adapter import ModelAdapter, find_embedding_layer
+from captum_tracin_we._utils.model_adapter import (
+    ModelAdapter,
+    find_embedding_layer,
+    is_batch_list,
+    padding_id,
+)
 from captum_tracin_we._utils.shared_tokens import (
     WordRows,
     self_scores,
@@ -193,7 +198,7 @@ class TracInWE(TracInCPBase):
         self.embedding_layer = find_embedding_layer(model, embedding_layer)
         if is_hf_dataset(train_dataset):
             train_dataset = dataset_loader(
-                train_dataset, batch_size or 16, _pad_id(model, self.embedding_layer)
+                train_dataset, batch_size or 16, padding_id(model, self.embedding_layer)
             )
         check_dataset(
             train_dataset.dataset
@@ -344,11 +349,7 @@ class TracInWE(TracInCPBase):
         show_progress: bool = False,
         aggregate: bool = False,
     ) -> KMostInfluentialResults:
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"`k` must be a positive int or None; got {k!r}.")
-        train_size = self.num_train_examples
-        if k > train_size:
-            raise ValueError(_k_too_large(k, train_size))
+        check_k(k, self.num_train_examples)
         scores = self._influence(inputs, show_progress, aggregate)
         values, indices = torch.topk(scores, k, dim=1, largest=proponents)
         return KMostInfluentialResults(indices.long(), values)
@@ -650,7 +651,7 @@ class TracInWE(TracInCPBase):
 
     @property
     def _pad_id(self) -> int:
-        return _pad_id(self.model, self.embedding_layer)
+        return padding_id(self.model, self.embedding_layer)
 
     def _as_batches(self, inputs: Any) -> Union[DataLoader, List[Any]]:
         r"""A DataLoader (or a tokenized ``datasets.Dataset``), else one batch."""
@@ -659,7 +660,7 @@ class TracInWE(TracInCPBase):
         if isinstance(inputs, DataLoader):
             check_sequential(inputs, "test")
             return inputs
-        if _is_batch_list(inputs):
+        if is_batch_list(inputs):
             return list(inputs)
         return [inputs]
 
@@ -722,26 +723,6 @@ def _accumulate(blocks: List[Tensor], i: int, block: Tensor) -> None:
         blocks.append(block)
 
 
-def _is_batch_list(inputs: Any) -> bool:
-    r"""
-    A list of batches (tuples, lists or dicts, as ``list(loader)`` gives them),
-    rather than one batch given as a list of tensors.
-    """
-    return (
-        isinstance(inputs, list)
-        and bool(inputs)
-        and all(isinstance(b, (tuple, list, Mapping)) for b in inputs)
-    )
-
-
-def _pad_id(model: Module, embedding: Module) -> int:
-    r"""The padding id: the embedding's, else the model config's, else 0."""
-    if embedding.padding_idx is not None:
-        return int(embedding.padding_idx)
-    pad = getattr(getattr(model, "config", None), "pad_token_id", None)
-    return int(pad) if isinstance(pad, int) else 0
-
-
 def _length(batches: Any) -> Optional[int]:
     try:
         return len(batches)
@@ -767,10 +748,3 @@ def _token_ids(ids: Optional[Iterable[Any]]) -> List[int]:
             f"{values.tolist()[:10]}."
         )
     return [int(v) for v in values.tolist()]
-
-
-def _k_too_large(k: int, train_size: int) -> str:
-    return (
-        f"k={k} is larger than the training set ({train_size} examples). Use "
-        f"k <= {train_size}, or k=None for all scores."
-    )

@@ -154,6 +154,24 @@ def checkpoint_pass(
 
 
 @contextmanager
+def kept_state(model: Module) -> Iterator[None]:
+    r"""
+    Restores every module's train/eval mode and every parameter's
+    ``requires_grad`` on exit, whatever the body changed (a checkpoint loader,
+    Captum's ``TracInCP`` turning gradients on for its layers).
+    """
+    modes = [(module, module.training) for module in model.modules()]
+    flags = [(param, param.requires_grad) for param in model.parameters()]
+    try:
+        yield
+    finally:
+        for param, flag in flags:
+            param.requires_grad_(flag)
+        for module, mode in modes:
+            module.training = mode
+
+
+@contextmanager
 def scoring_mode(model: Module) -> Iterator[None]:
     r"""
     Puts every module of ``model`` in eval mode with every parameter's
@@ -161,16 +179,9 @@ def scoring_mode(model: Module) -> Iterator[None]:
     output), and restores each module's own mode and each parameter's flag
     afterwards.
     """
-    modes = [(module, module.training) for module in model.modules()]
-    flags = [(param, param.requires_grad) for param in model.parameters()]
-    try:
+    with kept_state(model):
         _freeze(model)
         yield
-    finally:
-        for param, flag in flags:
-            param.requires_grad_(flag)
-        for module, mode in modes:
-            module.training = mode
 
 
 def _freeze(model: Module) -> None:

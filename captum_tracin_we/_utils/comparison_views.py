@@ -202,11 +202,11 @@ def comparison_html(comparison: Any, figure: bool = True) -> Any:
         rows.append(
             "<tr>"
             f"<td><bdi>{html.escape(row['method'])}</bdi></td>"
-            f"<td>{_seconds(row['seconds'])}</td>"
+            f"<td>{format_seconds(row['seconds'])}</td>"
             f"<td>{row['proponent_cardinality']} / {most}</td>"
             f"<td>{row['opponent_cardinality']} / {most}</td>"
-            f"<td>{_share(row['proponent_label_agreement'])}</td>"
-            f"<td>{_share(row['opponent_label_agreement'])}</td></tr>"
+            f"<td>{format_share(row['proponent_label_agreement'])}</td>"
+            f"<td>{format_share(row['opponent_label_agreement'])}</td></tr>"
         )
     rows.append("</table>")
     pros, cons = comparison.overlaps(True), comparison.overlaps(False)
@@ -240,9 +240,11 @@ def _figure_html(comparison: Any) -> str:
     )
 
 
-def _seconds(value: Any) -> str:
+def format_seconds(value: Any) -> str:
+    r"""Seconds with two decimals, or ``"given"`` for scores given as a tensor."""
     return "given" if value is None else f"{value:.2f}"
 
 
-def _share(value: Any) -> str:
+def format_share(value: Any) -> str:
+    r"""A share as a percentage, or ``"n/a"`` without labels."""
     return "n/a" if value is None else f"{value:.0%}"

@@ -34,3 +34,17 @@ class IndexMismatchError(TracInWEError):
 class IndexCorruptedError(TracInWEError):
     r"""An index whose files are missing, truncated, altered, or whose
     manifest does not follow the schema."""
+
+
+def check_k(k: object, train_size: int) -> None:
+    r"""
+    Raises ``ValueError`` unless ``k`` is an int in ``[1, train_size]``: the
+    number of top training examples asked of an influence method.
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"`k` must be a positive int or None; got {k!r}.")
+    if k > train_size:
+        raise ValueError(
+            f"k={k} is larger than the training set ({train_size} examples). Use "
+            f"k <= {train_size}, or k=None for all scores."
+        )

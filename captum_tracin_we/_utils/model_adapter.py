@@ -263,3 +263,23 @@ def slice_batch(batch: Any, rows: Tensor, size: int) -> Any:
     if isinstance(batch, Mapping):
         return {key: take(value) for key, value in batch.items()}
     return type(batch)(take(value) for value in batch)
+
+
+def padding_id(model: Module, embedding: Module) -> int:
+    r"""The padding id: the embedding's, else the model config's, else 0."""
+    if getattr(embedding, "padding_idx", None) is not None:
+        return int(embedding.padding_idx)
+    pad = getattr(getattr(model, "config", None), "pad_token_id", None)
+    return int(pad) if isinstance(pad, int) else 0
+
+
+def is_batch_list(inputs: Any) -> bool:
+    r"""
+    A list of batches (tuples, lists or dicts, as ``list(loader)`` gives them),
+    rather than one batch given as a list of tensors.
+    """
+    return (
+        isinstance(inputs, list)
+        and bool(inputs)
+        and all(isinstance(b, (tuple, list, Mapping)) for b in inputs)
+    )

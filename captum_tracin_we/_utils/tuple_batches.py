@@ -6,7 +6,6 @@ Captum's batch convention for any text model: dict or tuple batches become
 and returns its logits. Captum's TracIn methods take only that convention.
 """
 
-from collections.abc import Mapping
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
@@ -16,7 +15,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from captum_tracin_we._utils.errors import BatchError
 from captum_tracin_we._utils.hf_data import dataset_loader, is_hf_dataset
-from captum_tracin_we._utils.model_adapter import ModelAdapter
+from captum_tracin_we._utils.model_adapter import ModelAdapter, is_batch_list
 from captum_tracin_we._utils.training_data import check_sequential
 from captum_tracin_we._utils.word_gradients import class_labels
 
@@ -138,10 +137,6 @@ def test_batches(
     if isinstance(inputs, DataLoader):
         check_sequential(inputs, "test")
         return list(inputs)
-    if (
-        isinstance(inputs, list)
-        and inputs
-        and all(isinstance(b, (tuple, list, Mapping)) for b in inputs)
-    ):  # a list of batches, as list(loader) gives them
+    if is_batch_list(inputs):
         return list(inputs)
     return [inputs]

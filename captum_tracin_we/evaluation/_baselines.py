@@ -9,7 +9,13 @@ from captum.influence import DataInfluence
 from torch import Tensor
 from torch.nn import Module
 
-from captum_tracin_we._utils.model_adapter import ModelAdapter, find_embedding_layer
+from captum_tracin_we._utils.checkpoint_pass import kept_state
+from captum_tracin_we._utils.errors import check_k
+from captum_tracin_we._utils.model_adapter import (
+    ModelAdapter,
+    find_embedding_layer,
+    padding_id,
+)
 from captum_tracin_we._utils.word_gradients import class_labels
 
 
@@ -21,7 +27,7 @@ def random_scores(n_test: int, n_train: int, seed: int = 0) -> Tensor:
 
 @torch.no_grad()
 def output_gradients(
-    model: Module, batches: Iterable[Any], num_classes: int
+    model: Module, batches: Iterable[Any], num_classes: Optional[int] = None
 ) -> Tuple[Tensor, Tensor]:
     r"""
     Per-example cross-entropy losses and their gradients with respect to the
@@ -31,24 +37,25 @@ def output_gradients(
         model (torch.nn.Module): The classifier (tuple or dict batches, as
                     TracInWE takes them).
         batches (iterable): Batches with labels.
-        num_classes (int): Number of classes.
+        num_classes (int, optional): Number of classes. Default: None, the
+                    width of the logits.
 
     Returns:
         (losses, gradients): ``(n,)`` and ``(n, num_classes)``.
     """
     adapter = ModelAdapter(model, find_embedding_layer(model))
-    was_training = model.training
-    model.eval()
     losses, gradients = [], []
-    for batch in batches:
-        args, kwargs, labels, _ = adapter.split(batch)
-        logits = adapter.logits(args, kwargs).float()
-        labels = class_labels(labels, torch.nn.CrossEntropyLoss())
-        log_probs = logits.log_softmax(-1)
-        losses.append(-log_probs.gather(1, labels[:, None]).squeeze(1).cpu())
-        onehot = torch.nn.functional.one_hot(labels, num_classes).float()
-        gradients.append((log_probs.exp() - onehot).cpu())
-    model.train(was_training)
+    with kept_state(model):
+        model.eval()
+        for batch in batches:
+            args, kwargs, labels, _ = adapter.split(batch)
+            logits = adapter.logits(args, kwargs).float()
+            labels = class_labels(labels, torch.nn.CrossEntropyLoss())
+            log_probs = logits.log_softmax(-1)
+            losses.append(-log_probs.gather(1, labels[:, None]).squeeze(1).cpu())
+            width = num_classes or logits.shape[-1]
+            onehot = torch.nn.functional.one_hot(labels, width).float()
+            gradients.append((log_probs.exp() - onehot).cpu())
     return torch.cat(losses), torch.cat(gradients)
 
 
@@ -138,7 +145,6 @@ class TracInTFIDF(DataInfluence):
     ) -> None:
         from torch.utils.data import DataLoader
 
-        from captum_tracin_we._core.tracin_we import _pad_id
         from captum_tracin_we._utils.checkpoints import (
             checkpoint_paths,
             load_checkpoint_with_lr,
@@ -148,7 +154,7 @@ class TracInTFIDF(DataInfluence):
 
         self.model = model
         embedding = find_embedding_layer(model)
-        self._pad_id = _pad_id(model, embedding)
+        self._pad_id = padding_id(model, embedding)
         if is_hf_dataset(train_dataset):
             train_dataset = dataset_loader(train_dataset, batch_size, self._pad_id)
         if not isinstance(train_dataset, DataLoader):
@@ -183,11 +189,8 @@ class TracInTFIDF(DataInfluence):
 
         from captum_tracin_we._utils.tuple_batches import test_batches
 
-        if k is not None and not 1 <= k <= self.num_train_examples:
-            raise ValueError(
-                f"`k` must be in [1, {self.num_train_examples}] (the training set "
-                f"size) or None; got {k!r}."
-            )
+        if k is not None:
+            check_k(k, self.num_train_examples)
         batches = test_batches(inputs, self._pad_id)
         test_matrix = self._vectorizer.transform(self._documents(batches))
         similarity = torch.from_numpy(
@@ -225,8 +228,7 @@ class TracInTFIDF(DataInfluence):
             raise ValueError("No batches: pass at least one example with its label.")
         result = []
         for loaded in checkpoint_pass(self.model, self.checkpoints, self.load):
-            logits = self._adapter.logits(*self._adapter.split(batches[0])[:2])
-            gradients = output_gradients(self.model, batches, logits.shape[-1])[1]
+            gradients = output_gradients(self.model, batches)[1]
             result.append((loaded.learning_rate, gradients))
         return result
 
