@@ -168,11 +168,14 @@ def dense_reference(
     paths: Sequence[str],
     top_k: Optional[int] = None,
     exclude: Sequence[int] = (),
+    token_weights: Optional[Tensor] = None,
 ) -> Tensor:
     r"""
     TracIn-WE by brute force: one example at a time, the dense vocab x dim
     embedding-table gradient built from the positions that count, and a full dot
     product. Independent of the package's hooks, masks and sparse scoring.
+    With ``token_weights``, row ``w`` of the product is weighted by
+    ``token_weights[w]``.
     """
     loss_fn = nn.CrossEntropyLoss()
     total = torch.zeros(len(test[0]), len(train[0]), dtype=torch.float64)
@@ -200,6 +203,9 @@ def dense_reference(
 
         train_grads = torch.stack([table_gradient(i, y) for i, y in zip(*train)])
         test_grads = torch.stack([table_gradient(i, y) for i, y in zip(*test)])
+        if token_weights is not None:
+            rows = test_grads.view(len(test_grads), *model.emb.weight.shape)
+            test_grads = (rows * token_weights.double()[None, :, None]).flatten(1)
         total += learning_rate * test_grads @ train_grads.T
     return total
 

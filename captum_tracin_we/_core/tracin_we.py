@@ -46,6 +46,11 @@ from captum_tracin_we._utils.shared_tokens import (
     self_scores,
     shared_token_scores,
 )
+from captum_tracin_we._utils.token_weights import (
+    checked_idf_power,
+    document_frequency,
+    idf_weights,
+)
 from captum_tracin_we._utils.training_data import (
     TrainingData,
     check_dataset,
@@ -128,6 +133,7 @@ class TracInWE(TracInCPBase):
         top_k_words: Optional[int] = None,
         exclude_token_ids: Optional[Iterable[int]] = None,
         index: Optional[str] = None,
+        idf_power: Optional[float] = None,
     ) -> None:
         r"""
         Args:
@@ -191,6 +197,19 @@ class TracInWE(TracInCPBase):
                         ``self_influence`` then read the training side from it
                         instead of recomputing it. It is attached with
                         :meth:`attach_index` (``verify=True``). Default: None
+            idf_power (float, optional): TracIn-WE-IDF: multiply each shared
+                        token's term by :math:`\mathrm{idf}(w)^a`, ``a =
+                        idf_power``, with scikit-learn's smooth
+                        :math:`\mathrm{idf}(w) = \ln\frac{1 + N}{1 +
+                        \mathrm{df}(w)} + 1 \geq 1`; :math:`N` is the number of
+                        training examples and :math:`\mathrm{df}(w)` how many
+                        of them hold :math:`w` at a counted position (Top-k does
+                        not change it). Frequent tokens then weigh less without a
+                        hand-picked list; see "Frequent tokens" in the method
+                        notes for when to use it. Scores, word contributions and
+                        self-influence are weighted alike, and contributions
+                        still sum to the score. Default: None (the paper's
+                        unweighted TracIn-WE)
         """
         checkpoints = checkpoint_paths(checkpoints)
         if checkpoints_load_func is None:
@@ -235,6 +254,8 @@ class TracInWE(TracInCPBase):
         self._source = WordGradientSource(
             adapter, self.top_k_words, self.exclude_token_ids
         )
+        self.idf_power = checked_idf_power(idf_power)
+        self._token_weights: Optional[Tensor] = None
         self.index: Optional[WordIndex] = None
         if index is not None:
             self.attach_index(index)
@@ -339,7 +360,9 @@ class TracInWE(TracInCPBase):
         passes.finish(digests)
         if aggregate:
             queries = queries.summed()
-        return queries.scaled(loaded.learning_rate)
+        queries = queries.scaled(loaded.learning_rate)
+        weights = self.token_weights()
+        return queries if weights is None else queries.weighted(weights)
 
     def _get_k_most_influential(  # type: ignore[override]
         self,
@@ -381,7 +404,10 @@ class TracInWE(TracInCPBase):
                         (learning rates are checked to be >= 0). Uses
                         ``loss_fn`` (not ``test_loss_fn``), as ``TracInCP``.
         """
-        from_index = inputs is None and self.index is not None
+        from_index = (
+            inputs is None and self.index is not None and self.idf_power is None
+        )
+        weights = self.token_weights()
         on_training = inputs is None
         batches = self._training.loader if on_training else self._as_batches(inputs)
         passes = (
@@ -406,7 +432,7 @@ class TracInWE(TracInCPBase):
                         batches, self.loss_fn, "training", bar, digests
                     )
                     part = loaded.learning_rate * torch.cat(
-                        [self_scores(r) for r in rows]
+                        [self_scores(r, weights) for r in rows]
                     )
                     passes.finish(digests)
                 total = part if total is None else total + part
@@ -473,7 +499,7 @@ class TracInWE(TracInCPBase):
                 )
                 parts = pair_contributions(
                     test.token_ids,
-                    loaded.learning_rate * test.gradients,
+                    loaded.learning_rate * self._weighted_positions(test),
                     train.token_ids[inverse],
                     train.gradients[inverse],
                 )
@@ -493,6 +519,34 @@ class TracInWE(TracInCPBase):
             test_labels=test.labels.cpu(),
             train_labels=train.labels[inverse].cpu(),
         )
+
+    def token_weights(self) -> Optional[Tensor]:
+        r"""
+        The weight of each token's term: ``idf(w) ** idf_power``, computed
+        once from the training data (the model runs only up to its embedding).
+
+        Returns:
+            weights (Tensor or None): ``(vocab_size,)`` float32 indexed by token
+                        id, or None without ``idf_power``.
+        """
+        if self.idf_power is None:
+            return None
+        if self._token_weights is None:
+            df, num_texts = document_frequency(
+                self._source.adapter,
+                self._training.batches(),
+                self.exclude_token_ids,
+                self._source.layout_memory,
+            )
+            self._token_weights = idf_weights(df, num_texts, self.idf_power)
+        return self._token_weights
+
+    def _weighted_positions(self, gradients: Any) -> Tensor:
+        weights = self.token_weights()
+        if weights is None:
+            return gradients.gradients
+        factor = weights.to(gradients.gradients.device)[gradients.token_ids]
+        return gradients.gradients * factor.unsqueeze(-1)
 
     def _checked_train_indices(self, train_indices: Any) -> Tensor:
         indices = torch.as_tensor(train_indices)

@@ -74,6 +74,16 @@ class WordRows:
             self.num_examples,
         )
 
+    def weighted(self, token_weights: Tensor) -> "WordRows":
+        r"""Each row times the weight of its token (``token_weights[token_id]``)."""
+        weights = token_weights.to(self.vectors.device)[self.token_ids]
+        return WordRows(
+            self.example_index,
+            self.token_ids,
+            self.vectors * weights.unsqueeze(1),
+            self.num_examples,
+        )
+
     def scaled(self, factor: float) -> "WordRows":
         return WordRows(
             self.example_index, self.token_ids, self.vectors * factor, self.num_examples
@@ -115,16 +125,20 @@ def word_rows_from_positions(
     )
 
 
-def self_scores(rows: WordRows) -> Tensor:
+def self_scores(rows: WordRows, token_weights: "Tensor | None" = None) -> Tensor:
     r"""
     TracIn-WE of each example with itself at one checkpoint (before the learning
-    rate): the squared norm of its embedding-table gradient.
+    rate): the squared norm of its embedding-table gradient, each token's part
+    times ``token_weights[token]`` if given.
 
     Returns:
         scores (Tensor): ``(num_examples,)``.
     """
     scores = rows.vectors.new_zeros(rows.num_examples)
-    return scores.index_add_(0, rows.example_index, rows.vectors.pow(2).sum(1))
+    squared = rows.vectors.pow(2).sum(1)
+    if token_weights is not None:
+        squared = squared * token_weights.to(squared.device)[rows.token_ids]
+    return scores.index_add_(0, rows.example_index, squared)
 
 
 def shared_token_scores(queries: WordRows, train: WordRows) -> Tensor:
