@@ -96,6 +96,15 @@ def _explain_parser(commands: argparse._SubParsersAction) -> None:
         "default: all)",
     )
     explain.add_argument(
+        "--idf-power",
+        type=_non_negative,
+        default=None,
+        metavar="A",
+        help="TracIn-WE-IDF: weight each shared token by idf^A, so that frequent "
+        "tokens weigh less without a list (see the method notes for when to use "
+        "it; default: unweighted, as in the paper)",
+    )
+    explain.add_argument(
         "--index",
         default=None,
         help="index folder: built on the first run, reused afterwards",
@@ -171,6 +180,16 @@ def _demo_parser(commands: argparse._SubParsersAction) -> None:
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number; got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0; got {text}")
+    return value
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -201,6 +220,7 @@ def _explain(args: argparse.Namespace) -> None:
         exclude_frequent=args.exclude_frequent,
         top_k=args.top_k,
         top_k_words=args.top_k_words,
+        idf_power=args.idf_power,
         index=args.index,
         out=args.out,
         batch_size=args.batch_size,

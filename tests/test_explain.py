@@ -166,6 +166,28 @@ def test_explain_reuses_an_index(run, tmp_path, capsys):
         )
 
 
+def test_explain_with_idf_weighting_and_frequent_tokens_excluded(run, capsys):
+    def rows_and_scores(summary):
+        entry = summary["tests"][0]["TracIn-WE proponents"]
+        return [e["row"] for e in entry], [e["score"] for e in entry]
+
+    text = ("--text", "goal team match the a of")
+    plain, _ = _explain(run, *text, "--top-k", "30")
+    power_zero, _ = _explain(run, *text, "--top-k", "30", "--idf-power", "0")
+    assert rows_and_scores(power_zero)[0] == rows_and_scores(plain)[0]
+    assert rows_and_scores(power_zero)[1] == pytest.approx(rows_and_scores(plain)[1])
+    weighted, page = _explain(run, *text, "--top-k", "30", "--idf-power", "1")
+    assert "idf^1 (TracIn-WE-IDF)" in page
+    assert sorted(rows_and_scores(weighted)[1]) != pytest.approx(
+        sorted(rows_and_scores(plain)[1])
+    )
+    _, page = _explain(run, *text, "--exclude-frequent", "3")
+    assert "most frequent: 3" in page
+    with pytest.raises(SystemExit):
+        _explain(run, *text, "--idf-power", "-1")
+    assert "finite number >= 0" in capsys.readouterr().err
+
+
 def _fails(run, message, *extra, model=None, train=None):
     root, run_dir, train_csv, _ = run
     argv = ["explain", "--model", model or run_dir, "--train", train or train_csv]

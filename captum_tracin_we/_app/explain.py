@@ -43,6 +43,7 @@ class ExplainSettings:
     exclude_frequent: int = 0
     top_k: int = 5
     top_k_words: Optional[int] = None
+    idf_power: Optional[float] = None
     index: Optional[str] = None
     out: str = "tracin_we_explain"
     batch_size: int = 32
@@ -272,13 +273,10 @@ def _excluded_ids(settings: ExplainSettings, folder: ModelFolder, encoded: Encod
         excluded |= set(folder.tokenizer.all_special_ids)
     if settings.exclude_frequent:
         ids = [torch.tensor(f["input_ids"]) for f in encoded.features]
-        padded = torch.nn.utils.rnn.pad_sequence(
-            ids, batch_first=True, padding_value=-1
-        )
         pad = folder.tokenizer.pad_token_id
-        ignore = [-1] + ([pad] if pad is not None else [])
-        frequent = frequent_token_ids(padded, settings.exclude_frequent, ignore)
-        excluded |= set(frequent.tolist())
+        ignore = [pad] if pad is not None else []
+        frequent = frequent_token_ids(ids, settings.exclude_frequent, ignore)
+        excluded |= set(frequent)
     return sorted(excluded)
 
 
@@ -291,6 +289,7 @@ def _tracin(settings: ExplainSettings, folder: ModelFolder, encoded: Encoded):
         batch_size=None,
         top_k_words=settings.top_k_words,
         exclude_token_ids=_excluded_ids(settings, folder, encoded),
+        idf_power=settings.idf_power,
     )
     if settings.index:
         manifest = os.path.join(settings.index, "manifest.json")
@@ -336,6 +335,9 @@ def _settings_rows(settings, folder, train: TextData, encoded, max_length, traci
         ),
         "Max length": f"{max_length} tokens",
         "Top-k words": str(settings.top_k_words or "all positions (TracIn-WE)"),
+        "Token weighting": "none (the paper's TracIn-WE)"
+        if settings.idf_power is None
+        else f"idf^{settings.idf_power:g} (TracIn-WE-IDF)",
         "Excluded token ids": f"{excluded} (special: "
         f"{settings.exclude_special_tokens}, most frequent: "
         f"{settings.exclude_frequent})",
