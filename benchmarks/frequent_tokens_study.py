@@ -54,8 +54,14 @@ from captum_tracin_we.evaluation import (
     auc_table,
     case_deletion,
     checkpoint_output_gradients,
+    flip_labels,
     format_markdown,
+    label_agreement,
+    mislabel_detection,
+    output_gradients,
+    random_scores,
     tfidf_tracin_scores,
+    topk_cardinality,
 )
 
 
@@ -113,6 +119,46 @@ def centred(rows: WordRows, mean: Tensor) -> WordRows:
     return with_vectors(rows, rows.vectors - mean[rows.token_ids])
 
 
+def checkpoint_statistics(train: WordRows, n_train: int, vocab: int):
+    r"""idf (smooth, from the rows' document frequencies) and the mean word row."""
+    df = torch.bincount(train.token_ids, minlength=vocab).double()
+    idf = (torch.log((1 + n_train) / (1 + df)) + 1).float()
+    mean = train.vectors.new_zeros(vocab, train.vectors.shape[1])
+    mean.index_add_(0, train.token_ids, train.vectors)
+    return idf, mean / n_train
+
+
+def variant_self_scores(
+    tracin: TracInWE, n_train: int, knee_ids: Tensor, top50: Tensor
+) -> Dict[str, Tensor]:
+    r"""Self-influence of the training texts under each variant (no cosine: it
+    is the number of distinct tokens whatever the gradients)."""
+    totals: Dict[str, Tensor] = {}
+    for loaded in tracin._checkpoint_pass():
+        train = rows_of(tracin, tracin._training.batches(), tracin.loss_fn, "training")
+        idf, mean = checkpoint_statistics(
+            train, n_train, int(train.token_ids.max()) + 1
+        )
+        squared = train.vectors.pow(2).sum(1)
+        centred_squared = (train.vectors - mean[train.token_ids]).pow(2).sum(1)
+        weights = {
+            "TracIn-WE": squared,
+            "IDF^0.5": squared * idf[train.token_ids] ** 0.5,
+            "IDF^1": squared * idf[train.token_ids],
+            "IDF^2": squared * idf[train.token_ids] ** 2,
+            "centred": centred_squared,
+            f"knee exclusion ({len(knee_ids)} tokens)": squared
+            * ~torch.isin(train.token_ids, knee_ids),
+            "without the 50 most frequent": squared
+            * ~torch.isin(train.token_ids, top50),
+        }
+        for name, per_row in weights.items():
+            part = torch.zeros(n_train).index_add_(0, train.example_index, per_row)
+            part = loaded.learning_rate * part
+            totals[name] = part if name not in totals else totals[name] + part
+    return totals
+
+
 def variant_scores(
     tracin: TracInWE, test_batch, n_train: int, knee_ids: Tensor, top50: Tensor
 ) -> Dict[str, Tensor]:
@@ -122,11 +168,7 @@ def variant_scores(
         train = rows_of(tracin, tracin._training.batches(), tracin.loss_fn, "training")
         query = rows_of(tracin, [test_batch], tracin.test_loss_fn, "test")
         vocab = int(max(train.token_ids.max(), query.token_ids.max())) + 1
-        df = torch.bincount(train.token_ids, minlength=vocab).double()
-        idf = (torch.log((1 + n_train) / (1 + df)) + 1).float()
-        mean = train.vectors.new_zeros(vocab, train.vectors.shape[1])
-        mean.index_add_(0, train.token_ids, train.vectors)
-        mean /= n_train
+        idf, mean = checkpoint_statistics(train, n_train, vocab)
 
         parts = {
             "TracIn-WE": shared_token_scores(query, train),
@@ -168,6 +210,13 @@ def main() -> None:
     parser.add_argument("--retrains-per-call", type=int, default=16)
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--out", default=None)
+    parser.add_argument(
+        "--diagnostics",
+        action="store_true",
+        help="instead of case deletion: the retrain-free diagnostics on 200 "
+        "held-out sentences and mislabel detection (10%% flipped), for every "
+        "variant",
+    )
     args = parser.parse_args()
     if args.smoke:
         args.train, args.test, args.ks, args.seeds = 300, 4, [5, 10], [0]
@@ -191,6 +240,15 @@ def main() -> None:
             torch.tensor([held_out[i][1] for i in rows]),
         )
         train_set = TensorDataset(ids, labels)
+        if args.diagnostics:
+            report = diagnostics_report(
+                args, model, paths, trainer, ids, labels, held_out, vocab, train_texts
+            )
+            print(report)
+            if args.out:
+                with open(args.out, "w", encoding="utf-8") as f:
+                    f.write(report)
+            return
         tracin = TracInWE(model, train_set, paths, load_ckpt, batch_size=256)
         n_knee = knee_size(ids, [PAD])
         knee_ids = torch.tensor(frequent_token_ids(ids, n_knee, ignore_ids=[PAD]))
@@ -240,6 +298,95 @@ def main() -> None:
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
             f.write(report)
+
+
+def all_scores(model, paths, train_set, batch, train_texts, texts, n_train):
+    r"""Every variant, TracIn-TFIDF and the last layer for one test batch."""
+    ids = train_set.tensors[0]
+    tracin = TracInWE(model, train_set, paths, load_ckpt, batch_size=256)
+    knee_ids = torch.tensor(frequent_token_ids(ids, knee_size(ids, [PAD]), [PAD]))
+    top50 = torch.tensor(frequent_token_ids(ids, 50, ignore_ids=[PAD]))
+    scores = variant_scores(tracin, batch, n_train, knee_ids, top50)
+    grads = [
+        checkpoint_output_gradients(model, paths, load_ckpt, [b], num_classes=2)
+        for b in (train_set.tensors, batch)
+    ]
+    scores["TracIn-TFIDF"] = tfidf_tracin_scores(train_texts, texts, *grads)
+    load_ckpt(model, paths[-1])
+    scores["TracInCPFast (last layer)"] = last_layer(model, train_set, paths).influence(
+        batch
+    )
+    return scores
+
+
+def diagnostics_report(
+    args, model, paths, trainer, ids, labels, held_out, vocab, train_texts
+) -> str:
+    rows = balanced_test(held_out, 200, seed=1)
+    texts = [held_out[i][0] for i in rows]
+    batch = (encode(texts, vocab), torch.tensor([held_out[i][1] for i in rows]))
+    train_set = TensorDataset(ids, labels)
+    scores = all_scores(model, paths, train_set, batch, train_texts, texts, len(labels))
+    scores["random"] = random_scores(len(rows), len(labels), seed=2)
+    table = [
+        {
+            "method": name,
+            "top-10 label agreement": label_agreement(s, labels, batch[1], 10),
+            "top-10 proponent cardinality": topk_cardinality(s, 10),
+            "top-10 opponent cardinality": topk_cardinality(s, 10, proponents=False),
+        }
+        for name, s in scores.items()
+    ]
+    noisy, flipped = flip_labels(labels, 0.1, n_classes=2, seed=0)
+    noisy_trainer = Trainer(
+        ids, noisy, trainer.vocab_size, architecture=trainer.architecture
+    )
+    with tempfile.TemporaryDirectory() as directory:
+        noisy_model, noisy_paths = noisy_trainer(
+            range(len(noisy)), seed=0, save_to=directory
+        )
+        noisy_set = TensorDataset(ids, noisy)
+        tracin = TracInWE(
+            noisy_model, noisy_set, noisy_paths, load_ckpt, batch_size=256
+        )
+        knee_ids = torch.tensor(frequent_token_ids(ids, knee_size(ids, [PAD]), [PAD]))
+        top50 = torch.tensor(frequent_token_ids(ids, 50, ignore_ids=[PAD]))
+        self_scores = variant_self_scores(tracin, len(noisy), knee_ids, top50)
+        check = tracin.self_influence()
+        assert torch.allclose(check, self_scores["TracIn-WE"], rtol=1e-4)
+        self_scores["TracInCPFast (last layer)"] = last_layer(
+            noisy_model, noisy_set, noisy_paths
+        ).self_influence()
+        load_ckpt(noisy_model, noisy_paths[-1])
+        self_scores["loss (last checkpoint)"] = output_gradients(
+            noisy_model, [(ids, noisy)], 2
+        )[0]
+        self_scores["random"] = torch.rand(
+            len(noisy), generator=torch.Generator().manual_seed(5)
+        )
+    mislabels = [
+        {"self-influence of": name, **mislabel_detection(s, flipped)}
+        for name, s in self_scores.items()
+    ]
+    model_name = "small transformer" if args.transformer else "CNN"
+    return "\n".join(
+        [
+            f"Command: python -m benchmarks.frequent_tokens_study --diagnostics"
+            f"{' --transformer' if args.transformer else ''}; {conditions()}",
+            "",
+            f"Retrain-free diagnostics ({model_name}, the model trained on all "
+            f"{len(labels)} texts, 200 class-balanced held-out sentences, draw "
+            "seed 1):",
+            "",
+            format_markdown(table),
+            "",
+            f"Mislabel detection ({model_name} retrained with 10% of the labels "
+            "flipped, seed 0; ranked by the score, highest first):",
+            "",
+            format_markdown(mislabels),
+            "",
+        ]
+    )
 
 
 if __name__ == "__main__":
