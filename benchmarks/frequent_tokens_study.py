@@ -214,7 +214,8 @@ def main() -> None:
         "--methods",
         nargs="+",
         default=None,
-        help="case deletion only for these method names (default: all)",
+        help="case deletion only for these methods, named as in the table "
+        "without the part in brackets (default: all)",
     )
     parser.add_argument(
         "--diagnostics",
@@ -272,7 +273,11 @@ def main() -> None:
         check = tracin.influence(test_batch)
         assert torch.allclose(check, scores["TracIn-WE"], rtol=1e-4, atol=1e-6)
         if args.methods:
-            scores = {name: scores[name] for name in args.methods}
+            scores = {
+                name: s
+                for name, s in scores.items()
+                if any(name.split(" (")[0] == wanted for wanted in args.methods)
+            }
         result = case_deletion(
             scores,
             None,
