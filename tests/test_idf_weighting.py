@@ -4,12 +4,13 @@ r"""TracIn-WE-IDF (``idf_power``): against scikit-learn's IDF and brute force.""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from sklearn.feature_extraction.text import TfidfVectorizer
 from torch.utils.data import DataLoader, TensorDataset
 
-from captum_tracin_we import TracInWE
+from captum_tracin_we import BatchError, IndexMismatchError, TracInWE
 from tests.helpers import (
     CLS,
     PAD,
@@ -19,6 +20,7 @@ from tests.helpers import (
     bag_setup,
     dense_reference,
     dict_dataset,
+    load_into,
     tiny_hf_classifier,
 )
 
@@ -171,3 +173,160 @@ def test_bad_idf_power_is_named(bag, bad, error, words):
     model, train, _, paths = bag
     with pytest.raises(error, match=words):
         TracInWE(model, train, paths, idf_power=bad)
+
+
+class _SequenceFirstMasked(torch.nn.Module):
+    r"""Takes ``input_ids`` and ``attention_mask`` as ``(L, B)``; no padding_idx,
+    so only the mask says which positions are padding."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = torch.nn.Embedding(VOCAB, 8)
+        self.fc = torch.nn.Linear(8, 3)
+
+    def forward(self, input_ids, attention_mask):
+        embedded = torch.tanh(self.emb(input_ids)) * attention_mask.unsqueeze(-1)
+        return self.fc(embedded.sum(0) / attention_mask.sum(0).unsqueeze(-1))
+
+
+class _BatchFirstMasked(_SequenceFirstMasked):
+    def forward(self, input_ids, attention_mask):
+        return super().forward(input_ids.T, attention_mask.T)
+
+
+def _masked_data(n=12, length=7):
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, 40, (n, length), generator=generator)
+    mask = torch.ones(n, length, dtype=torch.long)
+    mask[::2, 4:] = 0
+    ids[::2, 4:] = 50  # token 50 only ever at masked positions
+    labels = torch.randint(0, 3, (n,), generator=generator)
+    return ids, mask, labels
+
+
+def _batches(ids, mask, labels, size, sequence_first):
+    def layout(tensor):
+        return tensor.T.contiguous() if sequence_first else tensor
+
+    return [
+        {
+            "input_ids": layout(ids[i : i + size]),
+            "attention_mask": layout(mask[i : i + size]),
+            "labels": labels[i : i + size],
+        }
+        for i in range(0, len(ids), size)
+    ]
+
+
+@pytest.mark.parametrize("power", [None, 1.0])
+def test_a_sequence_first_attention_mask_is_read_in_its_layout(tmp_path, power):
+    ids, mask, labels = _masked_data()
+    model = _SequenceFirstMasked()
+    path = str(tmp_path / "c.pt")
+    torch.save({"model_state_dict": model.state_dict(), "learning_rate": 1.0}, path)
+    batch_first = _BatchFirstMasked()
+    batch_first.load_state_dict(model.state_dict())
+    seq = _batches(ids, mask, labels, 4, sequence_first=True)
+    flat = _batches(ids, mask, labels, 4, sequence_first=False)
+    a = TracInWE(model, DataLoader(seq, batch_size=None), [path], idf_power=power)
+    b = TracInWE(
+        batch_first, DataLoader(flat, batch_size=None), [path], idf_power=power
+    )
+    # Masked positions never count: the influence equals the batch-first one.
+    assert_close(a.influence(seq[0]), b.influence(flat[0]))
+    if power is not None:
+        assert float(a.token_weights()[50]) == pytest.approx(math.log(13) + 1)
+
+
+def test_an_attention_mask_that_does_not_fit_the_ids_is_an_error(tmp_path):
+    ids, mask, labels = _masked_data()
+    model = _BatchFirstMasked()
+    path = str(tmp_path / "c.pt")
+    torch.save({"model_state_dict": model.state_dict(), "learning_rate": 1.0}, path)
+
+    class Truncating(_BatchFirstMasked):
+        def forward(self, input_ids, attention_mask):  # embeds (B, 5) of (B, 7)
+            embedded = torch.tanh(self.emb(input_ids[:, :5]))
+            return self.fc(embedded.mean(1))
+
+    truncating = Truncating()
+    truncating.load_state_dict(model.state_dict())
+    data = _batches(ids, mask, labels, 4, sequence_first=False)
+    tracin = TracInWE(truncating, DataLoader(data, batch_size=None), [path])
+    with pytest.raises(BatchError, match="attention_mask has shape"):
+        tracin.influence(data[0])
+
+
+def test_weights_follow_the_data_when_it_changes_between_calls(bag):
+    model, train, test, paths = bag
+    tracin = TracInWE(model, train, paths, idf_power=1.0, batch_size=8)
+    tracin.influence(test)
+    ids = train.tensors[0]
+    ids[:, 1:4] = torch.where(ids[:, 1:4] != PAD, torch.tensor(5), ids[:, 1:4])
+    fresh = TracInWE(model, train, paths, idf_power=1.0, batch_size=8)
+    assert_close(tracin.influence(test), fresh.influence(test))
+    assert_close(tracin.token_weights(), sklearn_idf(ids), rel=1e-6)
+
+
+def test_data_changed_after_the_index_was_built_is_caught(bag, tmp_path):
+    model, train, test, paths = bag
+    tracin = TracInWE(model, train, paths, idf_power=1.0, batch_size=8)
+    tracin.build_index(str(tmp_path / "index"))
+    train.tensors[0][3, 1] = 4 if int(train.tensors[0][3, 1]) != 4 else 5
+    with pytest.raises(IndexMismatchError):
+        tracin.influence(test)
+
+
+def test_a_read_once_iterable_is_an_error_not_unweighted_scores(bag, tmp_path):
+    model, train, test, paths = bag
+
+    class ReadOnce(torch.utils.data.IterableDataset):
+        def __init__(self):
+            self.rows = iter(list(zip(*train.tensors)))
+
+        def __iter__(self):
+            return self.rows
+
+    with pytest.raises(BatchError, match="read only once|no examples|empty"):
+        TracInWE(
+            model, DataLoader(ReadOnce(), batch_size=8), paths, idf_power=1.0
+        ).influence(test)
+
+
+def test_weights_do_not_depend_on_the_models_mode(bag):
+    model, train, _, paths = bag
+
+    class WordDropout(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, ids):
+            if self.training:
+                ids = ids.masked_fill(ids == 5, 4)
+            return self.inner(ids)
+
+    wrapped = WordDropout(model).train()
+    load = load_into("inner")
+    tracin = TracInWE(wrapped, train, paths, load, idf_power=1.0, batch_size=8)
+    assert_close(tracin.token_weights(), sklearn_idf(train.tensors[0]), rel=1e-6)
+    assert wrapped.training
+
+
+def test_numpy_and_tensor_powers_and_overflow(bag):
+    model, train, test, paths = bag
+    expected = TracInWE(model, train, paths, idf_power=2.0).influence(test)
+    for power in (np.float32(2.0), np.int64(2), torch.tensor(2.0)):
+        tracin = TracInWE(model, train, paths, idf_power=power)
+        assert_close(tracin.influence(test), expected)
+    with pytest.raises(ValueError, match="overflows"):
+        TracInWE(model, train, paths, idf_power=80).influence(test)
+
+
+def test_errors_in_the_document_frequency_pass_name_the_training_data(bag):
+    model, train, test, paths = bag
+    ids = train.tensors[0].clone()
+    ids[2, 1] = VOCAB + 5
+    bad = TensorDataset(ids, train.tensors[1])
+    with pytest.raises(BatchError, match="^In the training data"):
+        TracInWE(model, bad, paths, idf_power=1.0).influence(test)

@@ -255,7 +255,6 @@ class TracInWE(TracInCPBase):
             adapter, self.top_k_words, self.exclude_token_ids
         )
         self.idf_power = checked_idf_power(idf_power)
-        self._token_weights: Optional[Tensor] = None
         self.index: Optional[WordIndex] = None
         if index is not None:
             self.attach_index(index)
@@ -321,6 +320,7 @@ class TracInWE(TracInCPBase):
         test_batches = self._as_batches(inputs)
         with_train = self.index is None
         passes = _SamePasses(self._training)
+        weights = self._idf_weights(passes)
         test_passes = _SamePasses(role="test")
         blocks: List[Tensor] = []
         with self._progress(
@@ -328,7 +328,7 @@ class TracInWE(TracInCPBase):
         ) as bar:
             for loaded in self._checkpoint_pass():
                 queries = self._query_rows(
-                    test_batches, loaded, aggregate, bar, test_passes
+                    test_batches, loaded, aggregate, bar, test_passes, weights
                 )
                 if self.index is not None:
                     self.index.check_checkpoint(loaded)
@@ -352,6 +352,7 @@ class TracInWE(TracInCPBase):
         aggregate: bool,
         bar: Any,
         passes: "_SamePasses",
+        weights: Optional[Tensor] = None,
     ) -> WordRows:
         digests = passes.start()
         queries = WordRows.cat(
@@ -361,7 +362,6 @@ class TracInWE(TracInCPBase):
         if aggregate:
             queries = queries.summed()
         queries = queries.scaled(loaded.learning_rate)
-        weights = self.token_weights()
         return queries if weights is None else queries.weighted(weights)
 
     def _get_k_most_influential(  # type: ignore[override]
@@ -407,14 +407,11 @@ class TracInWE(TracInCPBase):
         from_index = (
             inputs is None and self.index is not None and self.idf_power is None
         )
-        weights = self.token_weights()
         on_training = inputs is None
         batches = self._training.loader if on_training else self._as_batches(inputs)
-        passes = (
-            _SamePasses(self._training)
-            if on_training
-            else _SamePasses(role="self-influence")
-        )
+        training_passes = _SamePasses(self._training)
+        weights = self._idf_weights(training_passes)
+        passes = training_passes if on_training else _SamePasses(role="self-influence")
         total: Optional[Tensor] = None
         with self._progress(
             "self influence", [] if from_index else batches, show_progress, False
@@ -475,6 +472,7 @@ class TracInWE(TracInCPBase):
         pad_id = self._pad_id
         test_c = train_c = None
         test_passes = _SamePasses(role="test")
+        weights = self._idf_weights(_SamePasses(self._training))
         with self._progress(
             "word influence", test_batches, show_progress, False
         ) as bar:
@@ -499,7 +497,7 @@ class TracInWE(TracInCPBase):
                 )
                 parts = pair_contributions(
                     test.token_ids,
-                    loaded.learning_rate * self._weighted_positions(test),
+                    loaded.learning_rate * _weighted_positions(test, weights),
                     train.token_ids[inverse],
                     train.gradients[inverse],
                 )
@@ -522,31 +520,33 @@ class TracInWE(TracInCPBase):
 
     def token_weights(self) -> Optional[Tensor]:
         r"""
-        The weight of each token's term: ``idf(w) ** idf_power``, computed
-        once from the training data (the model runs only up to its embedding).
+        The weight of each token's term: ``idf(w) ** idf_power``, counted from
+        the training data (one pass that runs the model only up to its
+        embedding). Every scoring call counts anew, and checks that its
+        gradient passes (or the attached index) saw the same data.
 
         Returns:
             weights (Tensor or None): ``(vocab_size,)`` float32 indexed by token
                         id, or None without ``idf_power``.
         """
+        return self._idf_weights(_SamePasses(self._training))
+
+    def _idf_weights(self, passes: "_SamePasses") -> Optional[Tensor]:
         if self.idf_power is None:
             return None
-        if self._token_weights is None:
+        index = self.index
+        digests = (
+            passes.start() if index is None else ExampleDigests(index.shard_ends()[:-1])
+        )
+        with scoring_mode(self.model):
             df, num_texts = document_frequency(
-                self._source.adapter,
-                self._training.batches(),
-                self.exclude_token_ids,
-                self._source.layout_memory,
+                self._source, self._training.batches(), digests
             )
-            self._token_weights = idf_weights(df, num_texts, self.idf_power)
-        return self._token_weights
-
-    def _weighted_positions(self, gradients: Any) -> Tensor:
-        weights = self.token_weights()
-        if weights is None:
-            return gradients.gradients
-        factor = weights.to(gradients.gradients.device)[gradients.token_ids]
-        return gradients.gradients * factor.unsqueeze(-1)
+        if index is None:
+            passes.finish(digests)
+        else:
+            index.check_data(digests.digests(), digests.num_examples)
+        return idf_weights(df, num_texts, self.idf_power)
 
     def _checked_train_indices(self, train_indices: Any) -> Tensor:
         indices = torch.as_tensor(train_indices)
@@ -768,6 +768,14 @@ class _SamePasses:
                 "TracIn-WE needs the same examples in the same order at every "
                 "checkpoint."
             )
+
+
+def _weighted_positions(gradients: Any, weights: Optional[Tensor]) -> Tensor:
+    r"""Position gradients times the weight of the token each position holds."""
+    if weights is None:
+        return gradients.gradients
+    factor = weights.to(gradients.gradients.device)[gradients.token_ids]
+    return gradients.gradients * factor.unsqueeze(-1)
 
 
 def _accumulate(blocks: List[Tensor], i: int, block: Tensor) -> None:

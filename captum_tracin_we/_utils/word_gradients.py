@@ -143,12 +143,17 @@ class LayoutMemory:
             )
         self.convention, self.assumed = convention, False
 
-    def for_square(self, tensor: Tensor) -> str:
-        r"""The convention of a square tensor: learnt, read off its padding, or
-        (when neither tells) assumed batch-first until a batch shows otherwise."""
+    def for_square(self, tensor: Tensor, mask: Optional[Tensor] = None) -> str:
+        r"""The convention of a square tensor: learnt, read off its padding (the
+        attention mask's zeros, else the padding id), or (when neither tells)
+        assumed batch-first until a batch shows otherwise."""
         if self.convention is not None:
             return self.convention
-        padded = _trailing_padding(tensor, self.pad_id)
+        padded = None
+        if mask is not None and mask.shape == tensor.shape:
+            padded = _trailing_padding(mask.bool().logical_not().long(), 1)
+        if padded is None:
+            padded = _trailing_padding(tensor, self.pad_id)
         if padded is not None:
             self.learn(padded)
             return padded
@@ -184,6 +189,7 @@ class _Layout:
     kind: str
     shape: Tuple[int, int]
     ids_dim: int = 2
+    batch_convention: str = "batch_first"
 
     def batch_first(self, tensor: Tensor) -> Tensor:
         r"""``tensor`` shaped like the ids (plus trailing dims) as ``(B, L, ...)``."""
@@ -196,12 +202,35 @@ class _Layout:
             return tensor.reshape(self.shape[1], self.shape[0], *rest).transpose(0, 1)
         return tensor
 
+    def batch_mask(self, mask: Optional[Tensor]) -> Optional[Tensor]:
+        r"""
+        A batch's ``attention_mask``, given in the layout of the batch's ids
+        tensor, as ``(B, L)``.
+
+        Raises:
+            BatchError: If it cannot be aligned with the embedded ids.
+        """
+        if mask is None:
+            return None
+        if mask.dim() == 2 and self.batch_convention == "sequence_first":
+            mask = mask.t()
+        if tuple(mask.shape) != tuple(self.shape):
+            raise BatchError(
+                f"The batch's attention_mask has shape {tuple(mask.shape)}, but the "
+                f"model embeds {self.shape[0]} examples x {self.shape[1]} positions, "
+                "so TracIn-WE cannot tell which positions are padding. Pass an "
+                "attention_mask shaped like the input_ids the model embeds, or leave "
+                "it out and mark padding with the embedding's padding_idx."
+            )
+        return mask
+
 
 def ids_layout(
     ids: Tensor,
     candidates: List[Tensor],
     batch_size: int,
     memory: Optional[LayoutMemory] = None,
+    mask: Optional[Tensor] = None,
 ) -> _Layout:
     r"""
     Finds how the token ids that reached the embedding relate to the batch:
@@ -215,24 +244,24 @@ def ids_layout(
     """
     memory = memory or LayoutMemory()
     for tensor in candidates:
-        convention = _convention(tensor, batch_size, memory)
+        convention = _convention(tensor, batch_size, memory, mask)
         if convention is None:
             continue
         examples = tensor if convention == "batch_first" else tensor.t()
         shape = (int(examples.shape[0]), int(examples.shape[1]))
         if ids.shape == examples.shape and torch.equal(ids, examples):
-            return _Layout("as_is", shape)
+            return _Layout("as_is", shape, batch_convention=convention)
         if (
             ids.dim() == 2
             and ids.shape == shape[::-1]
             and torch.equal(ids.t(), examples)
         ):
-            return _Layout("transposed", shape)
+            return _Layout("transposed", shape, batch_convention=convention)
         if ids.dim() != 2 and ids.numel() == examples.numel():
             if torch.equal(ids.reshape(-1), examples.reshape(-1)):
-                return _Layout("reshaped", shape, ids.dim())
+                return _Layout("reshaped", shape, ids.dim(), convention)
             if torch.equal(ids.reshape(-1), examples.t().reshape(-1)):
-                return _Layout("reshaped_transposed", shape, ids.dim())
+                return _Layout("reshaped_transposed", shape, ids.dim(), convention)
     if ids.dim() == 2 and ids.shape[0] == batch_size:
         return _Layout("as_is", (int(ids.shape[0]), int(ids.shape[1])))
     raise BatchError(
@@ -243,12 +272,17 @@ def ids_layout(
     )
 
 
-def _convention(tensor: Tensor, batch_size: int, memory: LayoutMemory) -> Optional[str]:
+def _convention(
+    tensor: Tensor,
+    batch_size: int,
+    memory: LayoutMemory,
+    mask: Optional[Tensor] = None,
+) -> Optional[str]:
     if tensor.dim() != 2 or batch_size not in tensor.shape:
         return None
     rows, columns = tensor.shape
     if rows == batch_size and columns == batch_size:
-        return memory.for_square(tensor)
+        return memory.for_square(tensor, mask)
     convention = "batch_first" if rows == batch_size else "sequence_first"
     memory.learn(convention)
     return convention
@@ -328,9 +362,11 @@ def _batch_first_ids(
         adapter.batch_tensors(args, kwargs),
         batch_size,
         layout_memory,
+        attention_mask,
     )
     token_ids = layout.batch_first(capture.token_ids[0])
-    real = _real_positions(token_ids, adapter.embedding, attention_mask)
+    mask = layout.batch_mask(attention_mask)
+    real = _real_positions(token_ids, adapter.embedding, mask)
     return layout, token_ids, real, adapter.per_example_inputs(args, kwargs, batch_size)
 
 
@@ -437,12 +473,13 @@ def keep_top_positions(gradients: Tensor, mask: Tensor, k: int) -> Tensor:
 def _real_positions(
     token_ids: Tensor, embedding: Embedding, attention_mask: Optional[Tensor]
 ) -> Tensor:
-    r"""Positions that are not padding: by ``padding_idx`` and the attention mask."""
+    r"""Positions that are not padding: by ``padding_idx`` and the attention mask
+    (already aligned to ``(B, L)``)."""
     mask = torch.ones_like(token_ids, dtype=torch.bool)
     if embedding.padding_idx is not None:
         mask &= token_ids != embedding.padding_idx
-    if attention_mask is not None and attention_mask.shape == token_ids.shape:
-        mask &= attention_mask.bool()
+    if attention_mask is not None:
+        mask &= attention_mask.bool().to(mask.device)
     return mask
 
 
