@@ -246,6 +246,10 @@ def influence(args, model, paths, ids, labels, test_batch):
         "TracIn-WE without the 50 most frequent tokens": TracInWE(
             model, train_set, paths, load, batch_size=64, exclude_token_ids=stop_ids
         ),
+        # Issue 13's committed choice (docs/method.rst): TracIn-WE-IDF, a = 4.
+        "TracIn-WE-IDF (idf^4)": TracInWE(
+            model, train_set, paths, load, batch_size=64, idf_power=4.0
+        ),
         "TracInCPFast (last layer)": TracInCPFast(
             model,
             model.final_layer,

@@ -96,7 +96,9 @@ class TracInWE(TracInCPBase):
     unless listed in ``exclude_token_ids``. With ``top_k_words=k``
     (TracIn-WE-Topk) only the ``k`` counted positions of largest gradient L2
     norm count, chosen per example and per checkpoint, on the training and the
-    test side alike.
+    test side alike. With ``idf_power=a`` (TracIn-WE-IDF) each shared token's
+    term is weighted by :math:`\mathrm{idf}(w)^a` over the training set, so that
+    frequent tokens weigh less without a hand-picked list.
 
     Layout: the token ids may reach the embedding batch-first ``(B, L)``,
     sequence-first ``(L, B)`` or flattened ``(B * L,)``, positionally or as
