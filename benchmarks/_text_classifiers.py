@@ -7,6 +7,7 @@ and side-by-side (vmap ensemble) trainers, and the test-sentence draw.
 """
 
 import os
+from collections import Counter
 from typing import List, Sequence, Tuple
 
 import torch
@@ -148,6 +149,26 @@ def ground_truth_probability(test_batch):
         return probs.gather(1, test_batch[1][:, None]).squeeze(1)
 
     return probability_fn
+
+
+def word_level_rotten_tomatoes(n_train: int):
+    r"""
+    Rotten Tomatoes for the reproduction: ``n_train`` training sentences
+    (shuffle seed 0) and 1,000 held-out ones, a whitespace word vocabulary over
+    the training sentences (ids from 4, after PAD/UNK/CLS/SEP), and the
+    training ids and labels.
+
+    Returns:
+        (train, held_out, vocab, ids, labels)
+    """
+    from captum_tracin_we._demo.data import load_rotten_tomatoes
+
+    train, held_out = load_rotten_tomatoes(n_train, 1000, seed=0)
+    counts = Counter(w for text, _ in train for w in text.split())
+    vocab = {w: i + 4 for i, w in enumerate(sorted(counts))}
+    ids = encode([t for t, _ in train], vocab)
+    labels = torch.tensor([y for _, y in train])
+    return train, held_out, vocab, ids, labels
 
 
 def balanced_test(test: List[Tuple[str, int]], n: int, seed: int) -> List[int]:

@@ -26,7 +26,6 @@ Prints the AUC table (and writes it to --out if given).
 import argparse
 import tempfile
 import time
-from collections import Counter
 from typing import Dict, List
 
 import torch
@@ -45,10 +44,10 @@ from benchmarks._text_classifiers import (
     encode,
     ground_truth_probability,
     load_ckpt,
+    word_level_rotten_tomatoes,
 )
 from benchmarks.reproduce_case_deletion import last_layer
 from captum_tracin_we import TracInWE, frequent_token_ids
-from captum_tracin_we._demo.data import load_rotten_tomatoes
 from captum_tracin_we._utils.shared_tokens import WordRows, shared_token_scores
 from captum_tracin_we.evaluation import (
     auc_table,
@@ -87,6 +86,14 @@ def knee_size(token_ids: Tensor, ignore_ids: List[int], top: int = 500) -> int:
     # The chord runs from (0, 1) to (1, 0); 1 - x - y is proportional to the
     # distance below it. The tokens up to and including the knee are excluded.
     return int(torch.argmax(1 - x - y)) + 1
+
+
+def frequent_tokens(ids: Tensor):
+    r"""The ids above the knee of the document-frequency curve, and the 50 most
+    frequent ids (the hand-picked reference)."""
+    knee_ids = frequent_token_ids(ids, knee_size(ids, [PAD]), ignore_ids=[PAD])
+    top50 = frequent_token_ids(ids, 50, ignore_ids=[PAD])
+    return torch.tensor(knee_ids), torch.tensor(top50)
 
 
 def document_frequency(token_ids: Tensor) -> Tensor:
@@ -228,12 +235,8 @@ def main() -> None:
     if args.smoke:
         args.train, args.test, args.ks, args.seeds = 300, 4, [5, 10], [0]
     started = time.perf_counter()
-    train, held_out = load_rotten_tomatoes(args.train, 1000, seed=0)
-    counts = Counter(w for text, _ in train for w in text.split())
-    vocab = {w: i + 4 for i, w in enumerate(sorted(counts))}
+    train, held_out, vocab, ids, labels = word_level_rotten_tomatoes(args.train)
     train_texts = [t for t, _ in train]
-    ids = encode(train_texts, vocab)
-    labels = torch.tensor([y for _, y in train])
     architecture = WordTransformer if args.transformer else WordCNN
     trainer = Trainer(
         ids, labels, len(vocab) + 4, architecture=architecture, device=args.device
@@ -256,20 +259,10 @@ def main() -> None:
                 with open(args.out, "w", encoding="utf-8") as f:
                     f.write(report)
             return
+        scores = all_scores(
+            model, paths, train_set, test_batch, train_texts, test_texts, args.train
+        )
         tracin = TracInWE(model, train_set, paths, load_ckpt, batch_size=256)
-        n_knee = knee_size(ids, [PAD])
-        knee_ids = torch.tensor(frequent_token_ids(ids, n_knee, ignore_ids=[PAD]))
-        top50 = torch.tensor(frequent_token_ids(ids, 50, ignore_ids=[PAD]))
-        scores = variant_scores(tracin, test_batch, args.train, knee_ids, top50)
-        grads = [
-            checkpoint_output_gradients(model, paths, load_ckpt, [b], num_classes=2)
-            for b in (train_set.tensors, test_batch)
-        ]
-        scores["TracIn-TFIDF"] = tfidf_tracin_scores(train_texts, test_texts, *grads)
-        load_ckpt(model, paths[-1])
-        scores["TracInCPFast (last layer)"] = last_layer(
-            model, train_set, paths
-        ).influence(test_batch)
         check = tracin.influence(test_batch)
         assert torch.allclose(check, scores["TracIn-WE"], rtol=1e-4, atol=1e-6)
         if args.methods:
@@ -290,6 +283,7 @@ def main() -> None:
             retrains_per_call=args.retrains_per_call,
         )
     table = format_markdown(auc_table(result))
+    knee_ids = frequent_tokens(ids)[0]
     words = {i: w for w, i in vocab.items()}
     words.update({CLS: "[CLS]", SEP: "[SEP]"})
     report = "\n".join(
@@ -298,7 +292,7 @@ def main() -> None:
             f"{'--transformer ' if args.transformer else ''}--test-seed "
             f"{args.test_seed} (retrains {args.retrains_per_call} per call on "
             f"{args.device}); {conditions()}",
-            f"Knee of the document-frequency curve: {n_knee} tokens "
+            f"Knee of the document-frequency curve: {len(knee_ids)} tokens "
             f"({[words.get(i, i) for i in knee_ids.tolist()][:40]})",
             f"{result.retrains} models, total "
             f"{(time.perf_counter() - started) / 60:.1f} min",
@@ -315,10 +309,8 @@ def main() -> None:
 
 def all_scores(model, paths, train_set, batch, train_texts, texts, n_train):
     r"""Every variant, TracIn-TFIDF and the last layer for one test batch."""
-    ids = train_set.tensors[0]
     tracin = TracInWE(model, train_set, paths, load_ckpt, batch_size=256)
-    knee_ids = torch.tensor(frequent_token_ids(ids, knee_size(ids, [PAD]), [PAD]))
-    top50 = torch.tensor(frequent_token_ids(ids, 50, ignore_ids=[PAD]))
+    knee_ids, top50 = frequent_tokens(train_set.tensors[0])
     scores = variant_scores(tracin, batch, n_train, knee_ids, top50)
     grads = [
         checkpoint_output_gradients(model, paths, load_ckpt, [b], num_classes=2)
@@ -362,8 +354,7 @@ def diagnostics_report(
         tracin = TracInWE(
             noisy_model, noisy_set, noisy_paths, load_ckpt, batch_size=256
         )
-        knee_ids = torch.tensor(frequent_token_ids(ids, knee_size(ids, [PAD]), [PAD]))
-        top50 = torch.tensor(frequent_token_ids(ids, 50, ignore_ids=[PAD]))
+        knee_ids, top50 = frequent_tokens(ids)
         self_scores = variant_self_scores(tracin, len(noisy), knee_ids, top50)
         check = tracin.self_influence()
         assert torch.allclose(check, self_scores["TracIn-WE"], rtol=1e-4)

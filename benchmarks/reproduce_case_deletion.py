@@ -30,7 +30,6 @@ import os
 import sys
 import tempfile
 import time
-from collections import Counter
 from typing import Tuple
 
 import matplotlib
@@ -52,9 +51,9 @@ from benchmarks._text_classifiers import (
     encode,
     ground_truth_probability,
     load_ckpt,
+    word_level_rotten_tomatoes,
 )
 from captum_tracin_we import TracInWE, frequent_token_ids
-from captum_tracin_we._demo.data import load_rotten_tomatoes
 from captum_tracin_we.evaluation import (
     auc_table,
     case_deletion,
@@ -168,12 +167,8 @@ def main() -> None:
         args.train, args.test, args.ks, args.seeds = 300, 4, [5, 10], [0]
         args.diagnostic_tests = 40
     started = time.perf_counter()
-    train, held_out = load_rotten_tomatoes(args.train, 1000, seed=0)
-    counts = Counter(w for text, _ in train for w in text.split())
-    vocab = {w: i + 4 for i, w in enumerate(sorted(counts))}
+    train, held_out, vocab, ids, labels = word_level_rotten_tomatoes(args.train)
     train_texts = [t for t, _ in train]
-    ids = encode(train_texts, vocab)
-    labels = torch.tensor([y for _, y in train])
     architecture = WordTransformer if args.transformer else WordCNN
     trainer = Trainer(
         ids, labels, len(vocab) + 4, architecture=architecture, device=args.device
