@@ -20,11 +20,14 @@ EVALUATION = ["scikit-learn>=1.3"]  # ROC-AUC and the TF-IDF baseline
 # Trainer runs and datasets (transformers' Trainer needs accelerate).
 HF = ["datasets>=2.14", "accelerate>=0.26", "safetensors>=0.4"]
 DEMO = DATA + MODEL + HF
+# The influence explorer: Starlette (the ASGI toolkit under FastAPI) on uvicorn.
+EXPLORE = ["starlette>=0.40", "uvicorn>=0.30"]
 TEST = (
     DATA
     + EVALUATION
     + HF
     + MODEL
+    + EXPLORE
     + [
         "pytest>=8",
         "hypothesis>=6",
@@ -36,7 +39,7 @@ TEST = (
     ]
 )
 DOCS = ["sphinx>=7", "myst-nb>=1"]
-BENCHMARKS = DEMO + EVALUATION
+BENCHMARKS = DEMO + EVALUATION + EXPLORE
 
 setup(
     name="captum_tracin_we",
@@ -50,6 +53,7 @@ setup(
     license="BSD-3-Clause",
     python_requires=">=3.10",
     packages=find_packages(include=["captum_tracin_we", "captum_tracin_we.*"]),
+    package_data={"captum_tracin_we._app": ["explorer_static/*"]},
     install_requires=[
         "captum>=0.8",
         "torch>=2.3",
@@ -62,6 +66,7 @@ setup(
     extras_require={
         "demo": DEMO,
         "evaluation": EVALUATION,
+        "explore": EXPLORE,
         "hf": HF,
         "test": TEST,
         "docs": DOCS,

@@ -24,6 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     _explain_parser(commands)
+    _explore_parser(commands)
     _demo_parser(commands)
     return parser
 
@@ -36,18 +37,7 @@ def _explain_parser(commands: argparse._SubParsersAction) -> None:
         "your own fine-tuned model, and the words that carry their influence.",
         formatter_class=_FORMAT,
     )
-    explain.add_argument(
-        "--model",
-        required=True,
-        help="a transformers.Trainer output folder (checkpoint-<step> folders, "
-        "learning rates from trainer_state.json) or a save_pretrained folder, "
-        "with its tokenizer",
-    )
-    explain.add_argument(
-        "--train",
-        required=True,
-        help="training data: CSV, JSONL, or a datasets folder (save_to_disk)",
-    )
+    _model_and_data_options(explain)
     explain.add_argument(
         "--test", help="test data in the same formats (labels optional)"
     )
@@ -57,45 +47,72 @@ def _explain_parser(commands: argparse._SubParsersAction) -> None:
         default=[],
         help="a test text, explained at the model's prediction (repeatable)",
     )
-    explain.add_argument("--text-column", default="text", help="column of the texts")
-    explain.add_argument(
-        "--label-column",
-        default="label",
-        help="column of the labels: names from config.label2id, or integer ids",
-    )
-    explain.add_argument(
-        "--max-length",
-        type=int,
-        default=None,
-        help="tokens per text; longer texts are truncated and counted (default: "
-        "the model's maximum)",
-    )
-    explain.add_argument(
-        "--exclude-special-tokens",
-        action="store_true",
-        help="do not count [CLS], [SEP] and other special tokens",
-    )
-    explain.add_argument(
-        "--exclude-frequent",
-        type=int,
-        default=0,
-        metavar="N",
-        help="do not count the N tokens found in the most training texts",
-    )
+    _token_options(explain)
     explain.add_argument(
         "--top-k",
         type=_positive,
         default=5,
         help="proponents and opponents per test text",
     )
+    _method_options(explain)
+    explain.add_argument("--out", default="tracin_we_explain", help="output folder")
     explain.add_argument(
+        "--no-progress", action="store_true", help="hide progress bars"
+    )
+
+
+def _model_and_data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="a transformers.Trainer output folder (checkpoint-<step> folders, "
+        "learning rates from trainer_state.json) or a save_pretrained folder, "
+        "with its tokenizer",
+    )
+    parser.add_argument(
+        "--train",
+        required=True,
+        help="training data: CSV, JSONL, or a datasets folder (save_to_disk)",
+    )
+
+
+def _token_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--text-column", default="text", help="column of the texts")
+    parser.add_argument(
+        "--label-column",
+        default="label",
+        help="column of the labels: names from config.label2id, or integer ids",
+    )
+    parser.add_argument(
+        "--max-length",
+        type=int,
+        default=None,
+        help="tokens per text; longer texts are truncated and counted (default: "
+        "the model's maximum)",
+    )
+    parser.add_argument(
+        "--exclude-special-tokens",
+        action="store_true",
+        help="do not count [CLS], [SEP] and other special tokens",
+    )
+    parser.add_argument(
+        "--exclude-frequent",
+        type=int,
+        default=0,
+        metavar="N",
+        help="do not count the N tokens found in the most training texts",
+    )
+
+
+def _method_options(parser: argparse.ArgumentParser, index: bool = True) -> None:
+    parser.add_argument(
         "--top-k-words",
         type=int,
         default=None,
         help="TracIn-WE-Topk: positions kept per example (the paper uses 10; "
         "default: all)",
     )
-    explain.add_argument(
+    parser.add_argument(
         "--idf-power",
         type=_non_negative,
         default=None,
@@ -104,19 +121,53 @@ def _explain_parser(commands: argparse._SubParsersAction) -> None:
         "tokens weigh less without a list (see the method notes for when to use "
         "it; default: unweighted, as in the paper)",
     )
-    explain.add_argument(
-        "--index",
-        default=None,
-        help="index folder: built on the first run, reused afterwards",
-    )
-    explain.add_argument(
+    if index:
+        parser.add_argument(
+            "--index",
+            default=None,
+            help="index folder: built on the first run, reused afterwards",
+        )
+    parser.add_argument(
         "--no-last-layer",
         action="store_true",
-        help="skip the side-by-side last-layer TracInCPFast",
+        help="skip the side-by-side last-layer method",
     )
-    explain.add_argument("--batch-size", type=int, default=32, help="batch size")
-    explain.add_argument("--out", default="tracin_we_explain", help="output folder")
-    explain.add_argument(
+    parser.add_argument("--batch-size", type=int, default=32, help="batch size")
+
+
+def _explore_parser(commands: argparse._SubParsersAction) -> None:
+    explore = commands.add_parser(
+        "explore",
+        help="an interactive influence explorer in the browser, served from an index",
+        description="Serve an interactive influence explorer for your own model and "
+        "training data: type a text to see its most influential training texts by "
+        "TracIn-WE and by the last layer side by side, click one for its words, or "
+        "audit the training set by self-influence. Runs on this machine, offline.",
+        formatter_class=_FORMAT,
+    )
+    _model_and_data_options(explore)
+    explore.add_argument(
+        "--index",
+        required=True,
+        help="index folder: built on first use (a progress bar shows it), reused "
+        "afterwards; queries read the training side from it",
+    )
+    _token_options(explore)
+    explore.add_argument(
+        "--top-k",
+        type=_positive,
+        default=10,
+        help="proponents and opponents shown per method (the page can change it)",
+    )
+    _method_options(explore, index=False)
+    explore.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind; anything but 127.0.0.1/localhost makes the model "
+        "and training data reachable from other machines (a warning is printed)",
+    )
+    explore.add_argument("--port", type=int, default=8000, help="port to listen on")
+    explore.add_argument(
         "--no-progress", action="store_true", help="hide progress bars"
     )
 
@@ -201,6 +252,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = _parser().parse_args(argv)
     if args.command == "explain":
         _explain(args)
+    elif args.command == "explore":
+        _explore(args)
     elif args.command == "demo":
         _demo(args)
 
@@ -231,6 +284,35 @@ def _explain(args: argparse.Namespace) -> None:
         run_explain(settings)
     except ValueError as error:  # every input problem is a ValueError with a fix
         sys.exit(f"captum-tracin-we explain: {error}")
+
+
+def _explore(args: argparse.Namespace) -> None:
+    from captum_tracin_we._app.explore import ExploreSettings, run_explore
+
+    settings = ExploreSettings(
+        model=args.model,
+        train=args.train,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        max_length=args.max_length,
+        exclude_special_tokens=args.exclude_special_tokens,
+        exclude_frequent=args.exclude_frequent,
+        top_k=args.top_k,
+        top_k_words=args.top_k_words,
+        idf_power=args.idf_power,
+        index=args.index,
+        batch_size=args.batch_size,
+        last_layer=not args.no_last_layer,
+        show_progress=not args.no_progress,
+        host=args.host,
+        port=args.port,
+    )
+    try:
+        run_explore(settings)
+    except ValueError as error:  # every input problem is a ValueError with a fix
+        sys.exit(f"captum-tracin-we explore: {error}")
+    except KeyboardInterrupt:
+        print("Stopped.")
 
 
 def _demo(args: argparse.Namespace) -> None:

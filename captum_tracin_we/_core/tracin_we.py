@@ -577,6 +577,79 @@ class TracInWE(TracInCPBase):
             )
         return indices
 
+    def explore(
+        self,
+        tokenizer: Any,
+        train_texts: List[str],
+        label_names: Optional[List[str]] = None,
+        last_layer: Any = True,
+        k: int = 10,
+        max_length: Optional[int] = None,
+        encode: Optional[Callable[[List[str], Tensor], Any]] = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        show_progress: bool = True,
+    ) -> Any:
+        r"""
+        Starts the interactive influence explorer on this model and training
+        set, in a background thread, and returns its server; in a notebook the
+        returned object shows the page. Type a text: its prediction, and its
+        top proponents and opponents by TracIn-WE and by the last layer side by
+        side; click one for the word view of the pair. The audit view ranks
+        the training texts by self-influence. Attach an index first
+        (:meth:`build_index` or :meth:`attach_index`): queries then read the
+        training side from it. Needs ``pip install 'captum_tracin_we[explore]'``.
+
+        Args:
+            tokenizer: The model's Hugging Face tokenizer (typed texts are
+                        tokenized with it, and token ids shown as words).
+            train_texts (list of str): The training texts, one per training
+                        example, in the training data's order.
+            label_names (list of str, optional): Class names by id. Default:
+                        None, meaning ``config.id2label`` where the model has
+                        one, else the ids.
+            last_layer (bool or DataInfluence, optional): True builds Captum's
+                        ``TracInCPFastRandProj`` on the last linear layer
+                        (exact, no projection; one pass over the training data
+                        per checkpoint, now); a ``DataInfluence`` such as
+                        :func:`tracincp_fast` is used as given; False shows
+                        TracIn-WE alone. Default: True
+            k (int, optional): Proponents and opponents shown per method (the
+                        page can change it, up to 50). Default: 10
+            max_length (int, optional): Tokens read of a typed text; longer
+                        texts are cut, with a visible mark. Default: None,
+                        meaning the tokenizer's ``model_max_length``.
+            encode (callable, optional): ``encode(texts, labels)`` returns one
+                        batch in the training data's convention, for models
+                        that do not take a tokenizer's ``input_ids`` and
+                        ``attention_mask`` with ``labels``. Default: None
+            host (str, optional): Address to bind. Default: ``"127.0.0.1"``
+                        (this machine only); another address prints a warning.
+            port (int, optional): Port; 0 picks a free one. Default: 0
+            show_progress (bool, optional): Show progress bars while
+                        preparing (self-influence for the audit view).
+                        Default: True
+
+        Returns:
+            server (ExplorerServer): ``server.url`` is the address;
+                        ``server.stop()`` stops it (so does a ``with`` block).
+        """
+        from captum_tracin_we._app.explorer_server import explore
+
+        return explore(
+            self,
+            tokenizer,
+            train_texts,
+            label_names=label_names,
+            last_layer=last_layer,
+            k=k,
+            max_length=max_length,
+            encode=encode,
+            host=host,
+            port=port,
+            show_progress=show_progress,
+        )
+
     def build_index(
         self,
         path: str,

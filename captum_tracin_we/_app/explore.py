@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+
+r"""
+The ``captum-tracin-we explore`` job: the same model and data as ``explain``,
+served as an interactive influence explorer from an index (built on first
+use).
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+from captum_tracin_we._app.data_files import read_text_data
+from captum_tracin_we._app.explain import (
+    ExplainSettings,
+    _loader,
+    _max_length,
+    _report_truncation,
+    _tracin,
+    encode,
+)
+from captum_tracin_we._app.explorer import Explorer
+from captum_tracin_we._app.explorer_server import ExplorerServer
+from captum_tracin_we._app.labels import label_ids, model_label_names
+from captum_tracin_we._app.model_folder import load_model_folder
+
+
+@dataclass
+class ExploreSettings(ExplainSettings):
+    r"""Settings of the explore job (see ``captum-tracin-we explore --help``)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    top_k: int = 10
+
+
+def prepare_explorer(settings: ExploreSettings) -> Explorer:
+    r"""
+    Loads the model and training data, attaches the index (building it on
+    first use), prepares the last-layer side, and returns the prepared
+    explorer.
+    """
+    if not settings.index:
+        raise ValueError("Give an index folder: --index DIR (built on first use).")
+    folder = load_model_folder(settings.model)
+    names = model_label_names(folder.model.config, folder.model.config.num_labels)
+    train = read_text_data(settings.train, settings.text_column, settings.label_column)
+    train_labels = label_ids(train.labels or [], names, repr(settings.train))
+    max_length = _max_length(settings, folder)
+    encoded = encode(folder.tokenizer, train.texts, train_labels, max_length)
+    _report_truncation("training", encoded, max_length)
+    tracin = _tracin(settings, folder, encoded)
+    last_layer: Any = None
+    if settings.last_layer:
+        from captum_tracin_we._core.captum_methods import tracincp_fast_rand_proj
+
+        print(
+            "Preparing the last-layer side (Captum's TracInCPFastRandProj, exact): "
+            "one pass over the training data per checkpoint..."
+        )
+        last_layer = tracincp_fast_rand_proj(
+            folder.model,
+            _loader(folder.tokenizer, encoded, settings.batch_size),
+            folder.checkpoints,
+            folder.load_func,
+        )
+    explorer = Explorer(
+        tracin,
+        folder.tokenizer,
+        train.texts,
+        label_names=names,
+        last_layer=last_layer,
+        last_layer_name=last_layer.get_name() if last_layer is not None else "",
+        max_length=max_length,
+        k=settings.top_k,
+        description=folder.description,
+    )
+    return explorer.prepare(show_progress=settings.show_progress)
+
+
+def run_explore(settings: ExploreSettings) -> None:
+    r"""Prepares the explorer and serves it until Ctrl+C."""
+    explorer = prepare_explorer(settings)
+    server = ExplorerServer(explorer, settings.host, settings.port)
+    shown = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    host = f"[{shown}]" if ":" in shown else shown
+    print(f"TracIn-WE explorer: http://{host}:{settings.port}/  (Ctrl+C stops it)")
+    server.serve_forever()

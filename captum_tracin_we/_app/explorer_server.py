@@ -1,0 +1,378 @@
+#!/usr/bin/env python3
+
+r"""
+The influence explorer's web layer: a small JSON API and the static front end
+(``explorer_static/``), served by Starlette on uvicorn. See "The explorer" in
+the docs for why these two.
+
+Every answer is JSON (the front end writes training text into the page as
+text, never as markup), except ``/api/export``, which returns a standalone
+HTML page with every piece of text escaped. Bad requests get a 4xx JSON
+``{"error": ...}``; a failure inside a query gets a 500 with a short message,
+and the server keeps serving.
+"""
+
+import html
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from typing import Any, Awaitable, Callable, Dict, List, Optional
+
+from captum_tracin_we._app.explorer import Explorer, RequestError
+from captum_tracin_we._app.explorer_pages import export_page
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "explorer_static")
+_LOG = logging.getLogger("captum_tracin_we.explorer")
+# The page may only load its own files; nothing from the internet, no inline
+# script. CSSOM colours set from script are allowed by style-src 'self'.
+_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' "
+    "data:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'self'"
+)
+_EXPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'"
+
+
+def _imports() -> Any:
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as error:
+        raise ImportError(
+            "The explorer needs starlette and uvicorn: "
+            "pip install 'captum_tracin_we[explore]'"
+        ) from error
+
+
+def explorer_app(explorer: Explorer, allowed_hosts: Optional[List[str]] = None) -> Any:
+    r"""
+    The Starlette application of the explorer.
+
+    Args:
+        explorer (Explorer): The prepared engine.
+        allowed_hosts (list of str, optional): ``Host`` headers accepted
+                    (defends a local server against DNS rebinding). Default:
+                    None, meaning ``127.0.0.1``, ``localhost`` and ``::1``.
+
+    Returns:
+        app (starlette.applications.Starlette): The ASGI application.
+    """
+    _imports()
+    from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
+    from starlette.middleware import Middleware
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+    from starlette.responses import FileResponse, JSONResponse
+    from starlette.routing import Mount, Route
+    from starlette.staticfiles import StaticFiles
+
+    limits = explorer.limits
+
+    def endpoint(view: Callable[[Dict[str, Any]], Any]) -> Callable[..., Awaitable]:
+        async def answer(request: Any) -> Any:
+            from starlette.concurrency import run_in_threadpool
+
+            try:
+                body = await _json_body(request, limits.max_body_bytes)
+                result = await run_in_threadpool(view, body)
+            except RequestError as error:
+                return _error(str(error), error.status)
+            except Exception as error:  # the server keeps serving
+                _LOG.exception("An explorer request failed")
+                return _error(_short(error), 500)
+            if isinstance(result, str):
+                return _html_download(result, body)
+            return JSONResponse(result, headers=_headers())
+
+        return answer
+
+    async def page(request: Any) -> Any:
+        return FileResponse(os.path.join(STATIC, "index.html"), headers=_headers())
+
+    async def info(request: Any) -> Any:
+        return JSONResponse(explorer.info(), headers=_headers())
+
+    async def http_error(request: Any, error: Any) -> Any:
+        return _error(str(error.detail), error.status_code)
+
+    routes = [
+        Route("/", page),
+        Route("/api/info", info),
+        Route(
+            "/api/query", endpoint(lambda b: _call(explorer.query, b)), methods=["POST"]
+        ),
+        Route(
+            "/api/pair", endpoint(lambda b: _call(explorer.pair, b)), methods=["POST"]
+        ),
+        Route(
+            "/api/self",
+            endpoint(lambda b: _call(explorer.self_pair, b)),
+            methods=["POST"],
+        ),
+        Route(
+            "/api/audit", endpoint(lambda b: _call(explorer.audit, b)), methods=["POST"]
+        ),
+        Route(
+            "/api/export", endpoint(lambda b: _export(explorer, b)), methods=["POST"]
+        ),
+        Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
+    ]
+    hosts = list(allowed_hosts or LOCAL_HOSTS)
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=hosts)],
+        exception_handlers={HTTPException: http_error},
+    )
+
+
+_VIEWS = {"query": "query", "pair": "pair", "self": "self_pair", "audit": "audit"}
+
+
+def _export(explorer: Explorer, body: Dict[str, Any]) -> str:
+    view = body.get("view")
+    if view not in _VIEWS:
+        raise RequestError(f"`view` must be one of {sorted(_VIEWS)}; got {view!r}.")
+    request = body.get("request", {})
+    if not isinstance(request, dict):
+        raise RequestError("`request` must be a JSON object.")
+    result = _call(getattr(explorer, _VIEWS[view]), request)
+    return export_page(view, result, explorer.info())
+
+
+def _call(view: Callable[..., Any], body: Dict[str, Any]) -> Any:
+    r"""Calls a view with the body's fields as keyword arguments, refusing
+    fields the view does not take."""
+    import inspect
+
+    accepted = set(inspect.signature(view).parameters)
+    unknown = sorted(set(body) - accepted - {"view"})
+    if unknown:
+        raise RequestError(
+            f"Unknown field {unknown[0]!r}; this request takes {sorted(accepted)}."
+        )
+    return view(**{key: value for key, value in body.items() if key in accepted})
+
+
+async def _json_body(request: Any, limit: int) -> Dict[str, Any]:
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise RequestError(f"The request body is over {limit} bytes.", 413)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(f"The request body is over {limit} bytes.", 413)
+        chunks.append(chunk)
+    try:
+        body = json.loads(b"".join(chunks) or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        raise RequestError("The request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise RequestError("The request body must be a JSON object.")
+    return body
+
+
+def _headers() -> Dict[str, str]:
+    return {
+        "Content-Security-Policy": _CSP,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-store",
+    }
+
+
+def _error(message: str, status: int) -> Any:
+    from starlette.responses import JSONResponse
+
+    return JSONResponse({"error": message}, status_code=status, headers=_headers())
+
+
+def _short(error: Exception) -> str:
+    message = " ".join(str(error).split())
+    if len(message) > 300:
+        message = message[:297] + "..."
+    return f"The query failed ({type(error).__name__}): {message}"
+
+
+def _html_download(page: str, body: Dict[str, Any]) -> Any:
+    from starlette.responses import Response
+
+    name = f"tracin_we_{body.get('view', 'view')}.html"
+    headers = {
+        **_headers(),
+        "Content-Security-Policy": _EXPORT_CSP,
+        "Content-Disposition": f'attachment; filename="{name}"',
+    }
+    return Response(page, media_type="text/html; charset=utf-8", headers=headers)
+
+
+class ExplorerServer:
+    r"""
+    A running explorer: ``url`` is its address. Start it in a background
+    thread with :meth:`start` (notebooks; stop it with :meth:`stop` or a
+    ``with`` block) or in the foreground with :meth:`serve_forever` (the
+    command line; Ctrl+C stops it). In a notebook the object shows the page.
+
+    Args:
+        explorer (Explorer): The prepared engine.
+        host (str, optional): Address to bind. Default: ``"127.0.0.1"``; any
+                    other address is reachable from other machines, so a
+                    warning is printed.
+        port (int, optional): Port; 0 picks a free one. Default: 0
+    """
+
+    def __init__(self, explorer: Explorer, host: str = "127.0.0.1", port: int = 0):
+        _imports()
+        import uvicorn
+
+        self.explorer = explorer
+        self.host = host
+        allowed = None
+        if host not in LOCAL_HOSTS:
+            message = (
+                f"The explorer binds to {host}: anyone who can reach this machine "
+                "can query the model and read its training data. Use the default "
+                "127.0.0.1 unless you mean it."
+            )
+            print(f"WARNING: {message}", file=sys.stderr)
+            allowed = ["*"]
+        config = uvicorn.Config(
+            explorer_app(explorer, allowed),
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            limit_concurrency=64,
+            timeout_keep_alive=5,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread: Optional[threading.Thread] = None
+
+    @property
+    def port(self) -> int:
+        sockets = self._server.servers[0].sockets if self._server.servers else []
+        if not sockets:
+            raise RuntimeError("The explorer is not running; call start() first.")
+        return int(sockets[0].getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        if host in ("0.0.0.0", "[::]"):
+            host = "127.0.0.1"
+        return f"http://{host}:{self.port}/"
+
+    def start(self, timeout: float = 30.0) -> "ExplorerServer":
+        r"""Starts serving in a background thread and waits until it listens."""
+        self._thread = threading.Thread(
+            target=self._server.run, name="tracin-we-explorer", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"The explorer did not start on {self.host}; is the port in use?"
+                )
+            time.sleep(0.02)
+        return self
+
+    def serve_forever(self) -> None:
+        r"""Serves in the foreground until interrupted (Ctrl+C)."""
+        self._server.run()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        r"""Stops serving and waits for the thread to end."""
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def __enter__(self) -> "ExplorerServer":
+        return self if self._thread is not None else self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        running = self._thread is not None and self._thread.is_alive()
+        return f"ExplorerServer({self.url if running else 'stopped'})"
+
+    def _repr_html_(self) -> str:
+        url = html.escape(self.url, quote=True)
+        return (
+            f'<p>TracIn-WE explorer: <a href="{url}" target="_blank">{url}</a></p>'
+            f'<iframe src="{url}" width="100%" height="720" '
+            'style="border:1px solid #ccc"></iframe>'
+        )
+
+
+def explore(
+    tracin: Any,
+    tokenizer: Any,
+    train_texts: List[str],
+    label_names: Optional[List[str]] = None,
+    last_layer: Any = True,
+    k: int = 10,
+    max_length: Optional[int] = None,
+    encode: Optional[Callable[..., Any]] = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    description: str = "",
+    show_progress: bool = True,
+) -> ExplorerServer:
+    r"""Prepares an :class:`Explorer` and starts its server in a background
+    thread (see :meth:`TracInWE.explore`)."""
+    _imports()
+    method = _last_layer(tracin, last_layer)
+    explorer = Explorer(
+        tracin,
+        tokenizer,
+        train_texts,
+        label_names=label_names,
+        last_layer=method,
+        last_layer_name=_method_name(method),
+        encode=encode,
+        max_length=max_length,
+        k=k,
+        description=description or type(tracin.model).__name__,
+    )
+    explorer.prepare(show_progress=show_progress)
+    server = ExplorerServer(explorer, host, port).start()
+    print(f"TracIn-WE explorer: {server.url}")
+    return server
+
+
+def _last_layer(tracin: Any, last_layer: Any) -> Any:
+    if last_layer is True:
+        from captum_tracin_we._core.captum_methods import tracincp_fast_rand_proj
+
+        print(
+            "Preparing the last-layer side (Captum's TracInCPFastRandProj, exact): "
+            "one pass over the training data per checkpoint..."
+        )
+        return tracincp_fast_rand_proj(
+            tracin.model,
+            tracin.train_dataloader,
+            tracin.checkpoints,
+            tracin.checkpoints_load_func,
+        )
+    if last_layer is False or last_layer is None:
+        return None
+    if not callable(getattr(last_layer, "influence", None)):
+        raise TypeError(
+            "`last_layer` must be True (Captum's TracInCPFastRandProj on the last "
+            "layer), False, or a DataInfluence such as tracincp_fast(...); got "
+            f"{type(last_layer).__name__}."
+        )
+    return last_layer
+
+
+def _method_name(method: Any) -> str:
+    if method is None:
+        return "Last layer"
+    name = getattr(method, "get_name", None)
+    return str(name()) if callable(name) else type(method).__name__
