@@ -309,7 +309,7 @@ def _explore(args: argparse.Namespace) -> None:
     )
     try:
         run_explore(settings)
-    except ValueError as error:  # every input problem is a ValueError with a fix
+    except (ValueError, OSError) as error:  # each names the problem and the fix
         sys.exit(f"captum-tracin-we explore: {error}")
     except KeyboardInterrupt:
         print("Stopped.")

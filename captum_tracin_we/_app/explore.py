@@ -80,8 +80,6 @@ def prepare_explorer(settings: ExploreSettings) -> Explorer:
 def run_explore(settings: ExploreSettings) -> None:
     r"""Prepares the explorer and serves it until Ctrl+C."""
     explorer = prepare_explorer(settings)
-    server = ExplorerServer(explorer, settings.host, settings.port)
-    shown = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
-    host = f"[{shown}]" if ":" in shown else shown
-    print(f"TracIn-WE explorer: http://{host}:{settings.port}/  (Ctrl+C stops it)")
+    server = ExplorerServer(explorer, settings.host, settings.port).bind()
+    print(f"TracIn-WE explorer: {server.url}  (Ctrl+C stops it)")
     server.serve_forever()

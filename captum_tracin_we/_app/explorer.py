@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from captum_tracin_we._app.explain import model_token_limit
 from captum_tracin_we._utils.checkpoint_pass import scoring_mode
 from captum_tracin_we._utils.model_adapter import ModelAdapter
 from captum_tracin_we._utils.word_contributions import (
@@ -95,7 +96,8 @@ class Explorer:
                     ``attention_mask`` with ``labels`` (Hugging Face models).
         max_length (int, optional): Tokens the model sees of a typed text; the
                     rest is cut, with a mark. Default: None, meaning the
-                    tokenizer's ``model_max_length`` (512 if unset).
+                    model's position embeddings or the tokenizer's
+                    ``model_max_length``, whichever is smaller (512 if neither).
         k (int, optional): Default proponents and opponents per method.
                     Default: 10
         description (str, optional): What the header shows about the model.
@@ -119,7 +121,7 @@ class Explorer:
         self.tracin = tracin
         self.tokenizer = tokenizer
         self.limits = limits or Limits()
-        self.max_length = max_length or _tokenizer_limit(tokenizer)
+        self.max_length = max_length or model_token_limit(tracin.model, tokenizer)
         self.encode = encode or hf_encoder(tokenizer, self.max_length)
         self.methods: Dict[str, Any] = {TRACIN_WE: tracin}
         if last_layer is not None:
@@ -447,8 +449,8 @@ class Explorer:
 
     def _truncated(self, text: str, seen: int) -> bool:
         r"""Whether the model saw fewer tokens of ``text`` than it has."""
-        if seen < self.max_length or not callable(self.tokenizer):
-            return False
+        if seen < self.max_length or not hasattr(self.tokenizer, "model_max_length"):
+            return False  # only a Hugging Face tokenizer can count the full text
         full = self.tokenizer(text, truncation=False, verbose=False)["input_ids"]
         return len(full) > seen
 
@@ -537,11 +539,6 @@ def hf_encoder(tokenizer: Any, max_length: int) -> Encoder:
         }
 
     return encode
-
-
-def _tokenizer_limit(tokenizer: Any) -> int:
-    limit = getattr(tokenizer, "model_max_length", None)
-    return int(limit) if isinstance(limit, int) and 0 < limit < 100_000 else 512
 
 
 def _label_names(given: Optional[List[str]], model: Any, num_classes: int) -> List[str]:

@@ -16,6 +16,7 @@ import html
 import json
 import logging
 import os
+import socket
 import sys
 import threading
 import time
@@ -249,47 +250,65 @@ class ExplorerServer:
             limit_concurrency=64,
             timeout_keep_alive=5,
         )
+        self.port = port
         self._server = uvicorn.Server(config)
+        self._socket: Optional[socket.socket] = None
         self._thread: Optional[threading.Thread] = None
 
-    @property
-    def port(self) -> int:
-        sockets = self._server.servers[0].sockets if self._server.servers else []
-        if not sockets:
-            raise RuntimeError("The explorer is not running; call start() first.")
-        return int(sockets[0].getsockname()[1])
+    def bind(self) -> "ExplorerServer":
+        r"""Binds the listening socket (port 0: a free port), so that
+        :attr:`url` is known before serving."""
+        if self._socket is None:
+            family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((self.host, self.port))
+            except OSError as error:
+                sock.close()
+                raise OSError(
+                    f"The explorer cannot listen on {self.host}:{self.port} "
+                    f"({error.strerror}); choose another port, or 0 for a free one."
+                ) from None
+            self._socket = sock
+            self.port = int(sock.getsockname()[1])
+        return self
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        if host in ("0.0.0.0", "[::]"):
-            host = "127.0.0.1"
+        r"""The address to open: ``http://127.0.0.1:<port>/`` by default."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}/"
 
     def start(self, timeout: float = 30.0) -> "ExplorerServer":
         r"""Starts serving in a background thread and waits until it listens."""
+        sockets = [self.bind()._socket]
         self._thread = threading.Thread(
-            target=self._server.run, name="tracin-we-explorer", daemon=True
+            target=self._server.run,
+            args=(sockets,),
+            name="tracin-we-explorer",
+            daemon=True,
         )
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"The explorer did not start on {self.host}; is the port in use?"
-                )
+                raise RuntimeError(f"The explorer did not start on {self.url}.")
             time.sleep(0.02)
         return self
 
     def serve_forever(self) -> None:
         r"""Serves in the foreground until interrupted (Ctrl+C)."""
-        self._server.run()
+        self._server.run([self.bind()._socket])
 
     def stop(self, timeout: float = 10.0) -> None:
-        r"""Stops serving and waits for the thread to end."""
+        r"""Stops serving, waits for the thread to end, and frees the port."""
         self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._socket is not None:
+            self._socket.close()
 
     def __enter__(self) -> "ExplorerServer":
         return self if self._thread is not None else self.start()
@@ -299,7 +318,7 @@ class ExplorerServer:
 
     def __repr__(self) -> str:
         running = self._thread is not None and self._thread.is_alive()
-        return f"ExplorerServer({self.url if running else 'stopped'})"
+        return f"ExplorerServer({self.url if running else 'not serving'})"
 
     def _repr_html_(self) -> str:
         url = html.escape(self.url, quote=True)

@@ -206,10 +206,11 @@ function renderPair(answer, view, request) {
       return [swatch, name];
     }));
   const original = el("p", { className: "muted" }, "Training text as given: ", el("span", { id: "train-text" }, answer.train_text), cut(answer.train_truncated));
-  const close = el("button", { type: "button", onclick: () => { $("pair-panel").hidden = true; } }, "Close");
+  const close = el("button", { type: "button", onclick: () => { const params = readHash(); delete params.pair; delete params.self; go(params); } }, "Close");
   $("pair-result").replaceChildren(el("div", { className: "pair", id: "pair" }, saveButton(view, request), close, head, table, legend, original));
   $("pair-panel").hidden = false;
-  $("pair-panel").scrollIntoView({ block: "nearest" });
+  document.querySelectorAll("li.selected").forEach((item) => item.classList.remove("selected"));
+  if (view === "pair") document.querySelectorAll(`li[data-index="${answer.index}"]`).forEach((item) => item.classList.add("selected"));
 }
 
 function marks(list) {

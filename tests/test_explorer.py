@@ -1,0 +1,528 @@
+#!/usr/bin/env python3
+
+r"""
+The influence explorer against a real server on a free local port: a Trainer
+run of a config-built BERT with a WordPiece tokenizer, training data holding
+hostile markup and long texts. The API is checked against TracInWE and
+Captum's TracInCPFast called directly; the page is checked in headless
+Chromium; a bounded load test runs 8 clients.
+"""
+
+import html.parser
+import json
+import os
+import re
+import statistics
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+
+pytest.importorskip("datasets")
+pytest.importorskip("accelerate")
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+
+from captum_tracin_we import TracInWE, tracincp_fast  # noqa: E402
+from captum_tracin_we._app.explain import _collate, _loader, encode  # noqa: E402
+from captum_tracin_we._app.explore import ExploreSettings, prepare_explorer  # noqa: E402
+from captum_tracin_we._app.explorer_server import ExplorerServer  # noqa: E402
+from captum_tracin_we._cli import main  # noqa: E402
+from tests.helpers import chromium, chromium_flags  # noqa: E402
+from tests.test_explain import HOSTILE, NAMES, _texts, _write_csv  # noqa: E402
+
+TEXT = "the coach saw the team score a goal"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+    from captum_tracin_we._demo.models import (
+        small_bert_classifier,
+        train_wordpiece_tokenizer,
+    )
+
+    root = tmp_path_factory.mktemp("explorer")
+    rows = [(HOSTILE, "sport")] + _texts(40, seed=3, long_every=9)
+    tokenizer = train_wordpiece_tokenizer([t for t, _ in rows], vocab_size=200)
+    model = small_bert_classifier(len(tokenizer), 3, seed=0)
+    model.config.id2label = dict(enumerate(NAMES))
+    model.config.label2id = {name: i for i, name in enumerate(NAMES)}
+    encoded = tokenizer([t for t, _ in rows], truncation=True, max_length=24)
+    features = [
+        {"input_ids": ids, "labels": NAMES.index(label)}
+        for ids, (_, label) in zip(encoded["input_ids"], rows)
+    ]
+    Trainer(
+        model=model,
+        args=TrainingArguments(
+            output_dir=str(root / "run"),
+            per_device_train_batch_size=8,
+            max_steps=6,
+            save_steps=3,
+            logging_steps=1,
+            learning_rate=2e-3,
+            report_to=[],
+            use_cpu=True,
+            disable_tqdm=True,
+        ),
+        train_dataset=features,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+    ).train()
+    return root, str(root / "run"), _write_csv(root / "train.csv", rows), rows
+
+
+def _settings(run, **changes):
+    root, run_dir, train_csv, _ = run
+    values = dict(
+        model=run_dir,
+        train=train_csv,
+        index=str(root / "index"),
+        max_length=24,
+        show_progress=False,
+        top_k=5,
+    )
+    values.update(changes)
+    return ExploreSettings(**values)
+
+
+@pytest.fixture(scope="module")
+def served(run):
+    explorer = prepare_explorer(_settings(run))
+    with ExplorerServer(explorer) as server:
+        yield explorer, server
+
+
+def _post(server, path, body, raw=None, headers=None):
+    data = raw if raw is not None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        server.url + path.lstrip("/"),
+        data=data,
+        headers={"Content-Type": "application/json", **(headers or {})},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.read(), _lower(response.headers)
+    except urllib.error.HTTPError as error:
+        return error.code, error.read(), _lower(error.headers)
+
+
+def _lower(headers):
+    return {key.lower(): value for key, value in headers.items()}
+
+
+def _json(server, path, body, **kwargs):
+    status, data, _ = _post(server, path, body, **kwargs)
+    return status, json.loads(data)
+
+
+def _batch(explorer, text, label):
+    features = encode(explorer.tokenizer, [text], [label], explorer.max_length)
+    return _collate(explorer.tokenizer, features.features)
+
+
+def test_query_equals_tracin_we_and_captum_called_directly(served, run):
+    explorer, server = served
+    status, answer = _json(server, "/api/query", {"text": TEXT, "k": 4})
+    assert status == 200 and answer["label"] == answer["predicted"]
+    batch = _batch(explorer, TEXT, answer["label"])
+    probabilities = explorer.tracin.model(
+        **{k: v for k, v in batch.items() if k != "labels"}
+    ).logits.softmax(-1)[0]
+    assert [p["p"] for p in answer["probabilities"]] == pytest.approx(
+        probabilities.tolist(), abs=1e-6
+    )
+    tracin_we, last = answer["methods"]
+    assert tracin_we["name"] == "TracIn-WE" and "TracInCPFastRandProj" in last["name"]
+    scores = explorer.tracin.influence(batch)[0]
+    # Captum's TracInCPFast on a model loaded afresh, with the training loader
+    root, run_dir, train_csv, rows = run
+    fast = tracincp_fast(
+        explorer.tracin.model,
+        _loader(explorer.tokenizer, _train_encoded(explorer, rows), 8),
+        explorer.tracin.checkpoints,
+        explorer.tracin.checkpoints_load_func,
+    )
+    for name, top in (("proponents", True), ("opponents", False)):
+        expected = scores.topk(4, largest=top)
+        got = tracin_we[name]
+        assert [r["index"] for r in got] == expected.indices.tolist()
+        assert [r["score"] for r in got] == pytest.approx(
+            expected.values.tolist(), rel=1e-5, abs=1e-9
+        )
+        captum = fast.influence(batch, k=4, proponents=top)
+        assert [r["index"] for r in last[name]] == captum.indices[0].tolist()
+        assert [r["score"] for r in last[name]] == pytest.approx(
+            captum.influence_scores[0].tolist(), rel=1e-4, abs=1e-9
+        )
+    # shared marks: words of the training text holding a token the test text has
+    test_ids = set(batch["input_ids"][0].tolist()) - set(
+        explorer.tokenizer.all_special_ids
+    )
+    for row in tracin_we["proponents"] + last["opponents"]:
+        for word in row["words"]:
+            ids = explorer.tokenizer(word["w"], add_special_tokens=False)["input_ids"]
+            assert word["shared"] == any(i in test_ids for i in ids)
+        assert row["label_name"] == rows[row["index"]][1]
+
+
+def _train_encoded(explorer, rows):
+    labels = [NAMES.index(label) for _, label in rows]
+    return encode(explorer.tokenizer, [t for t, _ in rows], labels, 24)
+
+
+def test_pair_words_sum_to_the_score_of_the_query(served):
+    explorer, server = served
+    status, answer = _json(server, "/api/query", {"text": TEXT, "label": 2, "k": 3})
+    assert status == 200 and answer["label"] == 2
+    row = answer["methods"][0]["opponents"][0]
+    status, pair = _json(
+        server, "/api/pair", {"text": TEXT, "label": 2, "index": row["index"]}
+    )
+    assert status == 200
+    assert pair["score"] == pytest.approx(row["score"], rel=1e-5)
+    for side in ("test_words", "train_words"):
+        total = sum(w["value"] for w in pair[side])
+        assert total == pytest.approx(pair["score"], rel=1e-4, abs=1e-9)
+        assert all(w["color"].startswith("hsl(") for w in pair[side])
+    assert pair["train_text"] == explorer.train_texts[row["index"]]
+
+
+def test_audit_ranks_by_self_influence_with_filters_and_pages(served):
+    explorer, server = served
+    self_influence = explorer.tracin.self_influence()
+    order = torch.argsort(self_influence, descending=True, stable=True).tolist()
+    status, page = _json(server, "/api/audit", {"limit": 7})
+    assert status == 200 and page["total"] == len(order)
+    assert [r["index"] for r in page["rows"]] == order[:7]
+    assert [r["self_influence"] for r in page["rows"]] == pytest.approx(
+        self_influence[order[:7]].tolist(), rel=1e-5
+    )
+    status, second = _json(server, "/api/audit", {"limit": 7, "offset": 7})
+    assert [r["index"] for r in second["rows"]] == order[7:14]
+    assert second["rows"][0]["rank"] == 8
+    status, sport = _json(server, "/api/audit", {"label": 1, "limit": 200})
+    labels = [explorer._examples[i].label for i in order]
+    assert [r["index"] for r in sport["rows"]] == [
+        i for i in order if labels[order.index(i)] == 1
+    ]
+    status, odd = _json(server, "/api/audit", {"disagree": True, "limit": 200})
+    assert all(r["predicted"] != r["label"] for r in odd["rows"])
+    assert odd["total"] == sum(
+        int(explorer._train_predicted[i]) != explorer._examples[i].label for i in order
+    )
+    status, mine = _json(server, "/api/self", {"index": order[0]})
+    assert mine["score"] == pytest.approx(float(self_influence[order[0]]), rel=1e-4)
+    assert sum(w["value"] for w in mine["train_words"]) == pytest.approx(
+        mine["score"], rel=1e-4
+    )
+
+
+def test_long_texts_are_cut_with_a_mark(served):
+    explorer, server = served
+    long_text = " ".join([TEXT] * 20)
+    status, answer = _json(server, "/api/query", {"text": long_text, "k": 2})
+    assert status == 200 and answer["truncated"] and answer["num_tokens"] == 24
+    assert not _json(server, "/api/query", {"text": TEXT, "k": 2})[1]["truncated"]
+    cut = [i for i, e in enumerate(explorer._examples) if e.truncated]
+    lengths = [len(ids) for ids in explorer.tokenizer(explorer.train_texts)["input_ids"]]
+    assert cut == [i for i, n in enumerate(lengths) if n > 24]
+    assert len(cut) == 6  # 5 long texts and the hostile one
+
+
+@pytest.mark.parametrize(
+    "path, body, raw, status, message",
+    [
+        ("/api/query", {"text": "   "}, None, 400, "empty"),
+        ("/api/query", {"text": "goal " * 5000}, None, 413, "at most 20000"),
+        ("/api/query", None, b"x" * 300_000, 413, "over 262144 bytes"),
+        ("/api/query", None, b"{not json", 400, "not valid JSON"),
+        ("/api/query", None, b"[1, 2]", 400, "JSON object"),
+        (
+            "/api/query",
+            {"text": TEXT, "methods": ["TracIn"]},
+            None,
+            400,
+            "Unknown method 'TracIn'",
+        ),
+        ("/api/query", {"text": TEXT, "k": 0}, None, 400, "`k` must lie in [1, 50]"),
+        ("/api/query", {"text": TEXT, "k": "5"}, None, 400, "`k` must be an integer"),
+        (
+            "/api/query",
+            {"text": TEXT, "label": 7},
+            None,
+            400,
+            "`label` must lie in [0, 2]",
+        ),
+        ("/api/query", {"txt": TEXT}, None, 400, "Unknown field 'txt'"),
+        ("/api/query", {"text": 3}, None, 400, "must be a string"),
+        ("/api/pair", {"text": TEXT, "index": 10**6}, None, 400, "`index` must lie"),
+        ("/api/audit", {"limit": 10**6}, None, 400, "`limit` must lie"),
+        ("/api/audit", {"disagree": "yes"}, None, 400, "true or false"),
+        ("/api/export", {"view": "nope"}, None, 400, "`view` must be one of"),
+        ("/api/nothing", {}, None, 404, "Not Found"),
+    ],
+)
+def test_bad_requests_get_a_json_error_that_names_the_problem(
+    served, path, body, raw, status, message
+):
+    _, server = served
+    got, answer = _json(server, path, body, raw=raw)
+    assert got == status and message in answer["error"]
+
+
+def test_wrong_verb_and_foreign_host_are_refused(served):
+    _, server = served
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(server.url + "api/query", timeout=30)
+    assert error.value.code == 405 and "error" in json.loads(error.value.read())
+    status, _, _ = _post(
+        server, "/api/query", {"text": TEXT}, headers={"Host": "evil.example"}
+    )
+    assert status == 400  # DNS rebinding: only 127.0.0.1 / localhost names
+
+
+def test_a_failing_query_is_a_500_and_the_server_keeps_serving(served, monkeypatch):
+    explorer, server = served
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("checkpoint file vanished\n" + "x" * 1000)
+
+    monkeypatch.setattr(explorer.tracin, "influence", broken)
+    status, answer = _json(server, "/api/query", {"text": TEXT})
+    assert status == 500 and "RuntimeError" in answer["error"]
+    assert "checkpoint file vanished" in answer["error"] and len(answer["error"]) < 400
+    monkeypatch.undo()
+    assert _json(server, "/api/query", {"text": TEXT})[0] == 200
+
+
+class _Elements(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+
+def _elements(page):
+    parser = _Elements()
+    parser.feed(page)
+    return parser.tags
+
+
+def test_saved_views_are_standalone_and_escape_training_text(served):
+    explorer, server = served
+    requests = {
+        "query": {"text": HOSTILE, "k": 3},
+        "pair": {"text": HOSTILE, "index": 0},
+        "self": {"index": 0},
+        "audit": {"limit": 50},
+    }
+    for view, request in requests.items():
+        status, page, headers = _post(
+            server, "/api/export", {"view": view, "request": request}
+        )
+        assert status == 200 and "attachment" in headers["content-disposition"]
+        page = page.decode()
+        tags = _elements(page)
+        assert not [t for t, _ in tags if t in ("script", "img", "iframe")]
+        assert not [a for _, a in tags if any(k.startswith("on") for k in a)]
+        assert "&lt;script&gt;" in page or "&lt;" in page  # shown, as text
+        assert "TracIn-WE explorer" in page and "http" not in page.split("</title>")[1]
+
+
+def _dump(server, tmp_path, fragment, budget=20000):
+    flags = chromium_flags(str(tmp_path / "profile"))
+    flags = [f for f in flags if not f.startswith("--virtual-time-budget")]
+    return subprocess.run(
+        flags
+        + [f"--virtual-time-budget={budget}", "--dump-dom", server.url + fragment],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+
+
+def _fragment(**params):
+    import urllib.parse
+
+    return "#" + urllib.parse.urlencode(params)
+
+
+@pytest.mark.skipif(
+    chromium() is None and not os.environ.get("CAPTUM_TRACIN_WE_REQUIRE_BROWSER"),
+    reason="Chromium is not installed",
+)
+def test_the_page_in_chromium_runs_a_query_and_hostile_text_stays_inert(
+    served, tmp_path
+):
+    explorer, server = served
+    dom = _dump(server, tmp_path, _fragment(view="query", text=HOSTILE, k=5, pair=0))
+    assert re.search(r"<title>TracIn-WE explorer</title>", dom)
+    assert 'data-shown="#view=query' in dom  # the route finished
+    for method in explorer.methods:
+        assert f'data-method="{method}"' in dom
+    indices = re.findall(r'<li tabindex="0" data-index="(\d+)"', dom)
+    assert len(indices) == 2 * 2 * 5 and "0" in indices  # the hostile text ranks
+    assert "&lt;script&gt;document.title='pwned'&lt;/script&gt;" in dom
+    assert "&lt;img src=x onerror=alert(1)&gt;" in dom
+    _assert_inert(dom)
+    assert 'id="pair"' in dom and 'data-side="train"' in dom  # the word view
+    audit = _dump(server, tmp_path, _fragment(view="audit", disagree="", self=0))
+    assert re.search(r'<table class="audit" id="audit">', audit)
+    assert len(re.findall(r'<tr class="row"', audit)) == 25
+    _assert_inert(audit)
+    shot = os.environ.get("CAPTUM_TRACIN_WE_EXPLORER_SCREENSHOT") or str(
+        tmp_path / "e.png"
+    )
+    flags = [f for f in chromium_flags(str(tmp_path / "p2")) if "virtual-time" not in f]
+    subprocess.run(
+        flags
+        + [
+            "--virtual-time-budget=20000",
+            f"--screenshot={shot}",
+            "--window-size=1280,1100",
+        ]
+        + [
+            server.url
+            + _fragment(view="query", text=TEXT, k=5, pair=explorer_top(server))
+        ],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    from matplotlib.image import imread
+
+    pixels = imread(shot)[..., :3]
+    assert pixels.std() > 0.01 and (pixels < 0.95).any(axis=-1).mean() > 0.02
+
+
+def _assert_inert(dom):
+    r"""No element from the hostile text: no img, no event handler attribute,
+    and only the page's own script."""
+    tags = _elements(dom)
+    assert not [t for t, _ in tags if t in ("img", "iframe")]
+    assert not [a for _, a in tags if any(k.startswith("on") for k in a)]
+    scripts = [a.get("src") for t, a in tags if t == "script"]
+    assert scripts == ["/static/explorer.js"]
+
+
+def explorer_top(server):
+    return _json(server, "/api/query", {"text": TEXT, "k": 1})[1]["methods"][0][
+        "proponents"
+    ][0]["index"]
+
+
+def test_load_8_clients_200_queries_no_errors_and_the_lock_keeps_answers_exact(served):
+    _, server = served
+    texts = [
+        f"{TEXT} {w}" for w in "market profit chip phone data team goal bank".split()
+    ]
+    expected = {t: _json(server, "/api/query", {"text": t, "k": 3})[1] for t in texts}
+    latencies, failures = [], []
+
+    def client(n):
+        for i in range(25):  # 8 clients x 25 = 200 queries, then they stop
+            text = texts[(n + i) % len(texts)]
+            started = time.perf_counter()
+            status, answer = _json(server, "/api/query", {"text": text, "k": 3})
+            latencies.append(time.perf_counter() - started)
+            if status != 200:
+                failures.append(answer)
+            elif _ranked(answer) != _ranked(expected[text]):
+                failures.append(f"different answer for {text!r}")
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(client, range(8), timeout=600))
+    p95 = statistics.quantiles(latencies, n=20)[-1]
+    print(
+        f"\n8 clients, {len(latencies)} queries: "
+        f"p50 {statistics.median(latencies):.3f} s, p95 {p95:.3f} s"
+    )
+    assert len(latencies) == 200 and not failures
+
+
+def _ranked(answer):
+    return [
+        [(r["index"], round(r["score"], 7)) for r in m["proponents"] + m["opponents"]]
+        for m in answer["methods"]
+    ]
+
+
+def test_python_explore_serves_on_localhost_and_stops(run, served, capsys):
+    explorer, _ = served
+    root = run[0]
+    tracin = TracInWE(
+        explorer.tracin.model,
+        explorer.tracin.train_dataloader,
+        explorer.tracin.checkpoints,
+        explorer.tracin.checkpoints_load_func,
+        index=str(root / "index"),
+    )
+    server = tracin.explore(
+        explorer.tokenizer, explorer.train_texts, last_layer=False, show_progress=False
+    )
+    try:
+        assert server.url.startswith("http://127.0.0.1:")
+        assert server._server.config.host == "127.0.0.1"
+        status, answer = _json(server, "/api/query", {"text": TEXT, "k": 2})
+        assert status == 200 and [m["name"] for m in answer["methods"]] == ["TracIn-WE"]
+        assert server.url in server._repr_html_()
+        assert "TracIn-WE explorer: http://127.0.0.1:" in capsys.readouterr().out
+    finally:
+        server.stop()
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(server.url, timeout=5)
+
+
+def test_python_explore_refuses_texts_that_do_not_match_the_data(served):
+    explorer, _ = served
+    with pytest.raises(ValueError, match="training texts for 41 training examples"):
+        explorer.tracin.explore(
+            explorer.tokenizer, explorer.train_texts[:-1], last_layer=False
+        )
+    with pytest.raises(TypeError, match="`last_layer` must be True"):
+        explorer.tracin.explore(
+            explorer.tokenizer, explorer.train_texts, last_layer="x"
+        )
+
+
+def test_another_host_prints_a_warning(served, capsys):
+    explorer, _ = served
+    ExplorerServer(explorer, host="0.0.0.0")  # not started: tests bind 127.0.0.1 only
+    assert "anyone who can reach this machine" in capsys.readouterr().err
+
+
+def test_the_command_builds_the_index_on_first_use_then_reuses_it(
+    run, tmp_path, monkeypatch, capsys
+):
+    served_urls = []
+    monkeypatch.setattr(
+        ExplorerServer, "serve_forever", lambda self: served_urls.append(self.host)
+    )
+    args = ["explore", "--model", run[1], "--train", run[2], "--max-length", "24"]
+    args += [
+        "--index",
+        str(tmp_path / "index"),
+        "--no-progress",
+        "--no-last-layer",
+        "--port",
+        "0",
+    ]
+    main(args)
+    assert "Built the index" in capsys.readouterr().out
+    main(args)
+    out = capsys.readouterr().out
+    assert "Using the index" in out
+    assert re.search(r"explorer: http://127\.0\.0\.1:[1-9]\d*/", out)
+    assert served_urls == ["127.0.0.1", "127.0.0.1"]
+    with pytest.raises(SystemExit, match="--max-length 999 is more than"):
+        main(args + ["--max-length", "999"])
