@@ -232,7 +232,9 @@ def test_long_texts_are_cut_with_a_mark(served):
     assert status == 200 and answer["truncated"] and answer["num_tokens"] == 24
     assert not _json(server, "/api/query", {"text": TEXT, "k": 2})[1]["truncated"]
     cut = [i for i, e in enumerate(explorer._examples) if e.truncated]
-    lengths = [len(ids) for ids in explorer.tokenizer(explorer.train_texts)["input_ids"]]
+    lengths = [
+        len(ids) for ids in explorer.tokenizer(explorer.train_texts)["input_ids"]
+    ]
     assert cut == [i for i, n in enumerate(lengths) if n > 24]
     assert len(cut) == 6  # 5 long texts and the hostile one
 

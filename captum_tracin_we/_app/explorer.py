@@ -214,6 +214,7 @@ class Explorer:
                         ``score``, ``label``, ``words`` with ``shared`` marks,
                         ``truncated``) and ``seconds``.
         """
+        self._require_prepared()
         text = self._checked_text(text)
         k = self.k if k is None else self._checked_k(k)
         names = self._checked_methods(methods)
@@ -238,6 +239,7 @@ class Explorer:
                         with ``value`` and Captum's ``color``), ``index`` and
                         the training example's ``label`` and ``text``.
         """
+        self._require_prepared()
         text = self._checked_text(text)
         index = self._checked_index(index)
         with self._lock:
@@ -252,6 +254,7 @@ class Explorer:
     def self_pair(self, index: Any) -> Dict[str, Any]:
         r"""The word view of training example ``index`` with itself: the words
         that make its self-influence."""
+        self._require_prepared()
         index = self._checked_index(index)
         with self._lock:
             batch = self._training_batch(index)
@@ -289,6 +292,7 @@ class Explorer:
                         ``rank``, ``index``, ``label``, ``predicted``,
                         ``self_influence`` and ``words``.
         """
+        self._require_prepared()
         label = None if label is None else self._checked_label(label)
         offset = _checked_int(offset, "offset", 0, 10**12)
         limit = _checked_int(limit, "limit", 1, self.limits.max_page)
@@ -455,6 +459,12 @@ class Explorer:
         return len(full) > seen
 
     # ------------------------------------------------------------ validation
+    def _require_prepared(self) -> None:
+        if self._self_influence is None:
+            raise RuntimeError(
+                "The explorer is not prepared; call explorer.prepare() first."
+            )
+
     def _checked_text(self, text: Any) -> str:
         if not isinstance(text, str):
             raise RequestError("`text` must be a string.")

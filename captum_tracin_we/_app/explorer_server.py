@@ -230,6 +230,10 @@ class ExplorerServer:
         _imports()
         import uvicorn
 
+        if not explorer.label_names:
+            raise ValueError(
+                "Prepare the explorer first: ExplorerServer(explorer.prepare())."
+            )
         self.explorer = explorer
         self.host = host
         allowed = None
@@ -346,6 +350,12 @@ def explore(
     r"""Prepares an :class:`Explorer` and starts its server in a background
     thread (see :meth:`TracInWE.explore`)."""
     _imports()
+    if getattr(tracin, "index", None) is None:
+        print(
+            "No index is attached: every query recomputes the training side. Call "
+            "tracin.build_index(path) or tracin.attach_index(path) first for fast "
+            "queries."
+        )
     method = _last_layer(tracin, last_layer)
     explorer = Explorer(
         tracin,

@@ -1,0 +1,14 @@
+#!/usr/bin/env python3
+
+r"""
+The interactive influence explorer: a local web app over one model and its
+training set (``captum-tracin-we explore``, or :meth:`TracInWE.explore` from
+Python). Needs ``pip install 'captum_tracin_we[explore]'`` (Starlette and
+uvicorn) to serve; :class:`Explorer` itself answers the same questions as
+plain dicts.
+"""
+
+from captum_tracin_we._app.explorer import Explorer, Limits, RequestError
+from captum_tracin_we._app.explorer_server import ExplorerServer, explorer_app
+
+__all__ = ["Explorer", "ExplorerServer", "Limits", "RequestError", "explorer_app"]
