@@ -29,11 +29,13 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "explorer_static")
 _LOG = logging.getLogger("captum_tracin_we.explorer")
 # The page may only load its own files; nothing from the internet, no inline
-# script. CSSOM colours set from script are allowed by style-src 'self'.
+# script. CSSOM colours set from script are allowed by style-src 'self'. Only
+# local pages (a notebook) may frame it.
 _CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' "
     "data:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
-    "frame-ancestors 'self'"
+    "frame-ancestors 'self' http://localhost:* http://127.0.0.1:* "
+    "https://localhost:* https://127.0.0.1:*"
 )
 _EXPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'"
 
