@@ -17,7 +17,12 @@ from torch.utils.data import DataLoader
 
 from captum_tracin_we._app.data_files import TextData, read_text_data
 from captum_tracin_we._app.labels import label_ids, model_label_names
-from captum_tracin_we._app.model_folder import ModelFolder, load_model_folder
+from captum_tracin_we._app.model_folder import (
+    ModelFolder,
+    load_model_folder,
+    model_positions,
+    model_token_limit,
+)
 from captum_tracin_we._app.report import Explanation, TestText, write_report
 from captum_tracin_we._core.captum_methods import tracincp_fast
 from captum_tracin_we._core.comparison import compare_influence
@@ -174,7 +179,7 @@ def encode(
 
 def _max_length(settings: ExplainSettings, folder: ModelFolder) -> int:
     r"""``--max-length``, or the most the model can take."""
-    positions = _positions(folder.model)
+    positions = model_positions(folder.model)
     if settings.max_length is not None:
         if settings.max_length < 2:
             raise ValueError(f"--max-length must be >= 2; got {settings.max_length}.")
@@ -185,22 +190,6 @@ def _max_length(settings: ExplainSettings, folder: ModelFolder) -> int:
             )
         return settings.max_length
     return model_token_limit(folder.model, folder.tokenizer)
-
-
-def model_token_limit(model: Any, tokenizer: Any) -> int:
-    r"""The most tokens the model can take: its position embeddings or the
-    tokenizer's ``model_max_length``, whichever is smaller (512 if neither)."""
-    limits = [_positions(model), getattr(tokenizer, "model_max_length", None)]
-    usable = [int(v) for v in limits if isinstance(v, int) and 0 < v < 100_000]
-    return min(usable) if usable else 512
-
-
-def _positions(model: Any) -> Optional[int]:
-    config = getattr(model, "config", None)
-    positions = getattr(config, "max_position_embeddings", None)
-    if isinstance(positions, int) and "roberta" in str(config.model_type):
-        positions -= int(config.pad_token_id or 0) + 1  # positions start after pad
-    return positions if isinstance(positions, int) else None
 
 
 def _report_truncation(what: str, encoded: Encoded, max_length: int) -> None:

@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from captum_tracin_we._app.explain import model_token_limit
+from captum_tracin_we._app.model_folder import model_token_limit
 from captum_tracin_we._utils.checkpoint_pass import scoring_mode
 from captum_tracin_we._utils.model_adapter import ModelAdapter
 from captum_tracin_we._utils.word_contributions import (

@@ -8,7 +8,7 @@ a ``save_pretrained`` folder, with its tokenizer.
 
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, List
+from typing import Any, Callable, List, Optional
 
 from torch.nn import Module
 
@@ -136,3 +136,20 @@ def _tokenizer(*folders: Any) -> Any:
         "model with tokenizer.save_pretrained(folder), or pass "
         "Trainer(processing_class=tokenizer) so that every checkpoint has it."
     )
+
+
+def model_token_limit(model: Any, tokenizer: Any) -> int:
+    r"""The most tokens the model can take: its position embeddings or the
+    tokenizer's ``model_max_length``, whichever is smaller (512 if neither)."""
+    limits = [model_positions(model), getattr(tokenizer, "model_max_length", None)]
+    usable = [int(v) for v in limits if isinstance(v, int) and 0 < v < 100_000]
+    return min(usable) if usable else 512
+
+
+def model_positions(model: Any) -> Optional[int]:
+    r"""The tokens the model's position embeddings cover, if it says."""
+    config = getattr(model, "config", None)
+    positions = getattr(config, "max_position_embeddings", None)
+    if isinstance(positions, int) and "roberta" in str(config.model_type):
+        positions -= int(config.pad_token_id or 0) + 1  # positions start after pad
+    return positions if isinstance(positions, int) else None
