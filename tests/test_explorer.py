@@ -528,3 +528,38 @@ def test_the_command_builds_the_index_on_first_use_then_reuses_it(
     assert served_urls == ["127.0.0.1", "127.0.0.1"]
     with pytest.raises(SystemExit, match="--max-length 999 is more than"):
         main(args + ["--max-length", "999"])
+
+
+def test_a_tuple_model_with_its_own_encoder_and_token_names(tmp_path):
+    from torch.utils.data import DataLoader
+
+    from tests.helpers import bag_setup
+
+    model, train, _, paths = bag_setup(str(tmp_path))
+    tracin = TracInWE(model, DataLoader(train, batch_size=8), paths)
+    tracin.build_index(str(tmp_path / "index"))
+    texts = [" ".join(f"w{i}" for i in ids.tolist()) for ids, _ in train]
+
+    def encode(batch_texts, labels):
+        ids = [[int(word[1:]) for word in text.split()] for text in batch_texts]
+        return torch.tensor(ids), labels
+
+    def names(ids):
+        return [f"w{i}" for i in ids]
+
+    server = tracin.explore(
+        names, texts, label_names=["a", "b", "c"], encode=encode, show_progress=False
+    )
+    try:
+        status, answer = _json(server, "/api/query", {"text": texts[3], "k": 3})
+        assert status == 200 and answer["words"][0]["w"] == texts[3].split()[0]
+        batch = encode([texts[3]], torch.tensor([answer["label"]]))
+        expected = tracin.influence(batch, k=3)
+        assert [r["index"] for r in answer["methods"][0]["proponents"]] == (
+            expected.indices[0].tolist()
+        )
+        status, answer = _json(server, "/api/query", {"text": "w1 wx", "k": 3})
+        assert status == 500 and "ValueError" in answer["error"]  # the user's encoder
+        assert _json(server, "/api/audit", {"limit": 2})[0] == 200
+    finally:
+        server.stop()
