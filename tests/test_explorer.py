@@ -563,3 +563,41 @@ def test_a_tuple_model_with_its_own_encoder_and_token_names(tmp_path):
         assert _json(server, "/api/audit", {"limit": 2})[0] == 200
     finally:
         server.stop()
+
+
+def test_the_notebook_can_use_tracin_while_the_explorer_serves(served, run):
+    explorer, _ = served
+    tracin = TracInWE(
+        explorer.tracin.model,
+        explorer.tracin.train_dataloader,
+        explorer.tracin.checkpoints,
+        explorer.tracin.checkpoints_load_func,
+        index=str(run[0] / "index"),
+    )
+    batch = _batch(explorer, TEXT, 1)
+    expected = tracin.influence(batch)
+    server = tracin.explore(
+        explorer.tokenizer, explorer.train_texts, last_layer=False, show_progress=False
+    )
+    try:
+        answer = _json(server, "/api/query", {"text": TEXT, "label": 1, "k": 3})[1]
+        wrong = []
+
+        def client():
+            for _ in range(15):
+                again = _json(server, "/api/query", {"text": TEXT, "label": 1, "k": 3})
+                if _ranked(again[1]) != _ranked(answer):
+                    wrong.append("explorer")
+
+        with ThreadPoolExecutor(2) as pool:
+            futures = [pool.submit(client) for _ in range(2)]
+            for _ in range(15):  # the notebook's own calls, meanwhile
+                if not torch.allclose(tracin.influence(batch), expected, rtol=1e-5):
+                    wrong.append("notebook")
+            [future.result(timeout=300) for future in futures]
+        assert not wrong
+        assert [r["index"] for r in answer["methods"][0]["proponents"]] == (
+            expected[0].topk(3).indices.tolist()
+        )
+    finally:
+        server.stop()

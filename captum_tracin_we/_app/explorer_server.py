@@ -358,6 +358,7 @@ def explore(
             "tracin.build_index(path) or tracin.attach_index(path) first for fast "
             "queries."
         )
+    tracin = tracin._on_model_copy()  # the caller may go on using theirs
     method = _last_layer(tracin, last_layer)
     explorer = Explorer(
         tracin,

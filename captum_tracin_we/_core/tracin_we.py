@@ -596,7 +596,10 @@ class TracInWE(TracInCPBase):
         returned object shows the page. Type a text: its prediction, and its
         top proponents and opponents by TracIn-WE and by the last layer side by
         side; click one for the word view of the pair. The audit view ranks
-        the training texts by self-influence. Attach an index first
+        the training texts by self-influence. The explorer scores with its own
+        copy of the model, so this TracInWE and the model stay free to use
+        while it serves (a ``last_layer`` passed in keeps its own model: leave
+        it alone meanwhile). Attach an index first
         (:meth:`build_index` or :meth:`attach_index`): queries then read the
         training side from it. Needs ``pip install 'captum_tracin_we[explore]'``.
 
@@ -649,6 +652,31 @@ class TracInWE(TracInCPBase):
             port=port,
             show_progress=show_progress,
         )
+
+    def _on_model_copy(self) -> "TracInWE":
+        r"""
+        This TracInWE on a deep copy of the model: the same data, checkpoints,
+        settings and attached index. Checkpoints are loaded into the copy, so
+        it can score in another thread while this one keeps being used.
+        """
+        import copy
+
+        names = {module: name for name, module in self.model.named_modules()}
+        twin = TracInWE(
+            copy.deepcopy(self.model),
+            self.train_dataloader,
+            self.checkpoints,
+            self.checkpoints_load_func,
+            embedding_layer=names[self.embedding_layer],
+            loss_fn=self.loss_fn,
+            batch_size=self.batch_size,
+            test_loss_fn=self.test_loss_fn,
+            top_k_words=self.top_k_words,
+            exclude_token_ids=self.exclude_token_ids.tolist(),
+            idf_power=self.idf_power,
+        )
+        twin.index = self.index  # read-only memory maps, already checked
+        return twin
 
     def build_index(
         self,
