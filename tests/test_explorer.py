@@ -270,6 +270,10 @@ def test_long_texts_are_cut_with_a_mark(served):
         ("/api/audit", {"disagree": "yes"}, None, 400, "true or false"),
         ("/api/export", {"view": "nope"}, None, 400, "`view` must be one of"),
         ("/api/nothing", {}, None, 404, "Not Found"),
+        ("/api/query", {"text": TEXT, "methods": [[1]]}, None, 400, "(strings)"),
+        ("/api/export", {"view": [], "request": {}}, None, 400, "`view` must be"),
+        ("/api/query", None, b"[" * 100_000 + b"]" * 100_000, 400, "not valid JSON"),
+        ("/api/query", None, b'{"text": "a \\ud800 goal"}', 400, "surrogate"),
     ],
 )
 def test_bad_requests_get_a_json_error_that_names_the_problem(
@@ -278,6 +282,56 @@ def test_bad_requests_get_a_json_error_that_names_the_problem(
     _, server = served
     got, answer = _json(server, path, body, raw=raw)
     assert got == status and message in answer["error"]
+
+
+def test_cross_site_posts_and_other_content_types_are_refused(served):
+    _, server = served
+    body = {"text": TEXT, "k": 1}
+    plain = _json(server, "/api/query", body, headers={"Content-Type": "text/plain"})
+    assert plain[0] == 415 and "application/json" in plain[1]["error"]
+    other = {"Origin": "http://evil.example"}
+    assert _json(server, "/api/query", body, headers=other)[0] == 403
+    fetch = {"Sec-Fetch-Site": "cross-site"}
+    assert _json(server, "/api/query", body, headers=fetch)[0] == 403
+    own = {"Origin": server.url.rstrip("/")}
+    assert _json(server, "/api/query", body, headers=own)[0] == 200
+    with urllib.request.urlopen(server.url + "static/explorer.js", timeout=30) as r:
+        assert "script-src 'self'" in r.headers["Content-Security-Policy"]
+        assert r.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_host_names_are_read_with_ports_and_ipv6():
+    from captum_tracin_we._app.explorer_server import _host_name
+
+    assert _host_name("127.0.0.1:8000") == "127.0.0.1"
+    assert _host_name("[::1]:8000") == "::1" and _host_name("LocalHost") == "localhost"
+    assert _host_name("evil.example:80") == "evil.example"
+
+
+def test_non_finite_scores_are_an_error_not_a_number(served, monkeypatch):
+    explorer, server = served
+    real = explorer.tracin.influence
+    monkeypatch.setattr(
+        explorer.tracin, "influence", lambda *a, **k: real(*a, **k) * float("nan")
+    )
+    status, answer = _json(server, "/api/query", {"text": TEXT})
+    assert status == 500 and "not finite" in answer["error"]
+
+
+def test_proponents_are_positive_and_opponents_negative_for_any_k(served):
+    _, server = served
+    answer = _json(server, "/api/query", {"text": TEXT, "k": 41})[1]
+    for method in answer["methods"]:
+        pro, con = method["proponents"], method["opponents"]
+        assert all(r["score"] > 0 for r in pro) and all(r["score"] < 0 for r in con)
+        assert not {r["index"] for r in pro} & {r["index"] for r in con}
+        assert len(pro) + len(con) <= 41
+
+
+def test_unknown_tokens_stay_visible(served):
+    _, server = served
+    answer = _json(server, "/api/query", {"text": "the goal \u2603 team", "k": 1})[1]
+    assert "[UNK]" in [w["w"] for w in answer["words"]]
 
 
 def test_wrong_verb_and_foreign_host_are_refused(served):
@@ -495,6 +549,19 @@ def test_python_explore_refuses_texts_that_do_not_match_the_data(served):
         explorer.tracin.explore(
             explorer.tokenizer, explorer.train_texts, last_layer="x"
         )
+
+
+def test_texts_in_another_order_and_bad_ports_are_refused(served):
+    from captum_tracin_we.explorer import Explorer
+
+    explorer, _ = served
+    shuffled = explorer.train_texts[1:] + explorer.train_texts[:1]
+    with pytest.raises(ValueError, match="do not match their training example"):
+        Explorer(explorer.tracin, explorer.tokenizer, shuffled).prepare(False)
+    with pytest.raises(ValueError, match="from 0 to 65535"):
+        ExplorerServer(explorer, port=70000)
+    with pytest.raises(RuntimeError, match="prepare"):
+        Explorer(explorer.tracin, explorer.tokenizer, shuffled).query(TEXT)
 
 
 def test_another_host_prints_a_warning(served, capsys):

@@ -11,6 +11,7 @@ The model is used by one request at a time (a lock). Everything returned is
 data, never markup: the front end puts training text into the page as text.
 """
 
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -23,7 +24,6 @@ from captum_tracin_we._app.model_folder import model_token_limit
 from captum_tracin_we._utils.checkpoint_pass import scoring_mode
 from captum_tracin_we._utils.model_adapter import ModelAdapter
 from captum_tracin_we._utils.word_contributions import (
-    is_special_token,
     merge_subwords,
     pair_tokens,
     token_strings,
@@ -122,6 +122,7 @@ class Explorer:
         self.tokenizer = tokenizer
         self.limits = limits or Limits()
         self.max_length = max_length or model_token_limit(tracin.model, tokenizer)
+        self._default_encoder = encode is None
         self.encode = encode or hf_encoder(tokenizer, self.max_length)
         self.methods: Dict[str, Any] = {TRACIN_WE: tracin}
         if last_layer is not None:
@@ -155,13 +156,17 @@ class Explorer:
                     "training examples; pass the texts of the training data, one "
                     "per example, in its order."
                 )
+            full = self._full_ids(self.train_texts)
+            if full is not None and self._default_encoder:
+                self._check_texts(read, full)
             self._examples = [
-                _Example(ids, label, self._truncated(text, len(ids)))
-                for (ids, label), text in zip(read, self.train_texts)
+                _Example(ids, label, full is not None and len(full[i]) > len(ids))
+                for i, (ids, label) in enumerate(read)
             ]
             self._self_influence = self.tracin.self_influence(
                 show_progress=show_progress
             )
+            _check_finite(self._self_influence.tolist(), "Self-influence")
             logits = self._training_logits()
             self._train_predicted = logits.argmax(-1)
             self.label_names = _label_names(
@@ -365,13 +370,16 @@ class Explorer:
                     (found.indices[0].tolist(), found.influence_scores[0].tolist())
                 )
         seconds = time.perf_counter() - started
-        shown = [
-            [
-                {**self._train_row(i, test.counted), "score": float(s)}
-                for i, s in zip(indices, values)
-            ]
-            for indices, values in sides
-        ]
+        shown = []
+        for (indices, values), sign in zip(sides, (1.0, -1.0)):
+            _check_finite(values, name)
+            shown.append(  # only scores of the side's sign, as in `explain`
+                [
+                    {**self._train_row(i, test.counted), "score": float(v)}
+                    for i, v in zip(indices, values)
+                    if v * sign > 0
+                ]
+            )
         return {
             "name": name,
             "proponents": shown[0],
@@ -390,16 +398,19 @@ class Explorer:
         }
 
     def _words(self, token_ids: List[int], shared_ids: set) -> List[Dict[str, Any]]:
-        r"""Words of a text (special tokens left out), each marked shared when one
-        of its tokens counts in the test text too."""
-        tokens = token_strings(token_ids, self.tokenizer)
-        flags = [1.0 if t in shared_ids else 0.0 for t in token_ids]
+        r"""Words of a text, special tokens left out (except the unknown token),
+        each marked shared when one of its tokens counts in the test text too."""
+        hidden = self._hidden_ids
+        kept = [t for t in token_ids if t not in hidden]
+        tokens = token_strings(kept, self.tokenizer)
+        flags = [1.0 if t in shared_ids else 0.0 for t in kept]
         words, shared = merge_subwords(tokens, flags)
-        return [
-            {"w": w, "shared": s > 0}
-            for w, s in zip(words, shared)
-            if not is_special_token(w)
-        ]
+        return [{"w": w, "shared": s > 0} for w, s in zip(words, shared)]
+
+    @property
+    def _hidden_ids(self) -> set:
+        special = set(getattr(self.tokenizer, "all_special_ids", None) or [])
+        return special - {getattr(self.tokenizer, "unk_token_id", None)}
 
     def _pair_sides(self, words: Any, index: int) -> Dict[str, Any]:
         sides = {}
@@ -453,10 +464,36 @@ class Explorer:
 
     def _truncated(self, text: str, seen: int) -> bool:
         r"""Whether the model saw fewer tokens of ``text`` than it has."""
-        if seen < self.max_length or not hasattr(self.tokenizer, "model_max_length"):
-            return False  # only a Hugging Face tokenizer can count the full text
-        full = self.tokenizer(text, truncation=False, verbose=False)["input_ids"]
-        return len(full) > seen
+        full = self._full_ids([text])
+        return full is not None and len(full[0]) > seen
+
+    def _full_ids(self, texts: List[str]) -> Optional[List[List[int]]]:
+        r"""The token ids of whole texts; None without a Hugging Face tokenizer."""
+        if not (
+            callable(self.tokenizer) and hasattr(self.tokenizer, "all_special_ids")
+        ):
+            return None
+        return self.tokenizer(texts, truncation=False, verbose=False)["input_ids"]
+
+    def _check_texts(
+        self, read: List[Tuple[List[int], int]], full: List[List[int]]
+    ) -> None:
+        r"""Checks that each training text tokenizes to its example's tokens (the
+        example may be cut; special tokens are not compared)."""
+        special = set(self.tokenizer.all_special_ids)
+        wrong = []
+        for i, ((ids, _), whole) in enumerate(zip(read, full)):
+            seen = [t for t in ids if t not in special]
+            if [t for t in whole if t not in special][: len(seen)] != seen:
+                wrong.append(i)
+        if wrong:
+            i = wrong[0]
+            raise ValueError(
+                f"{len(wrong)} of {len(read)} training texts do not match their "
+                f"training example's tokens, first train_texts[{i}] = "
+                f"{self.train_texts[i][:60]!r}. Pass the texts of the training "
+                "data, one per example, in its order."
+            )
 
     # ------------------------------------------------------------ validation
     def _require_prepared(self) -> None:
@@ -470,6 +507,13 @@ class Explorer:
             raise RequestError("`text` must be a string.")
         if not text.strip():
             raise RequestError("`text` is empty; type a sentence to explain.")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise RequestError(
+                "`text` holds an unpaired surrogate (\\ud800-\\udfff), which is "
+                "not text; send it as UTF-8."
+            ) from None
         if len(text) > self.limits.max_text_chars:
             raise RequestError(
                 f"`text` has {len(text)} characters; the explorer takes at most "
@@ -493,6 +537,8 @@ class Explorer:
             return list(self.methods)
         if not isinstance(methods, list) or not methods:
             raise RequestError("`methods` must be a non-empty list of method names.")
+        if not all(isinstance(m, str) for m in methods):
+            raise RequestError("`methods` must be a list of method names (strings).")
         unknown = [m for m in methods if m not in self.methods]
         if unknown:
             raise RequestError(
@@ -572,6 +618,14 @@ def _colored(words: List[str], values: List[float]) -> List[Dict[str, Any]]:
         {"w": w, "value": v, "color": word_color(v / scale)}
         for w, v in zip(words, values)
     ]
+
+
+def _check_finite(values: List[float], name: str) -> None:
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(
+            f"{name} gave scores that are not finite (NaN or inf): a checkpoint or "
+            "learning rate is broken, or the model overflows on this text."
+        )
 
 
 def _counts(labels: List[int]) -> Dict[str, int]:

@@ -57,9 +57,10 @@ def explorer_app(explorer: Explorer, allowed_hosts: Optional[List[str]] = None) 
 
     Args:
         explorer (Explorer): The prepared engine.
-        allowed_hosts (list of str, optional): ``Host`` headers accepted
-                    (defends a local server against DNS rebinding). Default:
-                    None, meaning ``127.0.0.1``, ``localhost`` and ``::1``.
+        allowed_hosts (list of str, optional): Host names accepted in the
+                    ``Host`` header (defends a local server against DNS
+                    rebinding); ``["*"]`` accepts any. Default: None, meaning
+                    ``127.0.0.1``, ``localhost`` and ``::1``.
 
     Returns:
         app (starlette.applications.Starlette): The ASGI application.
@@ -68,7 +69,6 @@ def explorer_app(explorer: Explorer, allowed_hosts: Optional[List[str]] = None) 
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
     from starlette.middleware import Middleware
-    from starlette.middleware.trustedhost import TrustedHostMiddleware
     from starlette.responses import FileResponse, JSONResponse
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
@@ -82,43 +82,36 @@ def explorer_app(explorer: Explorer, allowed_hosts: Optional[List[str]] = None) 
             try:
                 body = await _json_body(request, limits.max_body_bytes)
                 result = await run_in_threadpool(view, body)
+                if isinstance(result, str):
+                    return _html_download(result, body)
+                return JSONResponse(result)
             except RequestError as error:
                 return _error(str(error), error.status)
             except Exception as error:  # the server keeps serving
                 _LOG.exception("An explorer request failed")
                 return _error(_short(error), 500)
-            if isinstance(result, str):
-                return _html_download(result, body)
-            return JSONResponse(result, headers=_headers())
 
         return answer
 
     async def page(request: Any) -> Any:
-        return FileResponse(os.path.join(STATIC, "index.html"), headers=_headers())
+        return FileResponse(os.path.join(STATIC, "index.html"))
 
     async def info(request: Any) -> Any:
-        return JSONResponse(explorer.info(), headers=_headers())
+        return JSONResponse(explorer.info())
 
     async def http_error(request: Any, error: Any) -> Any:
         return _error(str(error.detail), error.status_code)
 
+    def view(method: Callable[..., Any]) -> Callable[[Dict[str, Any]], Any]:
+        return lambda body: _call(method, body)
+
     routes = [
         Route("/", page),
         Route("/api/info", info),
-        Route(
-            "/api/query", endpoint(lambda b: _call(explorer.query, b)), methods=["POST"]
-        ),
-        Route(
-            "/api/pair", endpoint(lambda b: _call(explorer.pair, b)), methods=["POST"]
-        ),
-        Route(
-            "/api/self",
-            endpoint(lambda b: _call(explorer.self_pair, b)),
-            methods=["POST"],
-        ),
-        Route(
-            "/api/audit", endpoint(lambda b: _call(explorer.audit, b)), methods=["POST"]
-        ),
+        Route("/api/query", endpoint(view(explorer.query)), methods=["POST"]),
+        Route("/api/pair", endpoint(view(explorer.pair)), methods=["POST"]),
+        Route("/api/self", endpoint(view(explorer.self_pair)), methods=["POST"]),
+        Route("/api/audit", endpoint(view(explorer.audit)), methods=["POST"]),
         Route(
             "/api/export", endpoint(lambda b: _export(explorer, b)), methods=["POST"]
         ),
@@ -127,9 +120,77 @@ def explorer_app(explorer: Explorer, allowed_hosts: Optional[List[str]] = None) 
     hosts = list(allowed_hosts or LOCAL_HOSTS)
     return Starlette(
         routes=routes,
-        middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=hosts)],
+        middleware=[Middleware(_Guard, allowed_hosts=hosts)],
         exception_handlers={HTTPException: http_error},
     )
+
+
+class _Guard:
+    r"""
+    ASGI middleware in front of every route: refuses a ``Host`` that is not
+    allowed (400) and a POST from another site (403), and adds the security
+    headers to every response, static files included.
+    """
+
+    def __init__(self, app: Any, allowed_hosts: List[str]) -> None:
+        self.app = app
+        self.any_host = "*" in allowed_hosts
+        self.allowed = {h.strip("[]").lower() for h in allowed_hosts}
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {
+            k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]
+        }
+        host = headers.get("host", "")
+        problem = None
+        if not self.any_host and _host_name(host) not in self.allowed:
+            problem = (
+                400,
+                f"Host {host!r} is not served here; open the explorer's own address.",
+            )
+        elif scope["method"] == "POST" and _cross_site(headers, host):
+            problem = (403, "Requests from other sites are refused.")
+        if problem is not None:
+            await _error(problem[1], problem[0])(scope, receive, send)
+            return
+
+        async def secured(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                present = {k.lower() for k, _ in message.get("headers", [])}
+                extra = [
+                    (k.lower().encode(), v.encode())
+                    for k, v in _headers().items()
+                    if k.lower().encode() not in present
+                ]
+                message = {
+                    **message,
+                    "headers": list(message.get("headers", [])) + extra,
+                }
+            await send(message)
+
+        await self.app(scope, receive, secured)
+
+
+def _host_name(host: str) -> str:
+    r"""The name in a ``Host`` header, without the port (IPv6 in brackets too)."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _cross_site(headers: Dict[str, str], host: str) -> bool:
+    if headers.get("sec-fetch-site") == "cross-site":
+        return True
+    origin = headers.get("origin")
+    if origin is None:
+        return False
+    from urllib.parse import urlsplit
+
+    return urlsplit(origin).netloc.lower() != host.strip().lower()
 
 
 _VIEWS = {"query": "query", "pair": "pair", "self": "self_pair", "audit": "audit"}
@@ -137,7 +198,7 @@ _VIEWS = {"query": "query", "pair": "pair", "self": "self_pair", "audit": "audit
 
 def _export(explorer: Explorer, body: Dict[str, Any]) -> str:
     view = body.get("view")
-    if view not in _VIEWS:
+    if not isinstance(view, str) or view not in _VIEWS:
         raise RequestError(f"`view` must be one of {sorted(_VIEWS)}; got {view!r}.")
     request = body.get("request", {})
     if not isinstance(request, dict):
@@ -161,6 +222,12 @@ def _call(view: Callable[..., Any], body: Dict[str, Any]) -> Any:
 
 
 async def _json_body(request: Any, limit: int) -> Dict[str, Any]:
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        raise RequestError(
+            "Send the request body as JSON, with Content-Type: application/json.",
+            415,
+        )
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
         raise RequestError(f"The request body is over {limit} bytes.", 413)
@@ -172,7 +239,7 @@ async def _json_body(request: Any, limit: int) -> Dict[str, Any]:
         chunks.append(chunk)
     try:
         body = json.loads(b"".join(chunks) or b"{}")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise RequestError("The request body is not valid JSON.") from None
     if not isinstance(body, dict):
         raise RequestError("The request body must be a JSON object.")
@@ -191,7 +258,7 @@ def _headers() -> Dict[str, str]:
 def _error(message: str, status: int) -> Any:
     from starlette.responses import JSONResponse
 
-    return JSONResponse({"error": message}, status_code=status, headers=_headers())
+    return JSONResponse({"error": message}, status_code=status)
 
 
 def _short(error: Exception) -> str:
@@ -206,7 +273,6 @@ def _html_download(page: str, body: Dict[str, Any]) -> Any:
 
     name = f"tracin_we_{body.get('view', 'view')}.html"
     headers = {
-        **_headers(),
         "Content-Security-Policy": _EXPORT_CSP,
         "Content-Disposition": f'attachment; filename="{name}"',
     }
@@ -232,6 +298,10 @@ class ExplorerServer:
         _imports()
         import uvicorn
 
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port < 65536:
+            raise ValueError(
+                f"The port must be an integer from 0 to 65535; got {port!r}."
+            )
         if not explorer.label_names:
             raise ValueError(
                 "Prepare the explorer first: ExplorerServer(explorer.prepare())."
