@@ -155,9 +155,10 @@ def _explore_parser(commands: argparse._SubParsersAction) -> None:
     _token_options(explore)
     explore.add_argument(
         "--top-k",
-        type=_positive,
+        type=_top_k,
         default=10,
-        help="proponents and opponents shown per method (the page can change it)",
+        help="proponents and opponents shown per method, 1 to 50 (the page can "
+        "change it)",
     )
     _method_options(explore, index=False)
     explore.add_argument(
@@ -166,7 +167,17 @@ def _explore_parser(commands: argparse._SubParsersAction) -> None:
         help="address to bind; anything but 127.0.0.1/localhost makes the model "
         "and training data reachable from other machines (a warning is printed)",
     )
-    explore.add_argument("--port", type=int, default=8000, help="port to listen on")
+    explore.add_argument(
+        "--port", type=int, default=8000, help="port to listen on (0: a free one)"
+    )
+    explore.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another host name the page may be opened by, for example behind a "
+        "proxy (IP addresses and localhost always are; repeatable)",
+    )
     explore.add_argument(
         "--no-progress", action="store_true", help="hide progress bars"
     )
@@ -241,6 +252,13 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _top_k(text: str) -> int:
+    value = _positive(text)
+    if value > 50:
+        raise argparse.ArgumentTypeError(f"must be at most 50; got {value}")
+    return value
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -306,6 +324,7 @@ def _explore(args: argparse.Namespace) -> None:
         show_progress=not args.no_progress,
         host=args.host,
         port=args.port,
+        allowed_hosts=args.allowed_host,
     )
     try:
         run_explore(settings)

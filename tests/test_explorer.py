@@ -668,3 +668,94 @@ def test_the_notebook_can_use_tracin_while_the_explorer_serves(served, run):
         )
     finally:
         server.stop()
+
+
+def test_an_explorer_built_by_hand_shares_the_model_lock_with_tracin(served, run):
+    from captum_tracin_we._utils.checkpoint_pass import model_lock
+
+    explorer, server = served  # built on its TracInWE's own model, no copy
+    assert explorer._lock is model_lock(explorer.tracin.model)
+    batch = _batch(explorer, TEXT, 1)
+    expected = explorer.tracin.influence(batch)
+    answer = _json(server, "/api/query", {"text": TEXT, "label": 1, "k": 3})[1]
+    wrong = []
+
+    def client():
+        for _ in range(10):
+            again = _json(server, "/api/query", {"text": TEXT, "label": 1, "k": 3})
+            if again[0] != 200 or _ranked(again[1]) != _ranked(answer):
+                wrong.append("explorer")
+
+    with ThreadPoolExecutor(2) as pool:
+        futures = [pool.submit(client) for _ in range(2)]
+        for _ in range(10):  # the same TracInWE, used from this thread meanwhile
+            if not torch.allclose(explorer.tracin.influence(batch), expected):
+                wrong.append("caller")
+        [future.result(timeout=300) for future in futures]
+    assert not wrong
+
+
+def test_host_names_on_a_network_bind_refuse_rebinding():
+    from captum_tracin_we._app.explorer_server import _allowed_host
+
+    allowed = {"localhost", "myhost"}
+    assert _allowed_host("10.1.2.3", allowed) and _allowed_host("::1", allowed)
+    assert _allowed_host("myhost", allowed) and not _allowed_host(
+        "evil.example", allowed
+    )
+
+
+def test_byte_level_bpe_words_read_as_text_and_no_pad_token_is_needed():
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    from captum_tracin_we._app.explorer import Explorer, hf_encoder
+
+    corpus = ["café naïve résumé", "the movie was great", "日本語 text"] * 20
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(corpus, vocab_size=300, special_tokens=["<s>", "</s>"])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>"
+    )
+    words = Explorer._words(
+        _Stub(tokenizer), tokenizer("café naïve 日本語")["input_ids"], set()
+    )
+    assert [w["w"] for w in words] == ["café", "naïve", "日本語"]
+    batch = hf_encoder(tokenizer, 16)(["the movie"], torch.tensor([0]))
+    assert batch["input_ids"].shape[0] == 1  # no pad token, and none needed
+
+
+class _Stub:
+    def __init__(self, tokenizer):
+        from captum_tracin_we._app.explorer import Explorer
+
+        self.tokenizer = tokenizer
+        self._hidden_ids = Explorer._hidden_ids.fget(self)
+        self._readable = lambda word: Explorer._readable(self, word)
+
+
+def test_the_command_checks_top_k_and_the_port_before_preparing(run, capsys):
+    args = ["explore", "--model", run[1], "--train", run[2], "--index", "unused"]
+    with pytest.raises(SystemExit):
+        main(args + ["--top-k", "60"])
+    assert "must be at most 50" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="from 0 to 65535"):
+        main(args + ["--port", "70000"])
+    assert not os.path.exists("unused")  # nothing was prepared
+
+
+def test_a_rerun_explore_replaces_the_previous_server(served):
+    explorer, _ = served
+    first = explorer.tracin.explore(
+        explorer.tokenizer, explorer.train_texts, last_layer=False, show_progress=False
+    )
+    second = explorer.tracin.explore(
+        explorer.tokenizer, explorer.train_texts, last_layer=False, show_progress=False
+    )
+    try:
+        with pytest.raises(urllib.error.URLError):
+            urllib.request.urlopen(first.url + "api/info", timeout=5)
+        with urllib.request.urlopen(second.url + "api/info", timeout=30) as response:
+            assert response.status == 200
+    finally:
+        second.stop()

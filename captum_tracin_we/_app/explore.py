@@ -6,8 +6,8 @@ served as an interactive influence explorer from an index (built on first
 use).
 """
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, List
 
 from captum_tracin_we._app.data_files import read_text_data
 from captum_tracin_we._app.explain import (
@@ -19,7 +19,7 @@ from captum_tracin_we._app.explain import (
     encode,
 )
 from captum_tracin_we._app.explorer import Explorer
-from captum_tracin_we._app.explorer_server import ExplorerServer
+from captum_tracin_we._app.explorer_server import ExplorerServer, listening_socket
 from captum_tracin_we._app.labels import label_ids, model_label_names
 from captum_tracin_we._app.model_folder import load_model_folder
 
@@ -31,6 +31,7 @@ class ExploreSettings(ExplainSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     top_k: int = 10
+    allowed_hosts: List[str] = field(default_factory=list)
 
 
 def prepare_explorer(settings: ExploreSettings) -> Explorer:
@@ -78,8 +79,12 @@ def prepare_explorer(settings: ExploreSettings) -> Explorer:
 
 
 def run_explore(settings: ExploreSettings) -> None:
-    r"""Prepares the explorer and serves it until Ctrl+C."""
+    r"""Prepares the explorer and serves it until Ctrl+C. The port is taken
+    first, so that a port in use is reported before the preparation."""
+    sock = listening_socket(settings.host, settings.port)
     explorer = prepare_explorer(settings)
-    server = ExplorerServer(explorer, settings.host, settings.port).bind()
+    server = ExplorerServer(
+        explorer, settings.host, allowed_hosts=settings.allowed_hosts, sock=sock
+    )
     print(f"TracIn-WE explorer: {server.url}  (Ctrl+C stops it)")
     server.serve_forever()

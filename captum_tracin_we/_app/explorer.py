@@ -12,7 +12,6 @@ data, never markup: the front end puts training text into the page as text.
 """
 
 import math
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -21,9 +20,10 @@ import torch
 from torch import Tensor
 
 from captum_tracin_we._app.model_folder import model_token_limit
-from captum_tracin_we._utils.checkpoint_pass import scoring_mode
+from captum_tracin_we._utils.checkpoint_pass import model_lock, scoring_mode
 from captum_tracin_we._utils.model_adapter import ModelAdapter
 from captum_tracin_we._utils.word_contributions import (
+    is_special_token,
     merge_subwords,
     pair_tokens,
     token_strings,
@@ -130,7 +130,7 @@ class Explorer:
         self.k = self._checked_k(k)
         self.description = description
         self.train_texts = [str(text) for text in train_texts]
-        self._lock = threading.Lock()
+        self._lock = model_lock(tracin.model)  # shared with every scoring call
         self._adapter = ModelAdapter(tracin.model, tracin.embedding_layer)
         self._examples: List[_Example] = []
         self.label_names: List[str] = []
@@ -405,7 +405,24 @@ class Explorer:
         tokens = token_strings(kept, self.tokenizer)
         flags = [1.0 if t in shared_ids else 0.0 for t in kept]
         words, shared = merge_subwords(tokens, flags)
-        return [{"w": w, "shared": s > 0} for w, s in zip(words, shared)]
+        if not hidden:  # a plain callable: hide what looks special
+            pairs = [(w, s) for w, s in zip(words, shared) if not is_special_token(w)]
+            words, shared = [w for w, _ in pairs], [s for _, s in pairs]
+        return [
+            {"w": self._readable(w), "shared": s > 0} for w, s in zip(words, shared)
+        ]
+
+    def _readable(self, word: str) -> str:
+        r"""A merged word as text: byte-level BPE pieces (RoBERTa, GPT-2) are
+        decoded back to their characters."""
+        convert = getattr(self.tokenizer, "convert_tokens_to_string", None)
+        if not callable(convert):
+            return word
+        try:
+            text = convert([word]).strip()
+        except Exception:  # a piece the tokenizer cannot turn back: show it raw
+            return word
+        return text if text and "\ufffd" not in text else word
 
     @property
     def _hidden_ids(self) -> set:
@@ -416,7 +433,8 @@ class Explorer:
         sides = {}
         for side in ("test", "train"):
             tokens, values = pair_tokens(words, 0, 0, self.tokenizer, side)
-            sides[side] = _colored(*merge_subwords(tokens, values))
+            merged, summed = merge_subwords(tokens, values)
+            sides[side] = _colored([self._readable(w) for w in merged], summed)
         example = self._examples[index]
         return {
             "index": index,
@@ -481,10 +499,13 @@ class Explorer:
         r"""Checks that each training text tokenizes to its example's tokens (the
         example may be cut; special tokens are not compared)."""
         special = set(self.tokenizer.all_special_ids)
+        left = getattr(self.tokenizer, "truncation_side", "right") == "left"
         wrong = []
         for i, ((ids, _), whole) in enumerate(zip(read, full)):
             seen = [t for t in ids if t not in special]
-            if [t for t in whole if t not in special][: len(seen)] != seen:
+            words = [t for t in whole if t not in special]
+            kept = words[len(words) - len(seen) :] if left else words[: len(seen)]
+            if kept != seen:
                 wrong.append(i)
         if wrong:
             i = wrong[0]
@@ -492,7 +513,9 @@ class Explorer:
                 f"{len(wrong)} of {len(read)} training texts do not match their "
                 f"training example's tokens, first train_texts[{i}] = "
                 f"{self.train_texts[i][:60]!r}. Pass the texts of the training "
-                "data, one per example, in its order."
+                "data, one per example, in its order (for data not made by this "
+                "tokenizer from these texts, such as text pairs, pass `encode=`, "
+                "which skips this check)."
             )
 
     # ------------------------------------------------------------ validation
@@ -585,7 +608,7 @@ def hf_encoder(tokenizer: Any, max_length: int) -> Encoder:
             texts,
             truncation=True,
             max_length=max_length,
-            padding=True,
+            padding=len(texts) > 1,  # one text needs no pad token
             return_tensors="pt",
         )
         return {

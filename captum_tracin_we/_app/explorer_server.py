@@ -20,7 +20,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Awaitable, Callable, Dict, List, Optional
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence
 
 from captum_tracin_we._app.explorer import Explorer, RequestError
 from captum_tracin_we._app.explorer_pages import export_page
@@ -35,7 +35,7 @@ _CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' "
     "data:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
     "frame-ancestors 'self' http://localhost:* http://127.0.0.1:* "
-    "https://localhost:* https://127.0.0.1:*"
+    "https://localhost:* https://127.0.0.1:* http://[::1]:* vscode-webview:"
 )
 _EXPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'"
 
@@ -58,9 +58,8 @@ def explorer_app(explorer: Explorer, allowed_hosts: Optional[List[str]] = None) 
     Args:
         explorer (Explorer): The prepared engine.
         allowed_hosts (list of str, optional): Host names accepted in the
-                    ``Host`` header (defends a local server against DNS
-                    rebinding); ``["*"]`` accepts any. Default: None, meaning
-                    ``127.0.0.1``, ``localhost`` and ``::1``.
+                    ``Host`` header besides IP addresses (defends against DNS
+                    rebinding). Default: None, meaning ``localhost``.
 
     Returns:
         app (starlette.applications.Starlette): The ASGI application.
@@ -134,7 +133,6 @@ class _Guard:
 
     def __init__(self, app: Any, allowed_hosts: List[str]) -> None:
         self.app = app
-        self.any_host = "*" in allowed_hosts
         self.allowed = {h.strip("[]").lower() for h in allowed_hosts}
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -146,7 +144,7 @@ class _Guard:
         }
         host = headers.get("host", "")
         problem = None
-        if not self.any_host and _host_name(host) not in self.allowed:
+        if not _allowed_host(_host_name(host), self.allowed):
             problem = (
                 400,
                 f"Host {host!r} is not served here; open the explorer's own address.",
@@ -180,6 +178,18 @@ def _host_name(host: str) -> str:
     if host.startswith("["):
         return host[1 : host.find("]")] if "]" in host else host
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _allowed_host(name: str, allowed: Any) -> bool:
+    r"""An IP address, or an allowed name. DNS rebinding always arrives with
+    the attacker's domain name, never with an IP address."""
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return name in allowed
 
 
 def _cross_site(headers: Dict[str, str], host: str) -> bool:
@@ -279,6 +289,29 @@ def _html_download(page: str, body: Dict[str, Any]) -> Any:
     return Response(page, media_type="text/html; charset=utf-8", headers=headers)
 
 
+def _checked_port(port: Any) -> None:
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port < 65536:
+        raise ValueError(f"The port must be an integer from 0 to 65535; got {port!r}.")
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    r"""A socket bound to ``host:port`` (port 0: a free one), or an
+    ``OSError`` that names the address and the fix."""
+    _checked_port(port)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise OSError(
+            f"The explorer cannot listen on {host}:{port} ({error.strerror}); "
+            "choose another port, or 0 for a free one."
+        ) from None
+    return sock
+
+
 class ExplorerServer:
     r"""
     A running explorer: ``url`` is its address. Start it in a background
@@ -292,9 +325,22 @@ class ExplorerServer:
                     other address is reachable from other machines, so a
                     warning is printed.
         port (int, optional): Port; 0 picks a free one. Default: 0
+        allowed_hosts (sequence of str, optional): More host names the page
+                    may be opened by (IP addresses, ``localhost``, and for
+                    another ``host`` this machine's names, are always
+                    accepted). Default: ()
+        sock (socket.socket, optional): A socket already bound with
+                    :func:`listening_socket`. Default: None
     """
 
-    def __init__(self, explorer: Explorer, host: str = "127.0.0.1", port: int = 0):
+    def __init__(
+        self,
+        explorer: Explorer,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        allowed_hosts: Sequence[str] = (),
+        sock: Optional[socket.socket] = None,
+    ):
         _imports()
         import uvicorn
 
@@ -308,7 +354,7 @@ class ExplorerServer:
             )
         self.explorer = explorer
         self.host = host
-        allowed = None
+        allowed = ["localhost", *allowed_hosts]
         if host not in LOCAL_HOSTS:
             message = (
                 f"The explorer binds to {host}: anyone who can reach this machine "
@@ -316,7 +362,7 @@ class ExplorerServer:
                 "127.0.0.1 unless you mean it."
             )
             print(f"WARNING: {message}", file=sys.stderr)
-            allowed = ["*"]
+            allowed += [socket.gethostname(), socket.getfqdn(), host]
         config = uvicorn.Config(
             explorer_app(explorer, allowed),
             host=host,
@@ -328,26 +374,17 @@ class ExplorerServer:
         )
         self.port = port
         self._server = uvicorn.Server(config)
-        self._socket: Optional[socket.socket] = None
+        self._socket: Optional[socket.socket] = sock
+        if sock is not None:
+            self.port = int(sock.getsockname()[1])
         self._thread: Optional[threading.Thread] = None
 
     def bind(self) -> "ExplorerServer":
         r"""Binds the listening socket (port 0: a free port), so that
         :attr:`url` is known before serving."""
         if self._socket is None:
-            family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind((self.host, self.port))
-            except OSError as error:
-                sock.close()
-                raise OSError(
-                    f"The explorer cannot listen on {self.host}:{self.port} "
-                    f"({error.strerror}); choose another port, or 0 for a free one."
-                ) from None
-            self._socket = sock
-            self.port = int(sock.getsockname()[1])
+            self._socket = listening_socket(self.host, self.port)
+            self.port = int(self._socket.getsockname()[1])
         return self
 
     @property

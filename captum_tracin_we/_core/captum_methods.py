@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.nn import Module
 from torch.utils.data import DataLoader, Dataset
 
-from captum_tracin_we._utils.checkpoint_pass import kept_state
+from captum_tracin_we._utils.checkpoint_pass import kept_state, model_lock
 from captum_tracin_we._utils.checkpoints import (
     checked_learning_rate,
     checkpoint_paths,
@@ -44,6 +44,19 @@ from captum_tracin_we._utils.tuple_batches import (
 _INTEGER_INPUTS = "(?s).*Gradients cannot be activated"
 Checkpoints = Union[str, List[Any], Iterator[Any]]
 LoadFunc = Callable[[Module, Any], float]
+
+
+def _locked(method: Callable[..., Any]) -> Callable[..., Any]:
+    r"""Runs a Captum call under the lock of the user's model (the one a
+    TracInWE on the same model holds too)."""
+    import functools
+
+    @functools.wraps(method)
+    def locked(self: "CaptumInfluence", *args: Any, **kwargs: Any) -> Any:
+        with model_lock(self.model.model):
+            return method(self, *args, **kwargs)
+
+    return locked
 
 
 class CaptumInfluence(DataInfluence):
@@ -87,6 +100,7 @@ class CaptumInfluence(DataInfluence):
             self._num_train = sum(int(b[-1].shape[0]) for b in self.train_dataset)
         return self._num_train
 
+    @_locked
     def influence(  # type: ignore[override]
         self,
         inputs: Any,
@@ -138,6 +152,7 @@ class CaptumInfluence(DataInfluence):
             torch.cat([p.influence_scores.detach().cpu() for p in parts]),
         )
 
+    @_locked
     def self_influence(
         self, inputs: Optional[Any] = None, show_progress: bool = False
     ) -> Tensor:
@@ -215,7 +230,8 @@ def tracincp_fast(
     wrapper, loader, paths, load, batches = _captum_setup(
         model, train_dataset, checkpoints, checkpoints_load_func, loss_fn, batch_size
     )
-    _check_final_layer(wrapper, loader, layer, paths, load)
+    with model_lock(model):
+        _check_final_layer(wrapper, loader, layer, paths, load)
     with kept_state(wrapper):
         method = TracInCPFast(
             wrapper,
@@ -273,8 +289,9 @@ def tracincp_fast_rand_proj(
     wrapper, loader, paths, load, batches = _captum_setup(
         model, train_dataset, checkpoints, checkpoints_load_func, loss_fn, batch_size
     )
-    _check_final_layer(wrapper, loader, layer, paths, load)
-    with kept_state(wrapper), torch.random.fork_rng(devices=[]):
+    with model_lock(model):
+        _check_final_layer(wrapper, loader, layer, paths, load)
+    with model_lock(model), kept_state(wrapper), torch.random.fork_rng(devices=[]):
         method = TracInCPFastRandProj(
             wrapper,
             "model." + layer,

@@ -15,6 +15,7 @@ from captum_tracin_we._core.index_build import BuildOptions, build_word_index
 from captum_tracin_we._utils.checkpoint_pass import (
     LoadedCheckpoint,
     checkpoint_pass,
+    one_call_per_model,
     scoring_mode,
     warn_if_training,
 )
@@ -267,6 +268,7 @@ class TracInWE(TracInCPBase):
         return self._training.num_examples
 
     @log_usage()
+    @one_call_per_model
     def influence(  # type: ignore[override]
         self,
         inputs: Any,
@@ -380,6 +382,7 @@ class TracInWE(TracInCPBase):
         return KMostInfluentialResults(indices.long(), values)
 
     @log_usage()
+    @one_call_per_model
     def self_influence(
         self,
         inputs: Optional[Any] = None,
@@ -439,6 +442,7 @@ class TracInWE(TracInCPBase):
         return total.float().cpu()
 
     @log_usage()
+    @one_call_per_model
     def word_influence(
         self,
         inputs: Any,
@@ -520,6 +524,7 @@ class TracInWE(TracInCPBase):
             train_labels=train.labels[inverse].cpu(),
         )
 
+    @one_call_per_model
     def token_weights(self) -> Optional[Tensor]:
         r"""
         The weight of each token's term: ``idf(w) ** idf_power``, counted from
@@ -639,7 +644,10 @@ class TracInWE(TracInCPBase):
         """
         from captum_tracin_we._app.explorer_server import explore
 
-        return explore(
+        previous = getattr(self, "_explorer_server", None)
+        if previous is not None:  # a re-run notebook cell replaces its server
+            previous.stop()
+        self._explorer_server = explore(
             self,
             tokenizer,
             train_texts,
@@ -652,6 +660,7 @@ class TracInWE(TracInCPBase):
             port=port,
             show_progress=show_progress,
         )
+        return self._explorer_server
 
     def _on_model_copy(self) -> "TracInWE":
         r"""
@@ -678,6 +687,7 @@ class TracInWE(TracInCPBase):
         twin.index = self.index  # read-only memory maps, already checked
         return twin
 
+    @one_call_per_model
     def build_index(
         self,
         path: str,
@@ -731,6 +741,7 @@ class TracInWE(TracInCPBase):
         )
         return self._attach(WordIndex(path, verify=False), check_data=False)
 
+    @one_call_per_model
     def attach_index(self, path: str, verify: bool = True) -> WordIndex:
         r"""
         Attaches an index built by :meth:`build_index` after checking that it

@@ -7,9 +7,12 @@ the caller. Influence, self-influence, word influence, index builds and index
 queries all go through :func:`checkpoint_pass`.
 """
 
+import functools
 import hashlib
 import os
+import threading
 import warnings
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -226,3 +229,32 @@ def warn_if_training(model: Module, name: str) -> None:
             "restored afterwards.",
             stacklevel=3,
         )
+
+
+_MODEL_LOCKS: "weakref.WeakKeyDictionary[Module, Any]" = weakref.WeakKeyDictionary()
+_MODEL_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: Module) -> Any:
+    r"""
+    The re-entrant lock of ``model``: every scoring call loads checkpoints
+    into the model and switches its modes and ``requires_grad`` flags, so two
+    calls on one model from two threads would mix their weights. Each
+    TracInWE and Captum-method call holds this lock while it runs.
+    """
+    with _MODEL_LOCKS_GUARD:
+        lock = _MODEL_LOCKS.get(model)
+        if lock is None:
+            lock = _MODEL_LOCKS[model] = threading.RLock()
+        return lock
+
+
+def one_call_per_model(method: Callable[..., Any]) -> Callable[..., Any]:
+    r"""Runs a scoring method under the lock of ``self.model``."""
+
+    @functools.wraps(method)
+    def locked(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with model_lock(self.model):
+            return method(self, *args, **kwargs)
+
+    return locked

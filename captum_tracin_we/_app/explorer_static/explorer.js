@@ -65,7 +65,8 @@ function words(list) {
   const out = [];
   list.forEach((word, i) => {
     if (i) out.push(" ");
-    out.push(word.shared ? el("span", { className: "shared" }, word.w) : word.w);
+    // each word isolated, so a bidi control in training text cannot reorder the rest
+    out.push(el("bdi", word.shared ? { className: "shared" } : {}, word.w));
   });
   return out;
 }
@@ -75,7 +76,7 @@ function cut(truncated) {
 }
 
 function chip(label, name, testLabel) {
-  return el("span", { className: "chip " + (label === testLabel ? "same" : "other") }, name);
+  return el("bdi", { className: "chip " + (label === testLabel ? "same" : "other") }, name);
 }
 
 // ---------------------------------------------------------------- routing
@@ -135,14 +136,14 @@ async function showQuery(params) {
 
 function renderQuery(answer, request) {
   const probabilities = answer.probabilities.map((p) =>
-    el("span", { className: "prob" }, `${p.label} ${(100 * p.p).toFixed(1)}%`, el("span", { className: "bar" })));
-  answer.probabilities.forEach((p, i) => { probabilities[i].children[0].style.width = `${Math.round(80 * p.p)}px`; });
+    el("span", { className: "prob" }, el("bdi", {}, p.label), ` ${(100 * p.p).toFixed(1)}%`, el("span", { className: "bar" })));
+  answer.probabilities.forEach((p, i) => { probabilities[i].querySelector(".bar").style.width = `${Math.round(80 * p.p)}px`; });
   const prediction = el("div", { className: "prediction", id: "prediction" },
     saveButton("query", request),
     el("div", {}, el("b", {}, "The model sees: "), words(answer.words), cut(answer.truncated)),
     answer.truncated ? el("div", { className: "cut" }, `Only the first ${state.info.max_length} tokens are read; the rest is ignored.`) : null,
-    el("div", {}, el("b", {}, "Prediction: "), el("span", { id: "predicted" }, answer.predicted_name), " · ", probabilities),
-    el("div", { className: "muted" }, `Explained at label “${answer.label_name}”. Underlined words are shared with the training text. Click a training text for its words.`));
+    el("div", {}, el("b", {}, "Prediction: "), el("bdi", { id: "predicted" }, answer.predicted_name), " · ", probabilities),
+    el("div", { className: "muted" }, "Explained at label “", el("bdi", {}, answer.label_name), "”. Underlined words are shared with the training text. Click a training text for its words."));
   const columns = el("div", { className: "columns" },
     answer.methods.map((method) => el("div", { className: "method", dataset: { method: method.name } },
       el("h2", {}, method.name, el("span", { className: "muted" }, ` (${method.seconds.toFixed(2)} s)`)),
@@ -193,8 +194,8 @@ async function showSelf(index) {
 
 function renderPair(answer, view, request) {
   const head = view === "self"
-    ? el("p", {}, `Training text #${answer.index} (label “${answer.label_name}”) with itself: self-influence `, el("b", {}, formatScore(answer.score)), ".")
-    : el("p", {}, `Your text (label “${answer.label_name}”) and training text #${answer.index} (label “${answer.train_label_name}”): score `,
+    ? el("p", {}, `Training text #${answer.index} (label “`, el("bdi", {}, answer.label_name), "”) with itself: self-influence ", el("b", {}, formatScore(answer.score)), ".")
+    : el("p", {}, "Your text (label “", el("bdi", {}, answer.label_name), `”) and training text #${answer.index} (label “`, el("bdi", {}, answer.train_label_name), "”): score ",
       el("b", {}, formatScore(answer.score)), ". Each side’s word contributions sum to the score.");
   const table = el("table", {},
     el("tr", {}, el("td", {}, view === "self" ? "as test" : "your text"), el("td", { className: "marks", dataset: { side: "test" } }, marks(answer.test_words))),
@@ -205,7 +206,7 @@ function renderPair(answer, view, request) {
       swatch.style.backgroundColor = color;
       return [swatch, name];
     }));
-  const original = el("p", { className: "muted" }, "Training text as given: ", el("span", { id: "train-text" }, answer.train_text), cut(answer.train_truncated));
+  const original = el("p", { className: "muted" }, "Training text as given: ", el("bdi", { id: "train-text" }, answer.train_text), cut(answer.train_truncated));
   const close = el("button", { type: "button", onclick: () => { const params = readHash(); delete params.pair; delete params.self; go(params); } }, "Close");
   $("pair-result").replaceChildren(el("div", { className: "pair", id: "pair" }, saveButton(view, request), close, head, table, legend, original));
   $("pair-panel").hidden = false;
@@ -217,7 +218,7 @@ function marks(list) {
   const out = [];
   list.forEach((word, i) => {
     if (i) out.push(" ");
-    const mark = el("mark", { className: "word", title: formatScore(word.value) }, word.w);
+    const mark = el("mark", { className: "word", title: formatScore(word.value) }, el("bdi", {}, word.w));
     if (/^hsl\([0-9., %]+\)$/.test(word.color)) mark.style.backgroundColor = word.color;
     out.push(mark);
   });
@@ -242,7 +243,7 @@ function renderAudit(answer, request, params) {
   const rows = answer.rows.map((row) => el("tr", { className: "row", tabindex: "0", dataset: { index: String(row.index) }, onclick: () => go({ ...params, self: row.index }) },
     el("td", {}, String(row.rank)), el("td", {}, String(row.index)),
     el("td", {}, chip(row.label, row.label_name, row.predicted)),
-    el("td", {}, row.predicted_name), el("td", { className: "score" }, row.self_influence.toPrecision(4)),
+    el("td", {}, el("bdi", {}, row.predicted_name)), el("td", { className: "score" }, row.self_influence.toPrecision(4)),
     el("td", {}, words(row.words), cut(row.truncated))));
   const end = Math.min(answer.offset + answer.rows.length, answer.total);
   const page = (offset) => () => go({ ...params, offset, self: "" });
