@@ -156,6 +156,8 @@ def main() -> None:
     print(summary("One client, word view of a pair", pairs))
     p50 = statistics.median(one)
     for name, values in baseline.items():
+        if not values:
+            continue
         mean = statistics.mean(values)
         print(f"{name}: mean {mean:.1f} s per query ({mean / p50:.0f}x the explorer)")
 
