@@ -301,11 +301,11 @@ def test_cross_site_posts_and_other_content_types_are_refused(served):
 
 
 def test_host_names_are_read_with_ports_and_ipv6():
-    from captum_tracin_we._app.explorer_server import _host_name
+    from captum_tracin_we._app.explorer_guard import host_name
 
-    assert _host_name("127.0.0.1:8000") == "127.0.0.1"
-    assert _host_name("[::1]:8000") == "::1" and _host_name("LocalHost") == "localhost"
-    assert _host_name("evil.example:80") == "evil.example"
+    assert host_name("127.0.0.1:8000") == "127.0.0.1"
+    assert host_name("[::1]:8000") == "::1" and host_name("LocalHost") == "localhost"
+    assert host_name("evil.example:80") == "evil.example"
 
 
 def test_non_finite_scores_are_an_error_not_a_number(served, monkeypatch):
@@ -696,13 +696,11 @@ def test_an_explorer_built_by_hand_shares_the_model_lock_with_tracin(served, run
 
 
 def test_host_names_on_a_network_bind_refuse_rebinding():
-    from captum_tracin_we._app.explorer_server import _allowed_host
+    from captum_tracin_we._app.explorer_guard import allowed_host
 
     allowed = {"localhost", "myhost"}
-    assert _allowed_host("10.1.2.3", allowed) and _allowed_host("::1", allowed)
-    assert _allowed_host("myhost", allowed) and not _allowed_host(
-        "evil.example", allowed
-    )
+    assert allowed_host("10.1.2.3", allowed) and allowed_host("::1", allowed)
+    assert allowed_host("myhost", allowed) and not allowed_host("evil.example", allowed)
 
 
 def test_byte_level_bpe_words_read_as_text_and_no_pad_token_is_needed():

@@ -23,20 +23,12 @@ import time
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence
 
 from captum_tracin_we._app.explorer import Explorer, RequestError
+from captum_tracin_we._app.explorer_guard import Guard, json_error
 from captum_tracin_we._app.explorer_pages import export_page
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "explorer_static")
 _LOG = logging.getLogger("captum_tracin_we.explorer")
-# The page may only load its own files; nothing from the internet, no inline
-# script. CSSOM colours set from script are allowed by style-src 'self'. Only
-# local pages (a notebook) may frame it.
-_CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' "
-    "data:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
-    "frame-ancestors 'self' http://localhost:* http://127.0.0.1:* "
-    "https://localhost:* https://127.0.0.1:* http://[::1]:* vscode-webview:"
-)
 _EXPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'"
 
 
@@ -85,10 +77,10 @@ def explorer_app(explorer: Explorer, allowed_hosts: Optional[List[str]] = None) 
                     return _html_download(result, body)
                 return JSONResponse(result)
             except RequestError as error:
-                return _error(str(error), error.status)
+                return json_error(str(error), error.status)
             except Exception as error:  # the server keeps serving
                 _LOG.exception("An explorer request failed")
-                return _error(_short(error), 500)
+                return json_error(_short(error), 500)
 
         return answer
 
@@ -99,7 +91,7 @@ def explorer_app(explorer: Explorer, allowed_hosts: Optional[List[str]] = None) 
         return JSONResponse(explorer.info())
 
     async def http_error(request: Any, error: Any) -> Any:
-        return _error(str(error.detail), error.status_code)
+        return json_error(str(error.detail), error.status_code)
 
     def view(method: Callable[..., Any]) -> Callable[[Dict[str, Any]], Any]:
         return lambda body: _call(method, body)
@@ -119,88 +111,9 @@ def explorer_app(explorer: Explorer, allowed_hosts: Optional[List[str]] = None) 
     hosts = list(allowed_hosts or LOCAL_HOSTS)
     return Starlette(
         routes=routes,
-        middleware=[Middleware(_Guard, allowed_hosts=hosts)],
+        middleware=[Middleware(Guard, allowed_hosts=hosts)],
         exception_handlers={HTTPException: http_error},
     )
-
-
-class _Guard:
-    r"""
-    ASGI middleware in front of every route: refuses a ``Host`` that is not
-    allowed (400) and a POST from another site (403), and adds the security
-    headers to every response, static files included.
-    """
-
-    def __init__(self, app: Any, allowed_hosts: List[str]) -> None:
-        self.app = app
-        self.allowed = {h.strip("[]").lower() for h in allowed_hosts}
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = {
-            k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]
-        }
-        host = headers.get("host", "")
-        problem = None
-        if not _allowed_host(_host_name(host), self.allowed):
-            problem = (
-                400,
-                f"Host {host!r} is not served here; open the explorer's own address.",
-            )
-        elif scope["method"] == "POST" and _cross_site(headers, host):
-            problem = (403, "Requests from other sites are refused.")
-        if problem is not None:
-            await _error(problem[1], problem[0])(scope, receive, send)
-            return
-
-        async def secured(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                present = {k.lower() for k, _ in message.get("headers", [])}
-                extra = [
-                    (k.lower().encode(), v.encode())
-                    for k, v in _headers().items()
-                    if k.lower().encode() not in present
-                ]
-                message = {
-                    **message,
-                    "headers": list(message.get("headers", [])) + extra,
-                }
-            await send(message)
-
-        await self.app(scope, receive, secured)
-
-
-def _host_name(host: str) -> str:
-    r"""The name in a ``Host`` header, without the port (IPv6 in brackets too)."""
-    host = host.strip().lower()
-    if host.startswith("["):
-        return host[1 : host.find("]")] if "]" in host else host
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-
-
-def _allowed_host(name: str, allowed: Any) -> bool:
-    r"""An IP address, or an allowed name. DNS rebinding always arrives with
-    the attacker's domain name, never with an IP address."""
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(name)
-        return True
-    except ValueError:
-        return name in allowed
-
-
-def _cross_site(headers: Dict[str, str], host: str) -> bool:
-    if headers.get("sec-fetch-site") == "cross-site":
-        return True
-    origin = headers.get("origin")
-    if origin is None:
-        return False
-    from urllib.parse import urlsplit
-
-    return urlsplit(origin).netloc.lower() != host.strip().lower()
 
 
 _VIEWS = {"query": "query", "pair": "pair", "self": "self_pair", "audit": "audit"}
@@ -254,21 +167,6 @@ async def _json_body(request: Any, limit: int) -> Dict[str, Any]:
     if not isinstance(body, dict):
         raise RequestError("The request body must be a JSON object.")
     return body
-
-
-def _headers() -> Dict[str, str]:
-    return {
-        "Content-Security-Policy": _CSP,
-        "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "no-referrer",
-        "Cache-Control": "no-store",
-    }
-
-
-def _error(message: str, status: int) -> Any:
-    from starlette.responses import JSONResponse
-
-    return JSONResponse({"error": message}, status_code=status)
 
 
 def _short(error: Exception) -> str:
@@ -440,78 +338,3 @@ class ExplorerServer:
             f'<iframe src="{url}" width="100%" height="720" '
             'style="border:1px solid #ccc"></iframe>'
         )
-
-
-def explore(
-    tracin: Any,
-    tokenizer: Any,
-    train_texts: List[str],
-    label_names: Optional[List[str]] = None,
-    last_layer: Any = True,
-    k: int = 10,
-    max_length: Optional[int] = None,
-    encode: Optional[Callable[..., Any]] = None,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    description: str = "",
-    show_progress: bool = True,
-) -> ExplorerServer:
-    r"""Prepares an :class:`Explorer` and starts its server in a background
-    thread (see :meth:`TracInWE.explore`)."""
-    _imports()
-    if getattr(tracin, "index", None) is None:
-        print(
-            "No index is attached: every query recomputes the training side. Call "
-            "tracin.build_index(path) or tracin.attach_index(path) first for fast "
-            "queries."
-        )
-    tracin = tracin._on_model_copy()  # the caller may go on using theirs
-    method = _last_layer(tracin, last_layer)
-    explorer = Explorer(
-        tracin,
-        tokenizer,
-        train_texts,
-        label_names=label_names,
-        last_layer=method,
-        last_layer_name=_method_name(method),
-        encode=encode,
-        max_length=max_length,
-        k=k,
-        description=description or type(tracin.model).__name__,
-    )
-    explorer.prepare(show_progress=show_progress)
-    server = ExplorerServer(explorer, host, port).start()
-    print(f"TracIn-WE explorer: {server.url}")
-    return server
-
-
-def _last_layer(tracin: Any, last_layer: Any) -> Any:
-    if last_layer is True:
-        from captum_tracin_we._core.captum_methods import tracincp_fast_rand_proj
-
-        print(
-            "Preparing the last-layer side (Captum's TracInCPFastRandProj, exact): "
-            "one pass over the training data per checkpoint..."
-        )
-        return tracincp_fast_rand_proj(
-            tracin.model,
-            tracin.train_dataloader,
-            tracin.checkpoints,
-            tracin.checkpoints_load_func,
-        )
-    if last_layer is False or last_layer is None:
-        return None
-    if not callable(getattr(last_layer, "influence", None)):
-        raise TypeError(
-            "`last_layer` must be True (Captum's TracInCPFastRandProj on the last "
-            "layer), False, or a DataInfluence such as tracincp_fast(...); got "
-            f"{type(last_layer).__name__}."
-        )
-    return last_layer
-
-
-def _method_name(method: Any) -> str:
-    if method is None:
-        return "Last layer"
-    name = getattr(method, "get_name", None)
-    return str(name()) if callable(name) else type(method).__name__
