@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 
 r"""
-Starting the influence explorer: the ``captum-tracin-we explore`` job (the
-same model and data as ``explain``, served from an index built on first use)
-and :meth:`TracInWE.explore` (a TracInWE in a notebook).
+The ``captum-tracin-we explore`` job: the same model and data as ``explain``,
+served as an interactive influence explorer from an index (built on first
+use).
 """
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, List, Optional
+from typing import Any, List
 
 from captum_tracin_we._app.data_files import read_text_data
 from captum_tracin_we._app.explain import (
@@ -19,6 +19,7 @@ from captum_tracin_we._app.explain import (
     encode,
 )
 from captum_tracin_we._app.explorer import Explorer
+from captum_tracin_we._app.explorer_launch import rand_proj_last_layer
 from captum_tracin_we._app.explorer_server import ExplorerServer, listening_socket
 from captum_tracin_we._app.labels import label_ids, model_label_names
 from captum_tracin_we._app.model_folder import load_model_folder
@@ -82,85 +83,3 @@ def run_explore(settings: ExploreSettings) -> None:
     )
     print(f"TracIn-WE explorer: {server.url}  (Ctrl+C stops it)")
     server.serve_forever()
-
-
-def explore(
-    tracin: Any,
-    tokenizer: Any,
-    train_texts: List[str],
-    label_names: Optional[List[str]] = None,
-    last_layer: Any = True,
-    k: int = 10,
-    max_length: Optional[int] = None,
-    encode: Optional[Callable[..., Any]] = None,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    description: str = "",
-    show_progress: bool = True,
-) -> ExplorerServer:
-    r"""Prepares an :class:`Explorer` and starts its server in a background
-    thread (see :meth:`TracInWE.explore`)."""
-    if getattr(tracin, "index", None) is None:
-        print(
-            "No index is attached: every query recomputes the training side. Call "
-            "tracin.build_index(path) or tracin.attach_index(path) first for fast "
-            "queries."
-        )
-    tracin = tracin._on_model_copy()  # the caller may go on using theirs
-    method = _last_layer(tracin, last_layer)
-    explorer = Explorer(
-        tracin,
-        tokenizer,
-        train_texts,
-        label_names=label_names,
-        last_layer=method,
-        last_layer_name=_method_name(method),
-        encode=encode,
-        max_length=max_length,
-        k=k,
-        description=description or type(tracin.model).__name__,
-    )
-    explorer.prepare(show_progress=show_progress)
-    server = ExplorerServer(explorer, host, port).start()
-    print(f"TracIn-WE explorer: {server.url}")
-    return server
-
-
-def _last_layer(tracin: Any, last_layer: Any) -> Any:
-    if last_layer is True:
-        return rand_proj_last_layer(
-            tracin.model,
-            tracin.train_dataloader,
-            tracin.checkpoints,
-            tracin.checkpoints_load_func,
-        )
-    if last_layer is False or last_layer is None:
-        return None
-    if not callable(getattr(last_layer, "influence", None)):
-        raise TypeError(
-            "`last_layer` must be True (Captum's TracInCPFastRandProj on the last "
-            "layer), False, or a DataInfluence such as tracincp_fast(...); got "
-            f"{type(last_layer).__name__}."
-        )
-    return last_layer
-
-
-def _method_name(method: Any) -> str:
-    if method is None:
-        return "Last layer"
-    name = getattr(method, "get_name", None)
-    return str(name()) if callable(name) else type(method).__name__
-
-
-def rand_proj_last_layer(
-    model: Any, loader: Any, checkpoints: Any, load_func: Any
-) -> Any:
-    r"""Captum's ``TracInCPFastRandProj`` on the last linear layer, exact (no
-    projection): its training side is computed now, one pass per checkpoint."""
-    from captum_tracin_we._core.captum_methods import tracincp_fast_rand_proj
-
-    print(
-        "Preparing the last-layer side (Captum's TracInCPFastRandProj, exact): "
-        "one pass over the training data per checkpoint..."
-    )
-    return tracincp_fast_rand_proj(model, loader, checkpoints, load_func)

@@ -642,7 +642,7 @@ class TracInWE(TracInCPBase):
             server (ExplorerServer): ``server.url`` is the address;
                         ``server.stop()`` stops it (so does a ``with`` block).
         """
-        from captum_tracin_we._app.explore import explore
+        from captum_tracin_we._app.explorer_launch import explore
 
         previous = getattr(self, "_explorer_server", None)
         if previous is not None:  # a re-run notebook cell replaces its server
