@@ -6,6 +6,7 @@ copy of the model, with Captum's last layer beside TracIn-WE, served in a
 background thread.
 """
 
+import warnings
 from typing import Any, Callable, List, Optional
 
 from captum_tracin_we._app.explorer import Explorer
@@ -89,6 +90,9 @@ def rand_proj_last_layer(
 
     print(
         "Preparing the last-layer side (Captum's TracInCPFastRandProj, exact): "
-        "one pass over the training data per checkpoint..."
+        "one pass over the training data per checkpoint; it keeps the last "
+        "layer's training side in memory..."
     )
-    return tracincp_fast_rand_proj(model, loader, checkpoints, load_func)
+    with warnings.catch_warnings():  # Captum's memory warning, said above
+        warnings.filterwarnings("ignore", message=".*stores quantities related to")
+        return tracincp_fast_rand_proj(model, loader, checkpoints, load_func)
