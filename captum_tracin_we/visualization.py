@@ -128,7 +128,7 @@ def _text(
     result: WordInfluence, i: int, j: int, tokenizer: TokenDecoder, side: str
 ) -> str:
     tokens, values = pair_tokens(result, i, j, tokenizer, side)
-    words, _ = merge_subwords(tokens, values)
+    words, _ = merge_subwords(tokens, values, tokenizer)
     return " ".join(
         w for w in words if not (w.startswith(("[", "<")) and w.endswith(("]", ">")))
     )
@@ -212,7 +212,7 @@ def visualize_word_influence(
         rows.append(
             f"<tr><td><b>{test_label}</b></td><td>test</td><td></td>"
             f"<td>{float(word_influence.scores[i].sum()):.4g}</td>"
-            f"{_word_cells(tokens, values, merge)}</tr>"
+            f"{_word_cells(tokens, values, merge, tokenizer)}</tr>"
         )
         for j in range(m):
             tokens, values = pair_tokens(word_influence, i, j, tokenizer, "train")
@@ -221,7 +221,7 @@ def visualize_word_influence(
                 f"<tr><td></td><td>{train_label}</td>"
                 f"<td>{int(word_influence.train_indices[i, j])}</td>"
                 f"<td>{float(word_influence.scores[i, j]):+.4g}</td>"
-                f"{_word_cells(tokens, values, merge)}</tr>"
+                f"{_word_cells(tokens, values, merge, tokenizer)}</tr>"
             )
     rows.append("</table>")
     if legend:
@@ -264,9 +264,11 @@ def _word_rgb(value: float) -> Tuple[float, float, float]:
     return colorsys.hls_to_rgb(hue / 360, lightness / 100, 0.75)
 
 
-def _word_cells(tokens: List[str], values: List[float], merge: bool) -> str:
+def _word_cells(
+    tokens: List[str], values: List[float], merge: bool, tokenizer: Any = None
+) -> str:
     if merge:
-        tokens, values = merge_subwords(tokens, values)
+        tokens, values = merge_subwords(tokens, values, tokenizer)
     scale = max((abs(v) for v in values), default=0.0) or 1.0
     marks = " ".join(
         f'<mark class="tw-word" style="background-color:{word_color(v / scale)}" '
@@ -452,7 +454,7 @@ def plot_word_contributions(
         word_influence, test_index, pair_index, tokenizer, side
     )
     if merge:
-        tokens, values = merge_subwords(tokens, values)
+        tokens, values = merge_subwords(tokens, values, tokenizer)
     fig, ax = plt_fig_axis or plt.subplots(figsize=(max(4, 0.6 * len(tokens)), 2.2))
     bound = max((abs(v) for v in values), default=0.0) or 1.0
     if method == "heat_map":
@@ -524,7 +526,7 @@ def plot_pair_contributions(
             word_influence, test_index, pair_index, tokenizer, side
         )
         if merge:
-            tokens, values = merge_subwords(tokens, values)
+            tokens, values = merge_subwords(tokens, values, tokenizer)
         sides.append((tokens, values))
     bound = max((abs(v) for _, vs in sides for v in vs), default=0.0) or 1.0
     lines = [max(1, -(-len(tokens) // words_per_line)) for tokens, _ in sides]

@@ -729,7 +729,6 @@ class _Stub:
 
         self.tokenizer = tokenizer
         self._hidden_ids = Explorer._hidden_ids.fget(self)
-        self._readable = lambda word: Explorer._readable(self, word)
 
 
 def test_the_command_checks_top_k_and_the_port_before_preparing(run, capsys):

@@ -156,3 +156,40 @@ def _side_tokens(result, side):
     from captum_tracin_we._utils.word_contributions import pair_tokens
 
     return pair_tokens(result, 1, 2, decode, side)
+
+
+def test_byte_level_bpe_words_read_as_text_in_the_views():
+    pytest.importorskip("tokenizers")
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    from captum_tracin_we import WordInfluence, merge_subwords
+    from captum_tracin_we.visualization import (
+        format_word_influence_text,
+        visualize_word_influence,
+    )
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(["café naïve 日本語", "the movie"] * 20, vocab_size=280)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer)
+    ids = tokenizer("café naïve 日本語")["input_ids"]
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    words, values = merge_subwords(tokens, [1.0] * len(ids), tokenizer)
+    assert words == ["café", "naïve", "日本語"] and sum(values) == len(ids)
+    assert merge_subwords(tokens, [1.0] * len(ids))[0][0] == "cafÃ©"  # raw pieces
+    n = len(ids)
+    row = torch.tensor([ids])
+    result = WordInfluence(
+        scores=torch.ones(1, 1),
+        train_indices=torch.zeros(1, 1, dtype=torch.long),
+        test_token_ids=row,
+        train_token_ids=row[None],
+        test_contributions=torch.full((1, 1, n), 1.0 / n),
+        train_contributions=torch.full((1, 1, n), 1.0 / n),
+        test_mask=torch.ones(1, n, dtype=torch.bool),
+        train_mask=torch.ones(1, 1, n, dtype=torch.bool),
+        test_labels=torch.zeros(1, dtype=torch.long),
+        train_labels=torch.zeros(1, 1, dtype=torch.long),
+    )
+    assert "café" in str(visualize_word_influence(result, tokenizer))
+    assert "日本語" in format_word_influence_text(result, tokenizer)

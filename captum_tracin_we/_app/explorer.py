@@ -404,25 +404,11 @@ class Explorer:
         kept = [t for t in token_ids if t not in hidden]
         tokens = token_strings(kept, self.tokenizer)
         flags = [1.0 if t in shared_ids else 0.0 for t in kept]
-        words, shared = merge_subwords(tokens, flags)
+        words, shared = merge_subwords(tokens, flags, self.tokenizer)
         if not hidden:  # a plain callable: hide what looks special
             pairs = [(w, s) for w, s in zip(words, shared) if not is_special_token(w)]
             words, shared = [w for w, _ in pairs], [s for _, s in pairs]
-        return [
-            {"w": self._readable(w), "shared": s > 0} for w, s in zip(words, shared)
-        ]
-
-    def _readable(self, word: str) -> str:
-        r"""A merged word as text: byte-level BPE pieces (RoBERTa, GPT-2) are
-        decoded back to their characters."""
-        convert = getattr(self.tokenizer, "convert_tokens_to_string", None)
-        if not callable(convert):
-            return word
-        try:
-            text = convert([word]).strip()
-        except Exception:  # a piece the tokenizer cannot turn back: show it raw
-            return word
-        return text if text and "\ufffd" not in text else word
+        return [{"w": w, "shared": s > 0} for w, s in zip(words, shared)]
 
     @property
     def _hidden_ids(self) -> set:
@@ -433,8 +419,7 @@ class Explorer:
         sides = {}
         for side in ("test", "train"):
             tokens, values = pair_tokens(words, 0, 0, self.tokenizer, side)
-            merged, summed = merge_subwords(tokens, values)
-            sides[side] = _colored([self._readable(w) for w in merged], summed)
+            sides[side] = _colored(*merge_subwords(tokens, values, self.tokenizer))
         example = self._examples[index]
         return {
             "index": index,

@@ -97,7 +97,7 @@ def to_visualization_records(
                 name = _name(word_influence.train_labels[i, j], label_names)
                 attr_class = _escaped(f"train #{index} ({name})")
             if merge:
-                tokens, values = merge_subwords(tokens, values)
+                tokens, values = merge_subwords(tokens, values, tokenizer)
             scale = max((abs(v) for v in values), default=0.0) or 1.0
             records.append(
                 captum_visualization.VisualizationDataRecord(
@@ -171,7 +171,7 @@ def visualize_attributions_side_by_side(
         ):
             parts.append(
                 f"<tr><td><bdi>{_escaped(title)}</bdi></td><td></td>"
-                f"{_word_cells(tokens, values, merge)}</tr>"
+                f"{_word_cells(tokens, values, merge, tokenizer)}</tr>"
             )
         for j in range(word_influence.scores.shape[1]):
             train_tokens, values = pair_tokens(word_influence, i, j, tokenizer, "train")
@@ -180,7 +180,7 @@ def visualize_attributions_side_by_side(
                 f"<tr><td>train #{int(word_influence.train_indices[i, j])} "
                 f"(<bdi>{name}</bdi>)</td>"
                 f"<td>{float(word_influence.scores[i, j]):+.4g}</td>"
-                f"{_word_cells(train_tokens, values, merge)}</tr>"
+                f"{_word_cells(train_tokens, values, merge, tokenizer)}</tr>"
             )
     parts.append("</table>")
     parts.append(_legend())
@@ -235,7 +235,7 @@ def plot_attributions_side_by_side(
         )[0]
     )
     if merge:
-        words, summed = merge_subwords(tokens, summed)
+        words, summed = merge_subwords(tokens, summed, tokenizer)
         _, attributed = merge_subwords(tokens, attributed)
     else:
         words = tokens

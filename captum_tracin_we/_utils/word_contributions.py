@@ -10,7 +10,7 @@ bilinearity each side sums exactly to the score.
 """
 
 from dataclasses import dataclass
-from typing import Any, Callable, List, Sequence, Tuple, Union
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -96,7 +96,9 @@ def token_strings(token_ids: Sequence[int], tokenizer: TokenDecoder) -> List[str
 
 
 def merge_subwords(
-    tokens: Sequence[str], contributions: Sequence[float]
+    tokens: Sequence[str],
+    contributions: Sequence[float],
+    tokenizer: Optional[Any] = None,
 ) -> Tuple[List[str], List[float]]:
     r"""
     Merges sub-word pieces into words, summing their contributions.
@@ -109,6 +111,10 @@ def merge_subwords(
     Args:
         tokens (sequence of str): Token strings of one text.
         contributions (sequence of float): One value per token.
+        tokenizer (optional): The Hugging Face tokenizer of the tokens; with
+                    it, merged words of a byte-level BPE vocabulary (RoBERTa,
+                    GPT-2) are decoded back to their characters (``"cafÃ©"``
+                    reads ``"café"``). Default: None
 
     Returns:
         (words, word_contributions): Lists of equal length.
@@ -136,7 +142,22 @@ def merge_subwords(
         else:
             words.append(piece if piece else token)
             values.append(float(value))
+    if tokenizer is not None and any(t.startswith("Ġ") for t in tokens):
+        words = [readable_word(word, tokenizer) for word in words]
     return words, values
+
+
+def readable_word(word: str, tokenizer: Any) -> str:
+    r"""A merged byte-level BPE word as text, through the tokenizer's
+    ``convert_tokens_to_string``; the word itself where that fails."""
+    convert = getattr(tokenizer, "convert_tokens_to_string", None)
+    if not callable(convert) or is_special_token(word):
+        return word
+    try:
+        text = convert([word]).strip()
+    except Exception:  # a piece the tokenizer cannot turn back: show it raw
+        return word
+    return text if text and "\ufffd" not in text else word
 
 
 def is_special_token(token: str) -> bool:
@@ -179,7 +200,7 @@ def top_words(
         word_influence, test_index, pair_index, tokenizer, side
     )
     if merge:
-        tokens, values = merge_subwords(tokens, values)
+        tokens, values = merge_subwords(tokens, values, tokenizer)
     totals: dict = {}
     for token, value in zip(tokens, values):
         totals[token] = totals.get(token, 0.0) + value
