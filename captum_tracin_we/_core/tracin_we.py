@@ -419,7 +419,7 @@ class TracInWE(TracInCPBase):
         passes = training_passes if on_training else _SamePasses(role="self-influence")
         total: Optional[Tensor] = None
         with self._progress(
-            "self influence", [] if from_index else batches, show_progress, False
+            "self influence", batches, show_progress and not from_index, False
         ) as bar:
             for loaded in self._checkpoint_pass():
                 if from_index:
