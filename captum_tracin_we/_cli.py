@@ -8,7 +8,7 @@ Command line: ``captum-tracin-we explain`` (your own model and data) and
 
 import argparse
 import sys
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from captum_tracin_we._demo.run import DemoSettings
 
@@ -276,14 +276,11 @@ def main(argv: Optional[List[str]] = None) -> None:
         _demo(args)
 
 
-def _explain(args: argparse.Namespace) -> None:
-    from captum_tracin_we._app.explain import ExplainSettings, run_explain
-
-    settings = ExplainSettings(
+def _model_and_data(args: argparse.Namespace) -> Dict[str, Any]:
+    r"""The settings ``explain`` and ``explore`` share, from their options."""
+    return dict(
         model=args.model,
         train=args.train,
-        test=args.test,
-        texts=args.text,
         text_column=args.text_column,
         label_column=args.label_column,
         max_length=args.max_length,
@@ -293,10 +290,20 @@ def _explain(args: argparse.Namespace) -> None:
         top_k_words=args.top_k_words,
         idf_power=args.idf_power,
         index=args.index,
-        out=args.out,
         batch_size=args.batch_size,
         last_layer=not args.no_last_layer,
         show_progress=not args.no_progress,
+    )
+
+
+def _explain(args: argparse.Namespace) -> None:
+    from captum_tracin_we._app.explain import ExplainSettings, run_explain
+
+    settings = ExplainSettings(
+        **_model_and_data(args),
+        test=args.test,
+        texts=args.text,
+        out=args.out,
     )
     try:
         run_explain(settings)
@@ -308,20 +315,7 @@ def _explore(args: argparse.Namespace) -> None:
     from captum_tracin_we._app.explore import ExploreSettings, run_explore
 
     settings = ExploreSettings(
-        model=args.model,
-        train=args.train,
-        text_column=args.text_column,
-        label_column=args.label_column,
-        max_length=args.max_length,
-        exclude_special_tokens=args.exclude_special_tokens,
-        exclude_frequent=args.exclude_frequent,
-        top_k=args.top_k,
-        top_k_words=args.top_k_words,
-        idf_power=args.idf_power,
-        index=args.index,
-        batch_size=args.batch_size,
-        last_layer=not args.no_last_layer,
-        show_progress=not args.no_progress,
+        **_model_and_data(args),
         host=args.host,
         port=args.port,
         allowed_hosts=args.allowed_host,

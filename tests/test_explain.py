@@ -49,39 +49,34 @@ def _write_csv(path, rows, encoding="utf-8"):
     return str(path)
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    from transformers import Trainer, TrainingArguments
+def trainer_run(run_dir, rows, corpus, max_length, save_steps, learning_rate):
+    r"""A config-built BERT with a WordPiece tokenizer trained on ``corpus``,
+    fine-tuned on ``rows`` for 6 steps by ``transformers.Trainer``."""
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
     from captum_tracin_we._demo.models import (
         small_bert_classifier,
         train_wordpiece_tokenizer,
     )
 
-    root = tmp_path_factory.mktemp("explain")
-    train_rows = _texts(30, seed=0, long_every=7)
-    corpus = [t for t, _ in train_rows] + [HOSTILE]  # the tokenizer knows < > = '
     tokenizer = train_wordpiece_tokenizer(corpus, vocab_size=200)
     model = small_bert_classifier(len(tokenizer), 3, seed=0)
     model.config.id2label = dict(enumerate(NAMES))
     model.config.label2id = {name: i for i, name in enumerate(NAMES)}
-    encoded = tokenizer([t for t, _ in train_rows], truncation=True, max_length=32)
+    encoded = tokenizer([t for t, _ in rows], truncation=True, max_length=max_length)
     features = [
         {"input_ids": ids, "labels": NAMES.index(label)}
-        for ids, (_, label) in zip(encoded["input_ids"], train_rows)
+        for ids, (_, label) in zip(encoded["input_ids"], rows)
     ]
-    run_dir = root / "run"
-    from transformers import DataCollatorWithPadding
-
     Trainer(
         model=model,
         args=TrainingArguments(
             output_dir=str(run_dir),
             per_device_train_batch_size=8,
             max_steps=6,
-            save_steps=2,
+            save_steps=save_steps,
             logging_steps=1,
-            learning_rate=1e-3,
+            learning_rate=learning_rate,
             report_to=[],
             use_cpu=True,
             disable_tqdm=True,
@@ -90,9 +85,18 @@ def run(tmp_path_factory):
         data_collator=DataCollatorWithPadding(tokenizer),
         processing_class=tokenizer,
     ).train()
+    return str(run_dir)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("explain")
+    train_rows = _texts(30, seed=0, long_every=7)
+    corpus = [t for t, _ in train_rows] + [HOSTILE]  # the tokenizer knows < > = '
+    run_dir = trainer_run(root / "run", train_rows, corpus, 32, 2, 1e-3)
     train_csv = _write_csv(root / "train.csv", train_rows)
     test_csv = _write_csv(root / "test.csv", _texts(3, seed=1, long_every=2))
-    return root, str(run_dir), train_csv, test_csv
+    return root, run_dir, train_csv, test_csv
 
 
 def _explain(run, *extra):

@@ -33,49 +33,23 @@ from captum_tracin_we._app.explore import ExploreSettings, prepare_explorer  # n
 from captum_tracin_we._app.explorer_server import ExplorerServer  # noqa: E402
 from captum_tracin_we._cli import main  # noqa: E402
 from tests.helpers import chromium, chromium_flags  # noqa: E402
-from tests.test_explain import HOSTILE, NAMES, _texts, _write_csv  # noqa: E402
+from tests.test_explain import (  # noqa: E402
+    HOSTILE,
+    NAMES,
+    _texts,
+    _write_csv,
+    trainer_run,
+)
 
 TEXT = "the coach saw the team score a goal"
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
-
-    from captum_tracin_we._demo.models import (
-        small_bert_classifier,
-        train_wordpiece_tokenizer,
-    )
-
     root = tmp_path_factory.mktemp("explorer")
     rows = [(HOSTILE, "sport")] + _texts(40, seed=3, long_every=9)
-    tokenizer = train_wordpiece_tokenizer([t for t, _ in rows], vocab_size=200)
-    model = small_bert_classifier(len(tokenizer), 3, seed=0)
-    model.config.id2label = dict(enumerate(NAMES))
-    model.config.label2id = {name: i for i, name in enumerate(NAMES)}
-    encoded = tokenizer([t for t, _ in rows], truncation=True, max_length=24)
-    features = [
-        {"input_ids": ids, "labels": NAMES.index(label)}
-        for ids, (_, label) in zip(encoded["input_ids"], rows)
-    ]
-    Trainer(
-        model=model,
-        args=TrainingArguments(
-            output_dir=str(root / "run"),
-            per_device_train_batch_size=8,
-            max_steps=6,
-            save_steps=3,
-            logging_steps=1,
-            learning_rate=2e-3,
-            report_to=[],
-            use_cpu=True,
-            disable_tqdm=True,
-        ),
-        train_dataset=features,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        processing_class=tokenizer,
-    ).train()
-    return root, str(root / "run"), _write_csv(root / "train.csv", rows), rows
+    run_dir = trainer_run(root / "run", rows, [t for t, _ in rows], 24, 3, 2e-3)
+    return root, run_dir, _write_csv(root / "train.csv", rows), rows
 
 
 def _settings(run, **changes):
@@ -728,7 +702,7 @@ class _Stub:
         from captum_tracin_we._app.explorer import Explorer
 
         self.tokenizer = tokenizer
-        self._hidden_ids = Explorer._hidden_ids.fget(self)
+        self._hidden_ids = Explorer._special_ids_but_unknown(self)
 
 
 def test_the_command_checks_top_k_and_the_port_before_preparing(run, capsys):

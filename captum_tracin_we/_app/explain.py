@@ -80,14 +80,10 @@ def run_explain(settings: ExplainSettings) -> Dict[str, Any]:
         raise ValueError("A --text is empty; give each test text some words.")
     if settings.top_k < 1:
         raise ValueError(f"--top-k must be at least 1; got {settings.top_k}.")
-    folder = load_model_folder(settings.model)
-    names = model_label_names(folder.model.config, folder.model.config.num_labels)
-    train = read_text_data(settings.train, settings.text_column, settings.label_column)
-    train_labels = label_ids(train.labels or [], names, repr(settings.train))
-    max_length = _max_length(settings, folder)
-    train_encoded = encode(folder.tokenizer, train.texts, train_labels, max_length)
+    folder, names, train, train_labels, max_length, train_encoded = load_training(
+        settings
+    )
     tests = _test_texts(settings, folder, names, max_length)
-    _report_truncation("training", train_encoded, max_length)
     tracin = _tracin(settings, folder, train_encoded)
     test_batch = _collate(folder.tokenizer, [t.features for t in tests])
     timer = time.perf_counter()
@@ -147,6 +143,26 @@ def run_explain(settings: ExplainSettings) -> Dict[str, Any]:
     summary = write_report(explanation, folder.tokenizer, settings.out)
     print(f"Done in {time.perf_counter() - started:.1f} s.")
     return summary
+
+
+def load_training(
+    settings: ExplainSettings,
+) -> Tuple[ModelFolder, List[str], TextData, List[int], int, Encoded]:
+    r"""
+    Loads the model folder and the training data, and tokenizes the data as
+    the model sees it (reporting how many texts were cut).
+
+    Returns:
+        (folder, label_names, train, train_labels, max_length, encoded)
+    """
+    folder = load_model_folder(settings.model)
+    names = model_label_names(folder.model.config, folder.model.config.num_labels)
+    train = read_text_data(settings.train, settings.text_column, settings.label_column)
+    train_labels = label_ids(train.labels or [], names, repr(settings.train))
+    max_length = _max_length(settings, folder)
+    encoded = encode(folder.tokenizer, train.texts, train_labels, max_length)
+    _report_truncation("training", encoded, max_length)
+    return folder, names, train, train_labels, max_length, encoded
 
 
 def encode(

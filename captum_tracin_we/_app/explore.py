@@ -9,20 +9,15 @@ use).
 from dataclasses import dataclass, field
 from typing import Any, List
 
-from captum_tracin_we._app.data_files import read_text_data
 from captum_tracin_we._app.explain import (
     ExplainSettings,
     _loader,
-    _max_length,
-    _report_truncation,
     _tracin,
-    encode,
+    load_training,
 )
 from captum_tracin_we._app.explorer import Explorer
 from captum_tracin_we._app.explorer_launch import rand_proj_last_layer
 from captum_tracin_we._app.explorer_server import ExplorerServer, listening_socket
-from captum_tracin_we._app.labels import label_ids, model_label_names
-from captum_tracin_we._app.model_folder import load_model_folder
 
 
 @dataclass
@@ -43,13 +38,7 @@ def prepare_explorer(settings: ExploreSettings) -> Explorer:
     """
     if not settings.index:
         raise ValueError("Give an index folder: --index DIR (built on first use).")
-    folder = load_model_folder(settings.model)
-    names = model_label_names(folder.model.config, folder.model.config.num_labels)
-    train = read_text_data(settings.train, settings.text_column, settings.label_column)
-    train_labels = label_ids(train.labels or [], names, repr(settings.train))
-    max_length = _max_length(settings, folder)
-    encoded = encode(folder.tokenizer, train.texts, train_labels, max_length)
-    _report_truncation("training", encoded, max_length)
+    folder, names, train, _, max_length, encoded = load_training(settings)
     tracin = _tracin(settings, folder, encoded)
     last_layer: Any = None
     if settings.last_layer:

@@ -122,6 +122,7 @@ class Explorer:
         self.tokenizer = tokenizer
         self.limits = limits or Limits()
         self.max_length = max_length or model_token_limit(tracin.model, tokenizer)
+        self._hidden_ids = self._special_ids_but_unknown()  # left out of lists
         self._default_encoder = encode is None
         self.encode = encode or hf_encoder(tokenizer, self.max_length)
         self.methods: Dict[str, Any] = {TRACIN_WE: tracin}
@@ -410,8 +411,7 @@ class Explorer:
             words, shared = [w for w, _ in pairs], [s for _, s in pairs]
         return [{"w": w, "shared": s > 0} for w, s in zip(words, shared)]
 
-    @property
-    def _hidden_ids(self) -> set:
+    def _special_ids_but_unknown(self) -> set:
         special = set(getattr(self.tokenizer, "all_special_ids", None) or [])
         return special - {getattr(self.tokenizer, "unk_token_id", None)}
 
