@@ -626,7 +626,8 @@ class TracInWE(TracInCPBase):
                         page can change it, up to 50). Default: 10
             max_length (int, optional): Tokens read of a typed text; longer
                         texts are cut, with a visible mark. Default: None,
-                        meaning the tokenizer's ``model_max_length``.
+                        meaning the model's position embeddings or the
+                        tokenizer's ``model_max_length``, whichever is smaller.
             encode (callable, optional): ``encode(texts, labels)`` returns one
                         batch in the training data's convention, for models
                         that do not take a tokenizer's ``input_ids`` and
