@@ -7,8 +7,9 @@ Command line: ``captum-tracin-we explain`` (your own model and data) and
 """
 
 import argparse
+import os
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, NoReturn, Optional
 
 from captum_tracin_we._demo.run import DemoSettings
 
@@ -238,7 +239,18 @@ def _demo_parser(commands: argparse._SubParsersAction) -> None:
     demo.add_argument(
         "--seed", type=int, default=defaults.seed, help="seed of data and training"
     )
-    demo.add_argument("--out", default=defaults.out, help="output folder")
+    demo.add_argument(
+        "--out",
+        default=defaults.out,
+        help="output folder; a finished run of the same setup in it is reused, "
+        "a run of another setup is refused before any training",
+    )
+    demo.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete the folder's earlier fine-tuned run (run/ and demo.json) and "
+        "fine-tune again; other files in it are replaced",
+    )
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -267,13 +279,45 @@ def _positive(text: str) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
+    r"""
+    Runs one command. An expected failure (a bad input or path, each a
+    ``ValueError`` such as :class:`~captum_tracin_we.TracInWEError` whose
+    message names the problem and the fix, or an ``OSError``) ends it with one
+    line on stderr and exit status 2, without a traceback; with the
+    environment variable ``CAPTUM_TRACIN_WE_DEBUG=1`` it is raised as is.
+
+    Raises:
+        SystemExit: With status 2 on an expected failure; ``str()`` of it is the
+                    line printed.
+    """
     args = _parser().parse_args(argv)
-    if args.command == "explain":
-        _explain(args)
-    elif args.command == "explore":
-        _explore(args)
-    elif args.command == "demo":
-        _demo(args)
+    commands = {"explain": _explain, "explore": _explore, "demo": _demo}
+    try:
+        commands[args.command](args)
+    except (ValueError, OSError) as error:
+        if os.environ.get(DEBUG_VARIABLE) == "1":
+            raise
+        _stop(f"captum-tracin-we {args.command}: {_one_line(error)}")
+
+
+DEBUG_VARIABLE = "CAPTUM_TRACIN_WE_DEBUG"
+
+
+def _one_line(error: BaseException) -> str:
+    r"""An error's message; an OSError's reason with the path it names."""
+    if isinstance(error, OSError) and error.strerror:
+        names = [name for name in (error.filename, error.filename2) if name]
+        return error.strerror + "".join(f": {name!r}" for name in names)
+    return str(error)
+
+
+def _stop(line: str) -> NoReturn:
+    r"""Prints ``line`` on stderr and exits with status 2, as argparse does for
+    a usage error."""
+    print(line, file=sys.stderr)
+    stop = SystemExit(line)
+    stop.code = 2
+    raise stop
 
 
 def _model_and_data(args: argparse.Namespace) -> Dict[str, Any]:
@@ -305,10 +349,7 @@ def _explain(args: argparse.Namespace) -> None:
         texts=args.text,
         out=args.out,
     )
-    try:
-        run_explain(settings)
-    except ValueError as error:  # every input problem is a ValueError with a fix
-        sys.exit(f"captum-tracin-we explain: {error}")
+    run_explain(settings)
 
 
 def _explore(args: argparse.Namespace) -> None:
@@ -322,8 +363,6 @@ def _explore(args: argparse.Namespace) -> None:
     )
     try:
         run_explore(settings)
-    except (ValueError, OSError) as error:  # each names the problem and the fix
-        sys.exit(f"captum-tracin-we explore: {error}")
     except KeyboardInterrupt:
         print("Stopped.")
 
@@ -342,6 +381,7 @@ def _demo(args: argparse.Namespace) -> None:
         quick=args.quick,
         seed=args.seed,
         out=args.out,
+        overwrite=args.overwrite,
         show_progress=not args.no_progress,
     )
     run_demo(settings)

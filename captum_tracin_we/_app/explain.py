@@ -15,6 +15,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from captum_tracin_we._app.atomic_files import (
+    check_output_folder,
+    check_writable_folder,
+)
 from captum_tracin_we._app.data_files import TextData, read_text_data
 from captum_tracin_we._app.labels import label_ids, model_label_names
 from captum_tracin_we._app.model_folder import (
@@ -23,14 +27,19 @@ from captum_tracin_we._app.model_folder import (
     model_positions,
     model_token_limit,
 )
-from captum_tracin_we._app.report import Explanation, TestText, write_report
+from captum_tracin_we._app.report import (
+    Explanation,
+    TestText,
+    format_sides,
+    write_report,
+)
 from captum_tracin_we._core.captum_methods import tracincp_fast
 from captum_tracin_we._core.comparison import compare_influence
 from captum_tracin_we._core.tracin_we import TracInWE
 from captum_tracin_we._utils.token_frequency import frequent_token_ids
-from captum_tracin_we.visualization import format_word_influence_text
 
 LAST_LAYER = "TracInCPFast (last layer)"
+REPORT_FILES = ("report.html", "scores.json")
 
 
 @dataclass
@@ -68,10 +77,18 @@ class Encoded:
 def run_explain(settings: ExplainSettings) -> Dict[str, Any]:
     r"""
     Runs the explain job and writes ``report.html`` and ``scores.json`` (and
-    the figures embedded in the report) into ``settings.out``.
+    the figures embedded in the report) into ``settings.out``, each written
+    whole and renamed into place. The output and index folders are checked
+    before the model loads.
 
     Returns:
         summary (dict): What ``scores.json`` holds.
+
+    Raises:
+        TracInWEError: If ``out`` or ``index`` is a file, cannot be created or
+                    written, or an output file is a symbolic link (before any
+                    work), or for bad input.
+        OSError: If an output cannot be written (the message names the file).
     """
     started = time.perf_counter()
     if not settings.test and not settings.texts:
@@ -80,6 +97,8 @@ def run_explain(settings: ExplainSettings) -> Dict[str, Any]:
         raise ValueError("A --text is empty; give each test text some words.")
     if settings.top_k < 1:
         raise ValueError(f"--top-k must be at least 1; got {settings.top_k}.")
+    check_output_folder(settings.out, REPORT_FILES, "--out")
+    check_index_folder(settings.index)
     folder, names, train, train_labels, max_length, train_encoded = load_training(
         settings
     )
@@ -118,11 +137,7 @@ def run_explain(settings: ExplainSettings) -> Dict[str, Any]:
     )
     words = tracin.word_influence(test_batch, pairs)
     print()
-    print(
-        format_word_influence_text(
-            words, folder.tokenizer, names, title="top proponents, then top opponents"
-        )
-    )
+    print(format_sides(words, k, folder.tokenizer, names))
     explanation = Explanation(
         title="TracIn-WE: which training texts made the model say this",
         settings=_settings_rows(
@@ -143,6 +158,19 @@ def run_explain(settings: ExplainSettings) -> Dict[str, Any]:
     summary = write_report(explanation, folder.tokenizer, settings.out)
     print(f"Done in {time.perf_counter() - started:.1f} s.")
     return summary
+
+
+def check_index_folder(index: Optional[str]) -> None:
+    r"""
+    Checks, before any work, that an index folder can be attached (it holds a
+    ``manifest.json``) or built (it is or can become a writable folder).
+
+    Raises:
+        TracInWEError: If ``index`` is a file, lies below a file, or cannot be
+                    written where a build is needed.
+    """
+    if index and not os.path.isfile(os.path.join(index, "manifest.json")):
+        check_writable_folder(index, "--index")
 
 
 def load_training(

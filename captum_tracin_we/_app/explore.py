@@ -13,6 +13,7 @@ from captum_tracin_we._app.explain import (
     ExplainSettings,
     _loader,
     _tracin,
+    check_index_folder,
     load_training,
 )
 from captum_tracin_we._app.explorer import Explorer
@@ -35,9 +36,15 @@ def prepare_explorer(settings: ExploreSettings) -> Explorer:
     Loads the model and training data, attaches the index (building it on
     first use), prepares the last-layer side, and returns the prepared
     explorer.
+
+    Raises:
+        TracInWEError: If the index folder is a file or cannot be written
+                    where a build is needed (checked before the model loads),
+                    or for bad input.
     """
     if not settings.index:
         raise ValueError("Give an index folder: --index DIR (built on first use).")
+    check_index_folder(settings.index)  # before the model loads
     folder, names, train, _, max_length, encoded = load_training(settings)
     tracin = _tracin(settings, folder, encoded)
     last_layer: Any = None

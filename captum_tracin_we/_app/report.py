@@ -13,13 +13,15 @@ import io
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
+from captum_tracin_we._app.atomic_files import write_files
 from captum_tracin_we._utils.word_contributions import WordInfluence
 from captum_tracin_we.visualization import (
+    format_word_influence_text,
     plot_method_comparison,
     plot_pair_contributions,
     visualize_side_by_side,
@@ -96,23 +98,40 @@ length.</p></div>
 def write_report(explanation: Explanation, tokenizer: Any, out: str) -> Dict[str, Any]:
     r"""
     Writes ``report.html`` and ``scores.json`` into ``out`` and prints every
-    file written with its size.
+    file written with its size, and a line when they replace earlier ones.
+    Both are written whole under temporary names and then renamed into place
+    (see :func:`write_files`): a failure leaves the earlier pair as it was.
 
     Returns:
         summary (dict): The content of ``scores.json``.
+
+    Raises:
+        TracInWEError: If an output path is a symbolic link.
+        OSError: If a file cannot be written (the message names it).
     """
     os.makedirs(out, exist_ok=True)
     figures = _figures(explanation, tokenizer)
     page = _page(explanation, tokenizer, figures)
-    report_path = os.path.join(out, "report.html")
-    with open(report_path, "w", encoding="utf-8") as stream:
-        stream.write(page)
     summary = scores_summary(explanation)
+    report_path = os.path.join(out, "report.html")
     scores_path = os.path.join(out, "scores.json")
-    with open(scores_path, "w", encoding="utf-8") as stream:
-        json.dump(summary, stream, indent=1, ensure_ascii=False)
+    replaced = write_files(
+        {
+            report_path: page,
+            scores_path: json.dumps(summary, indent=1, ensure_ascii=False),
+        }
+    )
+    print_replaced(replaced)
     print_written([report_path, scores_path])
     return summary
+
+
+def print_replaced(paths: Sequence[str]) -> None:
+    r"""Prints one line naming the earlier files that were replaced, if any."""
+    if paths:
+        names = " and ".join(os.path.basename(path) for path in paths)
+        folder = os.path.dirname(os.path.abspath(paths[0]))
+        print(f"Replaced the earlier {names} in {folder}.")
 
 
 def print_written(paths: Sequence[str]) -> None:
@@ -223,9 +242,13 @@ def _test_section(
         )
     )
     parts.append("<h3>TracIn-WE word by word</h3>")
-    parts.append(
-        str(visualize_word_influence(_word_row(explanation.words, i), tokenizer, names))
-    )
+    k = explanation.methods["TracIn-WE"][0].indices.shape[1]
+    columns = torch.cat(side_columns(explanation.words, i, k))
+    if columns.numel():
+        row = _word_row(explanation.words, i, columns)
+        parts.append(str(visualize_word_influence(row, tokenizer, names)))
+    else:
+        parts.append("<p>No training text has a score other than 0.</p>")
     parts.append(figures.get(f"words-{i}", ""))
     return "".join(parts)
 
@@ -241,12 +264,78 @@ def _row(result: Any, i: int, sign: int) -> Any:
     )
 
 
-def _word_row(words: WordInfluence, i: int) -> WordInfluence:
-    fields = {
-        name: getattr(words, name)[i : i + 1]
-        for name in WordInfluence.__dataclass_fields__
-    }
+def side_columns(words: WordInfluence, i: int, k: int) -> Tuple[Tensor, Tensor]:
+    r"""
+    The columns of test text ``i`` that are its proponents and its opponents,
+    for word influence of the pairs ``cat([top k, bottom k])``: a proponent
+    has a score > 0 and an opponent a score < 0, as in ``scores.json`` (a
+    training text that shares no counted word with the test text scores 0 and
+    is neither).
+
+    Returns:
+        (proponents, opponents): Column indices into ``words``.
+    """
+    scores = words.scores[i]
+    columns = torch.arange(scores.numel())
+    proponents = columns[(columns < k) & (scores > 0)]
+    opponents = columns[(columns >= k) & (scores < 0)]
+    return proponents, opponents
+
+
+def format_sides(
+    words: WordInfluence, k: int, tokenizer: Any, label_names: Sequence[str]
+) -> str:
+    r"""
+    The terminal table of ``explain``: each test text, its top proponents
+    (scores > 0) and its top opponents (scores < 0), each with the words that
+    carry the influence; a side with no such training text says so.
+
+    Args:
+        words (WordInfluence): Of the pairs ``cat([top k, bottom k], 1)``.
+        k (int): Pairs per side in ``words``.
+        tokenizer: A Hugging Face tokenizer.
+        label_names (sequence of str): Names of the label ids.
+
+    Returns:
+        text (str): The table, lines separated by newlines.
+    """
+    blocks = []
+    for i in range(words.scores.shape[0]):
+        header = format_word_influence_text(
+            _word_row(words, i, torch.tensor([0])), tokenizer, label_names
+        )
+        lines = header.split("\n")[:1]  # the TEST line
+        for (title, none), columns in zip(_SIDES, side_columns(words, i, k)):
+            if columns.numel():
+                lines += format_word_influence_text(
+                    _word_row(words, i, columns), tokenizer, label_names, title=title
+                ).split("\n")[1:]
+            else:
+                lines += [f"  {title}:", f"    none: {none}"]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+_SIDES = (  # title, and what an empty side says
+    ("top proponents (score > 0)", "no training text scores above 0"),
+    ("top opponents (score < 0)", "no training text scores below 0"),
+)
+
+
+def _word_row(
+    words: WordInfluence, i: int, columns: Optional[Tensor] = None
+) -> WordInfluence:
+    r"""Test text ``i`` of ``words``, with only the given pair columns."""
+    fields = {}
+    for name in WordInfluence.__dataclass_fields__:
+        value = getattr(words, name)[i : i + 1]
+        if columns is not None and name not in _PER_TEST_FIELDS:
+            value = value[:, columns]
+        fields[name] = value
     return WordInfluence(**fields)
+
+
+_PER_TEST_FIELDS = {"test_token_ids", "test_mask", "test_labels"}  # no pair axis
 
 
 def _figures(explanation: Explanation, tokenizer: Any) -> Dict[str, str]:
@@ -284,6 +373,8 @@ def _figures(explanation: Explanation, tokenizer: Any) -> Dict[str, str]:
         )
         plt.close(fig)
     for i, _ in enumerate(explanation.tests):
+        if not explanation.words.scores[i, 0] > 0:
+            continue  # no proponent: the top score is 0 or less
         index = int(explanation.words.train_indices[i, 0])
         fig, _ = plot_pair_contributions(
             explanation.words, i, 0, tokenizer, label_names=explanation.label_names

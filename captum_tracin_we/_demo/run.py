@@ -7,22 +7,28 @@ then explain held-out texts exactly as ``captum-tracin-we explain`` would.
 """
 
 import csv
+import hashlib
+import io
+import json
 import os
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from captum_tracin_we._app.explain import ExplainSettings, run_explain
+from captum_tracin_we._app.atomic_files import check_output_folder, write_files
+from captum_tracin_we._app.explain import REPORT_FILES, ExplainSettings, run_explain
 from captum_tracin_we._app.labels import names_from_data
-from captum_tracin_we._app.report import print_written
+from captum_tracin_we._app.report import print_replaced, print_written
 from captum_tracin_we._demo.data import SENTIMENT, load_rotten_tomatoes
 from captum_tracin_we._demo.models import (
     small_bert_classifier,
     train_wordpiece_tokenizer,
 )
+from captum_tracin_we._utils.errors import TracInWEError
 
 USAGE = """\
 Use it on your own fine-tuned model (a Trainer output folder with its tokenizer):
@@ -53,7 +59,12 @@ class DemoSettings:
     quick: bool = False
     seed: int = 0
     out: str = "tracin_we_demo"
+    overwrite: bool = False
     show_progress: bool = True
+
+
+SETUP_FILE = "demo.json"  # the setup of the fine-tuned run in run/
+DEMO_FILES = ("train.csv", "test.csv", SETUP_FILE) + REPORT_FILES
 
 
 def run_demo(settings: DemoSettings) -> Dict[str, Any]:
@@ -64,16 +75,37 @@ def run_demo(settings: DemoSettings) -> Dict[str, Any]:
     into ``out/run``, writes ``out/train.csv`` and ``out/test.csv``, and
     explains the test texts into ``out/report.html`` and ``out/scores.json``.
 
+    The setup of the run is recorded in ``out/demo.json``. Before any
+    training, a folder holding a run of another setup (or a ``run/`` that no
+    ``demo.json`` describes) is refused, so that checkpoints of two runs never
+    mix; a finished run of the same setup is reused, and an unfinished one
+    is deleted and fine-tuned again. ``overwrite`` deletes the earlier run
+    first. Every file is written whole and renamed into place.
+
     Returns:
         summary (dict): What ``scores.json`` holds.
+
+    Raises:
+        TracInWEError: If ``out`` holds a run of another setup or cannot be
+                    written, or for bad input, before any training.
     """
     started = time.perf_counter()
-    os.makedirs(settings.out, exist_ok=True)
+    check_output_folder(settings.out, DEMO_FILES, "--out")
     train, test, names = _data(settings)
-    train_csv = _write_csv(os.path.join(settings.out, "train.csv"), train, names)
-    test_csv = _write_csv(os.path.join(settings.out, "test.csv"), test, names)
+    setup = demo_setup(settings)
+    reuse = prepare_run_folder(settings, setup)
+    os.makedirs(settings.out, exist_ok=True)
+    train_csv = os.path.join(settings.out, "train.csv")
+    test_csv = os.path.join(settings.out, "test.csv")
+    replaced = write_files(
+        {train_csv: _csv_text(train, names), test_csv: _csv_text(test, names)}
+    )
+    print_replaced(replaced)
     run_dir = os.path.join(settings.out, "run")
-    _fine_tune(settings, train, names, run_dir)
+    if not reuse:
+        _write_setup(settings.out, setup, finished=False)
+        _fine_tune(settings, train, names, run_dir)
+        _write_setup(settings.out, setup, finished=True)
     summary = run_explain(
         ExplainSettings(
             model=run_dir,
@@ -122,13 +154,142 @@ def _read_labelled_csv(path: str) -> Tuple[List[str], List[Any]]:
     return data.texts, list(data.labels or [])
 
 
-def _write_csv(path: str, rows: List[Row], names: List[str]) -> str:
-    with open(path, "w", encoding="utf-8", newline="") as stream:
-        writer = csv.writer(stream)
-        writer.writerow(["text", "label", "source_row"])
-        for text, label, source in rows:
-            writer.writerow([text, names[label], source])
-    return path
+def _csv_text(rows: List[Row], names: List[str]) -> str:
+    stream = io.StringIO(newline="")
+    writer = csv.writer(stream)
+    writer.writerow(["text", "label", "source_row"])
+    for text, label, source in rows:
+        writer.writerow([text, names[label], source])
+    return stream.getvalue()
+
+
+def demo_setup(settings: DemoSettings) -> Dict[str, Any]:
+    r"""
+    What decides the fine-tuned run in ``out/run`` (the model, the data and
+    its content, the training size, epochs and seed): a run is reused only
+    for the same setup. The test size, ``k`` and ``top_k_words`` only change
+    the explanation.
+    """
+    if settings.quick:
+        model = "tiny BERT trained from scratch (--quick)"
+    elif settings.model:
+        model = _local_or_name(settings.model)
+    else:
+        model = "all-MiniLM-L6-v2 (the default)"
+    data = "Rotten Tomatoes (the default)"
+    if settings.data:
+        data = f"{os.path.abspath(settings.data)} (sha256 {_sha256(settings.data)})"
+    return {
+        "model": model,
+        "data": data,
+        "train_size": settings.train_size,
+        "epochs": settings.epochs,
+        "seed": settings.seed,
+    }
+
+
+def prepare_run_folder(settings: DemoSettings, setup: Dict[str, Any]) -> bool:
+    r"""
+    Makes sure that fine-tuning into ``out/run`` cannot mix two runs, before
+    any training.
+
+    Returns:
+        reuse (bool): True when ``out/run`` holds a finished run of ``setup``.
+
+    Raises:
+        TracInWEError: If ``out/run`` holds a run of another setup, one that no
+                    ``demo.json`` describes, or is not a folder (unless
+                    ``settings.overwrite``, which deletes it instead).
+    """
+    run_dir = os.path.join(settings.out, "run")
+    if settings.overwrite:
+        _delete_earlier_run(settings.out)
+        return False
+    if not os.path.lexists(run_dir):
+        return False
+    fix = (
+        "Give another --out, or pass --overwrite to delete "
+        f"{run_dir!r} and fine-tune this setup."
+    )
+    if os.path.islink(run_dir) or not os.path.isdir(run_dir):
+        raise TracInWEError(f"{run_dir!r} is a link or a file, not a run. {fix}")
+    record = read_setup(settings.out)
+    if record is None:
+        raise TracInWEError(
+            f"{settings.out!r} holds a run/ folder that no valid {SETUP_FILE} "
+            "describes (from another tool or an older version); fine-tuning "
+            f"into it would mix the checkpoints of two runs. {fix}"
+        )
+    differences = [
+        f"{key} {record['setup'].get(key)!r} there, {value!r} here"
+        for key, value in setup.items()
+        if record["setup"].get(key) != value
+    ]
+    if differences:
+        raise TracInWEError(
+            f"{settings.out!r} holds a demo run of another setup "
+            f"({'; '.join(differences)}); fine-tuning into it would mix the "
+            f"checkpoints of both runs. {fix}"
+        )
+    if record["finished"]:
+        print(
+            f"Reusing the fine-tuned run in {run_dir} (same setup; --overwrite "
+            "fine-tunes again)."
+        )
+        return True
+    print(f"Deleting the unfinished run in {run_dir} (same setup) to fine-tune again.")
+    _delete(run_dir)
+    return False
+
+
+def read_setup(out: str) -> Optional[Dict[str, Any]]:
+    r"""The record in ``out/demo.json``, or None if it is missing or invalid."""
+    try:
+        with open(os.path.join(out, SETUP_FILE), encoding="utf-8") as stream:
+            record = json.load(stream)
+    except (OSError, ValueError):
+        return None
+    valid = (
+        isinstance(record, dict)
+        and isinstance(record.get("setup"), dict)
+        and isinstance(record.get("finished"), bool)
+    )
+    return record if valid else None
+
+
+def _write_setup(out: str, setup: Dict[str, Any], finished: bool) -> None:
+    record = {"written_by": "captum-tracin-we demo", "setup": setup}
+    record["finished"] = finished
+    write_files({os.path.join(out, SETUP_FILE): json.dumps(record, indent=1)})
+
+
+def _delete_earlier_run(out: str) -> None:
+    run_dir = os.path.join(out, "run")
+    if os.path.lexists(run_dir):
+        _delete(run_dir)
+        print(f"Deleted the earlier run in {run_dir} (--overwrite).")
+    if os.path.lexists(os.path.join(out, SETUP_FILE)):
+        os.remove(os.path.join(out, SETUP_FILE))
+
+
+def _delete(path: str) -> None:
+    r"""Deletes a folder, or only the link or file at ``path``."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    else:
+        os.remove(path)
+
+
+def _local_or_name(model: str) -> str:
+    return os.path.abspath(model) if os.path.exists(model) else model
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def _fine_tune(

@@ -2,6 +2,7 @@
 
 r"""Fine-tuning with checkpoints in the format TracInWE's default loader reads."""
 
+import io
 import os
 from typing import Any, Dict, List, Sequence, Tuple
 
@@ -10,6 +11,8 @@ from torch.nn import Module
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+
+from captum_tracin_we._app.atomic_files import write_file
 
 
 def encode(
@@ -88,11 +91,19 @@ def fine_tune(
                     "model_state_dict": model.state_dict(),
                     "learning_rate": learning_rate,
                 }
-                torch.save(state, path)
+                _save_whole(state, path)
                 paths.append(path)
     bar.close()
     model.eval()
     return paths
+
+
+def _save_whole(state: Dict[str, Any], path: str) -> None:
+    r"""Saves a checkpoint under a temporary name and renames it into place, so
+    that a full disk never leaves a truncated checkpoint at ``path``."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_file(path, buffer.getvalue())
 
 
 @torch.no_grad()
