@@ -18,9 +18,12 @@ Passing ``run/`` (or one ``checkpoint-*`` folder) as ``checkpoints`` to
 ``model.safetensors`` (or from ``pytorch_model.bin`` with
 ``weights_only=True``), and the learning rate of each checkpoint is the rate of
 the optimizer step that produced it: the one recorded by
-:class:`LearningRateCallback` if it ran, else the last ``learning_rate`` logged
-at or before the checkpoint's step in its ``trainer_state.json`` (Trainer logs
-the rate of the step it logs, before the scheduler moves on).
+:class:`LearningRateCallback` if it ran, else the ``learning_rate`` logged at
+the checkpoint's own step in its ``trainer_state.json`` (Trainer logs the rate
+of the step it logs, before the scheduler moves on). Every rate read from
+these files passes the checks of a rate a user passes (a finite number >= 0,
+not a string or a boolean); a damaged, truncated or malformed file is a
+:class:`~captum_tracin_we.CheckpointError` naming the file and its checkpoint.
 """
 
 import json
@@ -87,7 +90,20 @@ class LearningRateCallback(_trainer_callback_base()):  # type: ignore[misc]
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any):
         folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
         if self.last_rate is not None and os.path.isdir(folder):
-            with open(os.path.join(folder, RATE_FILE), "w", encoding="utf-8") as stream:
-                json.dump(
-                    {"step": state.global_step, "learning_rate": self.last_rate}, stream
-                )
+            record = {"step": state.global_step, "learning_rate": self.last_rate}
+            _write_whole(os.path.join(folder, RATE_FILE), json.dumps(record))
+
+
+def _write_whole(path: str, text: str) -> None:
+    r"""Writes ``text`` to a temporary file beside ``path``, then renames it into
+    place, so that an interrupted save never leaves a truncated file."""
+    temporary = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(temporary, "w", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)

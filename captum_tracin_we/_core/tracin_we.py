@@ -177,7 +177,13 @@ class TracInWE(TracInCPBase):
                         the model's single ``nn.Embedding``.
             loss_fn (Callable, optional): ``loss_fn(logits, labels)`` for training
                         examples, with reduction ``"none"``, ``"sum"`` or
-                        ``"mean"``; scores are per example in every case.
+                        ``"mean"``; scores are per example in every case, and do
+                        not depend on the batch size: a ``torch.nn`` loss
+                        module's own normalisation (class weights and
+                        ``ignore_index`` of ``CrossEntropyLoss`` included) is
+                        undone exactly, and a loss whose batch normalisation
+                        cannot be undone raises :class:`BatchError` saying to
+                        pass ``reduction="none"`` or ``"sum"``.
                         Default: None, meaning
                         ``nn.CrossEntropyLoss(reduction="none")`` (unlike
                         ``TracInCP``, where None means the raw model output).

@@ -6,7 +6,7 @@ import math
 import numbers
 import os
 import warnings
-from typing import Any, Iterable, List, Union
+from typing import Any, Iterable, List, Optional, Union
 
 import numpy as np
 import torch
@@ -108,7 +108,9 @@ def _split_checkpoint(checkpoint: Any, path: str) -> "tuple[dict, float]":
     return checkpoint, 1.0
 
 
-def checked_learning_rate(value: Any, checkpoint: Any) -> float:
+def checked_learning_rate(
+    value: Any, checkpoint: Any, source: Optional[str] = None
+) -> float:
     r"""
     The learning rate of ``checkpoint`` as a float, or a clear error.
 
@@ -116,8 +118,20 @@ def checked_learning_rate(value: Any, checkpoint: Any) -> float:
     booleans, None, containers, NaN, infinities and negative rates (TracIn
     weights each checkpoint by a step size, which is never negative).
 
+    Args:
+        value (Any): The rate as stored or returned.
+        checkpoint (Any): The checkpoint (its path names it in messages).
+        source (str, optional): Where the rate was read, for rates read from
+                    a file other than the checkpoint (a Trainer's
+                    ``trainer_state.json``, the rate file), for example
+                    ``"'run/checkpoint-3/trainer_state.json' (log_history, step
+                    3)"``. Default: None (the checkpoint or its loader).
+
+    Returns:
+        learning_rate (float): The rate, a finite number >= 0.
+
     Raises:
-        CheckpointError: Naming the checkpoint, the value and the fix.
+        CheckpointError: Naming the checkpoint, the file, the value and the fix.
     """
     if isinstance(value, Tensor) and value.numel() == 1:
         value = value.item()
@@ -125,22 +139,33 @@ def checked_learning_rate(value: Any, checkpoint: Any) -> float:
         value = value.item()
     elif isinstance(value, numbers.Number) and not isinstance(value, numbers.Real):
         value = _real_or_same(value)
+    name = checkpoint_name(checkpoint)
+    origin = f", read from {source}," if source else ""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise CheckpointError(
-            f"The learning rate of checkpoint {checkpoint_name(checkpoint)} is "
-            f"{value!r} (a {type(value).__name__}); it must be a number. Store it "
-            "as a float "
-            "(for example 'learning_rate': 1e-3), or make `checkpoints_load_func` "
-            "return one."
+            f"The learning rate of checkpoint {name}{origin} is {value!r} (a "
+            f"{type(value).__name__}); it must be a number. "
+            + _rate_fix(
+                source, "Store it as a float (for example 'learning_rate': 1e-3)"
+            )
         )
     rate = float(value)
     if not math.isfinite(rate) or rate < 0:
         raise CheckpointError(
-            f"The learning rate of checkpoint {checkpoint_name(checkpoint)} is "
-            f"{rate}; it must be a finite number >= 0 (the step size in effect at "
-            "that checkpoint)."
+            f"The learning rate of checkpoint {name}{origin} is {rate}; it must be "
+            "a finite number >= 0 (the step size in effect at that checkpoint). "
+            + _rate_fix(source, "Store the rate in effect at that checkpoint")
         )
     return rate
+
+
+def _rate_fix(source: Optional[str], store: str) -> str:
+    if source:
+        return (
+            'Correct that file (a float, for example "learning_rate": 1e-3), or '
+            "pass the rates with a `checkpoints_load_func`."
+        )
+    return f"{store}, or make `checkpoints_load_func` return one."
 
 
 def _real_or_same(value: Any) -> Any:

@@ -83,7 +83,7 @@ def trainer_learning_rate(checkpoint_dir: str) -> float:
     """
     recorded = os.path.join(checkpoint_dir, RATE_FILE)
     if os.path.isfile(recorded):
-        return float(_read_json(recorded)["learning_rate"])
+        return _recorded_rate(recorded, checkpoint_dir)
     state_path = os.path.join(checkpoint_dir, STATE_FILE)
     if not os.path.isfile(state_path):
         raise CheckpointError(
@@ -93,12 +93,16 @@ def trainer_learning_rate(checkpoint_dir: str) -> float:
             "`checkpoints_load_func` that returns the rate."
         )
     _check_logging_version(checkpoint_dir)
-    state = _read_json(state_path)
-    step = int(state.get("global_step", 0))
+    state = _trainer_state(state_path)
+    if "global_step" not in state:
+        raise _malformed(state_path, "has no 'global_step'")
+    step = _step(state["global_step"], state_path, "'global_step'")
     logged = [
         entry
-        for entry in state.get("log_history", [])
-        if "learning_rate" in entry and int(entry.get("step", -1)) == step
+        for i, entry in enumerate(_log_history(state, state_path))
+        if "learning_rate" in entry
+        and _step(entry.get("step", -1), state_path, f"log_history[{i}]['step']")
+        == step
     ]
     if not logged:
         raise CheckpointError(
@@ -110,7 +114,82 @@ def trainer_learning_rate(checkpoint_dir: str) -> float:
             "(save_steps a multiple of logging_steps, and the last step too), or "
             "pass the rates with a `checkpoints_load_func`."
         )
-    return float(logged[-1]["learning_rate"])
+    return _checked_rate(
+        logged[-1]["learning_rate"],
+        checkpoint_dir,
+        f"{state_path!r} (log_history at step {step})",
+    )
+
+
+def _recorded_rate(path: str, checkpoint_dir: str) -> float:
+    r"""The rate :class:`LearningRateCallback` wrote, checked like a user's."""
+    record = _read_json(path)
+    if not isinstance(record, dict) or "learning_rate" not in record:
+        raise CheckpointError(
+            f"{path!r}, the learning-rate record of checkpoint {checkpoint_dir!r}, "
+            f'holds {_summary(record)}, not {{"learning_rate": <float>}}. Delete '
+            f"it to read the rate from {STATE_FILE}, or write the rate of the step "
+            "that produced this checkpoint there."
+        )
+    return _checked_rate(record["learning_rate"], checkpoint_dir, repr(path))
+
+
+def _checked_rate(value: Any, checkpoint_dir: str, source: str) -> float:
+    from captum_tracin_we._utils.checkpoints import checked_learning_rate
+
+    return checked_learning_rate(value, checkpoint_dir, source)
+
+
+def _trainer_state(path: str) -> Dict[str, Any]:
+    r"""A ``trainer_state.json``: a JSON object, or a clear error."""
+    state = _read_json(path)
+    if not isinstance(state, dict):
+        raise _malformed(path, f"holds {_summary(state)}, not a JSON object")
+    return state
+
+
+def _log_history(state: Dict[str, Any], path: str) -> List[Dict[str, Any]]:
+    r"""The ``log_history`` of a Trainer state: a list of JSON objects."""
+    history = state.get("log_history", [])
+    if not isinstance(history, list):
+        raise _malformed(
+            path, f"has a 'log_history' of {_summary(history)}, not a list"
+        )
+    for i, entry in enumerate(history):
+        if not isinstance(entry, dict):
+            raise _malformed(path, f"has log_history[{i}] = {_summary(entry)}")
+    return history
+
+
+def _step(value: Any, path: str, what: str) -> int:
+    r"""A step number read from a Trainer state: an int (or integral float)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _malformed(path, f"has {what} = {_summary(value)}, not a step number")
+    return value
+
+
+def _summary(value: Any) -> str:
+    text = json.dumps(value) if _is_json(value) else repr(value)
+    return f"{text[:60]}{'...' if len(text) > 60 else ''} (a {type(value).__name__})"
+
+
+def _is_json(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _malformed(path: str, problem: str) -> CheckpointError:
+    return CheckpointError(
+        f"{path!r} (checkpoint {os.path.dirname(path)!r}) {problem}: it is not a "
+        "Trainer state as transformers writes it. Restore it from a copy of the "
+        "run, leave that checkpoint out, or pass the rates with a "
+        "`checkpoints_load_func`."
+    )
 
 
 def _check_logging_version(checkpoint_dir: str) -> None:
@@ -118,7 +197,10 @@ def _check_logging_version(checkpoint_dir: str) -> None:
     config_path = os.path.join(checkpoint_dir, "config.json")
     if not os.path.isfile(config_path):
         return
-    version = str(_read_json(config_path).get("transformers_version", ""))
+    config = _read_json(config_path)
+    version = (
+        str(config.get("transformers_version", "")) if isinstance(config, dict) else ""
+    )
     parts = [int(p) for p in version.split(".")[:2] if p.isdigit()]
     if len(parts) == 2 and tuple(parts) < (4, 51):
         raise CheckpointError(
@@ -145,7 +227,7 @@ def check_one_run(checkpoints: List[str]) -> None:
         if not os.path.isfile(path):
             previous = None
             continue
-        history = list(_read_json(path).get("log_history", []))
+        history = _log_history(_trainer_state(path), path)
         if previous is not None and history[: len(previous)] != previous:
             raise CheckpointError(
                 f"{checkpoint!r} is not from the same training run as the checkpoints "
@@ -206,7 +288,14 @@ def read_weights(folder: str) -> Dict[str, torch.Tensor]:
     for index_name in _INDEXES:
         index_path = os.path.join(folder, index_name)
         if os.path.isfile(index_path):
-            shards = sorted(set(_read_json(index_path).get("weight_map", {}).values()))
+            index = _read_json(index_path)
+            weight_map = index.get("weight_map") if isinstance(index, dict) else None
+            if not isinstance(weight_map, dict):
+                raise CheckpointError(
+                    f"{index_path!r} has no 'weight_map' object naming the shards; "
+                    "restore the index as save_pretrained wrote it."
+                )
+            shards = sorted(set(str(name) for name in weight_map.values()))
             state: Dict[str, torch.Tensor] = {}
             for shard in shards:
                 if os.path.basename(shard) != shard:
@@ -250,11 +339,22 @@ def _tied_keys(model: Module) -> set:
     return set(keys) | set(getattr(model, "all_tied_weights_keys", None) or [])
 
 
-def _read_json(path: str) -> Dict[str, Any]:
+def _read_json(path: str) -> Any:
+    r"""
+    The JSON value of a file of a checkpoint folder.
+
+    Raises:
+        CheckpointError: If the file cannot be read or is not JSON (a damaged
+                    or truncated file), naming it, its checkpoint and the fix.
+    """
     try:
         with open(path, encoding="utf-8") as stream:
             return json.load(stream)
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
+    except (OSError, ValueError, RecursionError) as error:  # JSONDecodeError too
         raise CheckpointError(
-            f"Cannot read {path!r} as JSON ({type(error).__name__})."
+            f"Cannot read {path!r} (checkpoint {os.path.dirname(path)!r}) as JSON "
+            f"({type(error).__name__}: {str(error)[:120]}): the file is damaged or "
+            "truncated, for example by a full disk or an interrupted save. Restore "
+            "it from a copy of the run, or leave that checkpoint out (pass the list "
+            "of the other checkpoint folders)."
         ) from None

@@ -11,12 +11,13 @@ per-position gradients, with the token ids, are all TracIn-WE needs; the dense
 ``vocab x dim`` gradient is never formed.
 """
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
-from torch.nn import CrossEntropyLoss, Embedding, Module
+from torch.nn import CrossEntropyLoss, Embedding, Module, NLLLoss
 from torch.utils.hooks import RemovableHandle
 
 from captum_tracin_we._utils.errors import BatchError
@@ -310,7 +311,9 @@ def collect_word_gradients(
         batch (tuple or dict): One batch (see :class:`ModelAdapter`).
         loss_fn (Callable): ``loss_fn(logits, labels)`` with reduction ``"none"``
                     (per-example), ``"sum"`` or ``"mean"``; all give gradients of
-                    per-example losses.
+                    per-example losses (a ``torch.nn`` loss module's own
+                    normalisation, class weights included, is undone; one that
+                    cannot be undone is refused).
         first_index (int, optional): Index of the batch's first example in its
                     dataset, used to name examples in error messages.
                     Default: 0
@@ -526,9 +529,40 @@ def _check_labels(logits: Tensor, labels: Tensor, first_index: int) -> None:
 def _summed_loss(
     loss_fn: Callable[..., Tensor], logits: Tensor, labels: Tensor, first_index: int
 ) -> Tensor:
-    r"""The sum of the per-example losses of the batch, whatever the reduction."""
+    r"""
+    The sum of the per-example losses of the batch, whatever the reduction.
+
+    A ``torch.nn`` loss module that reduces (``"mean"``, ``"sum"``,
+    ``"batchmean"``) is evaluated again with ``reduction="none"`` and its own
+    normalisation undone (see :func:`_unreduced_module_loss`); a function that
+    returns one number is probed (see :func:`_probed_reduction`).
+
+    Raises:
+        BatchError: If the loss fails, has the wrong shape, is not finite, or
+                    reduces the batch in a way per-example losses cannot be
+                    recovered from.
+    """
+    loss = _called_loss(loss_fn, logits, labels, first_index)
+    batch_size = logits.shape[0]
+    if loss.dim() == 0:
+        if _reduces_itself(loss_fn):
+            return _unreduced_module_loss(loss_fn, logits, labels, loss, first_index)
+        reduction = None
+        if torch.isfinite(loss):
+            reduction = _probed_reduction(loss_fn, logits, labels, loss)
+        total = loss * batch_size if reduction == "mean" else loss
+        if not torch.isfinite(total):
+            bad = ~torch.isfinite(logits).reshape(batch_size, -1).all(1)
+            _raise_non_finite(bad if bad.any() else torch.ones_like(bad), first_index)
+        return total
+    return _per_example_losses(loss, batch_size, first_index).sum()
+
+
+def _called_loss(
+    loss_fn: Callable[..., Tensor], logits: Tensor, labels: Tensor, first_index: int
+) -> Tensor:
     try:
-        loss = loss_fn(logits, labels)
+        return loss_fn(logits, labels)
     except (RuntimeError, ValueError, TypeError, IndexError) as error:
         raise BatchError(
             f"`loss_fn(logits, labels)` failed at the batch starting with example "
@@ -537,17 +571,11 @@ def _summed_loss(
             f"{str(error)[:300]}. Pass labels and a `loss_fn` that fit the model's "
             "output."
         ) from error
-    batch_size = logits.shape[0]
-    if loss.dim() == 0:
-        reduction = getattr(loss_fn, "reduction", None)
-        if reduction not in ("mean", "sum") and torch.isfinite(loss):
-            reduction = _probed_reduction(loss_fn, logits, labels, loss)
-        total = loss * batch_size if reduction == "mean" else loss
-        if not torch.isfinite(total):
-            bad = ~torch.isfinite(logits).reshape(batch_size, -1).all(1)
-            _raise_non_finite(bad if bad.any() else torch.ones_like(bad), first_index)
-        return total
-    if loss.shape[0] != batch_size:
+
+
+def _per_example_losses(loss: Tensor, batch_size: int, first_index: int) -> Tensor:
+    r"""``(B,)`` losses from per-example (or per-element) ones, each summed."""
+    if loss.dim() == 0 or loss.shape[0] != batch_size:
         raise BatchError(
             f"`loss_fn` returned shape {tuple(loss.shape)} for a batch of "
             f"{batch_size}; use reduction 'none' (one loss per example), 'sum' or "
@@ -555,7 +583,116 @@ def _summed_loss(
         )
     per_example = loss.reshape(batch_size, -1).sum(1)
     _raise_non_finite(~torch.isfinite(per_example), first_index)
+    return per_example
+
+
+def _reduces_itself(loss_fn: Callable[..., Tensor]) -> bool:
+    r"""True for a module whose ``reduction`` attribute names a reduction."""
+    reduction = getattr(loss_fn, "reduction", None)
+    return (
+        isinstance(loss_fn, Module)
+        and isinstance(reduction, str)
+        and (reduction != "none")
+    )
+
+
+_UNDONE_REDUCTIONS = ("mean", "sum", "batchmean")
+
+
+def _unreduced_module_loss(
+    loss_fn: Module, logits: Tensor, labels: Tensor, loss: Tensor, first_index: int
+) -> Tensor:
+    r"""
+    The summed per-example losses of a reducing loss module: the module's
+    ``reduction="none"`` losses (of a shallow copy), each example's summed,
+    after checking that the module's own value is their sum divided by the
+    normaliser this library knows for it (1 for ``"sum"``, the batch size for
+    ``"batchmean"``, and for ``"mean"``: the number of elements, or, for
+    :class:`~torch.nn.CrossEntropyLoss` and :class:`~torch.nn.NLLLoss` with
+    class ids, the summed class weights of the targets not ignored). The
+    scores are then exact and do not depend on the batch size.
+
+    Raises:
+        BatchError: If the reduction is unknown, the module cannot be evaluated
+                    with ``reduction="none"``, or its value does not reconcile.
+    """
+    reduction = loss_fn.reduction
+    if reduction not in _UNDONE_REDUCTIONS:
+        raise _irreducible(loss_fn, "TracIn-WE does not know how it normalises")
+    unreduced = _called_loss(_unreduced_copy(loss_fn), logits, labels, first_index)
+    if unreduced.dim() == 0 or unreduced.shape[0] != logits.shape[0]:
+        raise _irreducible(
+            loss_fn,
+            f"with reduction='none' it returns shape {tuple(unreduced.shape)}, not "
+            f"one loss per example of the batch of {logits.shape[0]}",
+        )
+    per_example = _per_example_losses(unreduced, logits.shape[0], first_index)
+    _check_reconciles(loss_fn, loss.detach(), unreduced.detach(), labels)
     return per_example.sum()
+
+
+def _check_reconciles(
+    loss_fn: Module, loss: Tensor, unreduced: Tensor, labels: Tensor
+) -> None:
+    r"""
+    Raises unless ``loss`` is the sum of ``unreduced`` divided by
+    :func:`_normaliser` (a batch whose targets are all ignored, where the
+    module's mean is 0 / 0, reconciles: its losses are all zero).
+    """
+    normaliser = _normaliser(loss_fn, unreduced, labels)
+    if normaliser == 0 and not bool(unreduced.any()):
+        return
+    expected = unreduced.sum() / normaliser
+    scale = float(unreduced.abs().sum() / normaliser)
+    rtol = 1e-4 if loss.dtype in (torch.float32, torch.float64) else 1e-2
+    if not bool(torch.isclose(loss, expected, rtol=rtol, atol=1e-5 * scale + 1e-12)):
+        raise _irreducible(
+            loss_fn,
+            f"its value {float(loss):.6g} is not the sum of its reduction='none' "
+            f"losses divided by {float(normaliser):.6g} ({float(expected):.6g}), "
+            "which is what TracIn-WE can undo",
+        )
+
+
+def _unreduced_copy(loss_fn: Module) -> Module:
+    r"""A shallow copy of ``loss_fn`` (weights shared) with reduction 'none'."""
+    unreduced = copy.copy(loss_fn)
+    try:
+        unreduced.reduction = "none"
+    except (AttributeError, TypeError) as error:
+        raise _irreducible(
+            loss_fn, f"its reduction cannot be set to 'none' ({error})"
+        ) from None
+    return unreduced
+
+
+def _normaliser(loss_fn: Module, unreduced: Tensor, labels: Tensor) -> Tensor:
+    r"""What ``loss_fn`` divides the sum of its unreduced losses by."""
+    one = torch.ones((), dtype=unreduced.dtype, device=unreduced.device)
+    if loss_fn.reduction == "sum":
+        return one
+    if loss_fn.reduction == "batchmean":
+        return one * unreduced.shape[0]
+    if isinstance(loss_fn, (CrossEntropyLoss, NLLLoss)) and not (
+        labels.is_floating_point()
+    ):
+        kept = labels[labels != loss_fn.ignore_index]
+        weight = loss_fn.weight
+        if weight is None:
+            return one * kept.numel()
+        return weight.to(unreduced.device)[kept].sum().to(unreduced.dtype)
+    return one * unreduced.numel()
+
+
+def _irreducible(loss_fn: Module, reason: str) -> BatchError:
+    name = type(loss_fn).__name__
+    return BatchError(
+        f"`loss_fn` ({name} with reduction={loss_fn.reduction!r}) reduces each "
+        f"batch in a way per-example losses cannot be recovered from: {reason}; "
+        "scores would depend on the batch size. Pass the same loss with "
+        f"reduction='none' (one loss per example, e.g. {name}(..., "
+        "reduction='none')) or reduction='sum'."
+    )
 
 
 def _probed_reduction(
@@ -590,8 +727,10 @@ def _probed_reduction(
     if reduction is None:
         raise BatchError(
             "`loss_fn` returns one number per batch that is neither the sum nor the "
-            "mean of per-example losses, so per-example gradients cannot be "
-            "recovered. Return one loss per example (reduction='none')."
+            "mean of per-example losses (a mean weighted by class weights, such as "
+            "F.cross_entropy(..., weight=w), is neither), so per-example gradients "
+            "cannot be recovered. Return one loss per example (reduction='none'), "
+            "or pass nn.CrossEntropyLoss(weight=w), whose weighting TracIn-WE undoes."
         )
     return reduction
 
