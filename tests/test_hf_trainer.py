@@ -216,9 +216,11 @@ def test_label_ids_and_names():
 
     from captum_tracin_we._app.labels import label_ids, model_label_names
 
-    digits = ["1", "2", "3"]  # star ratings as names
-    assert label_ids([0, 1, 2], digits, "data") == [0, 1, 2]  # ints are ids
-    assert label_ids(["1", "3"], digits, "data") == [0, 2]  # texts are names
+    digits = ["1", "2", "3"]  # star ratings as names: a number is ambiguous
+    assert label_ids(["LABEL_0", "LABEL_2"], digits, "data") == [0, 2]
+    with pytest.raises(ValueError, match="could mean the name or the id"):
+        label_ids([1, "3"], digits, "data")
+    assert label_ids([0, 1, 2], ["neg", "pos", "mid"], "data") == [0, 1, 2]
     assert label_ids(["0", "1.0", "LABEL_1"], ["0", "1"], "data") == [0, 1, 1]
     config = BertConfig(num_labels=2)
     config.label2id = {"neg": 0, "pos": 1}

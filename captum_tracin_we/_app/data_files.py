@@ -12,8 +12,10 @@ import os
 from dataclasses import dataclass
 from typing import Any, List, Optional
 
+from captum_tracin_we._utils.errors import TracInWEError
 
-class DataFileError(ValueError):
+
+class DataFileError(TracInWEError):
     r"""A data file that cannot be read as texts and labels."""
 
 
@@ -58,7 +60,8 @@ def read_text_data(
         data (TextData): The rows in file order.
 
     Raises:
-        DataFileError: For a missing or empty file, a missing column, an empty
+        DataFileError: For a missing or empty file, a missing column, a
+                    column named twice (a CSV header or a JSON line), an empty
                     text, or a file that is not valid UTF-8.
     """
     if not os.path.exists(path):
@@ -113,12 +116,27 @@ def _csv_rows(path: str, delimiter: str) -> "tuple[list, list]":
     try:
         with open(path, encoding="utf-8-sig", newline="") as handle:
             reader = csv.DictReader(handle, delimiter=delimiter)
+            _check_header(list(reader.fieldnames or []), path)
             rows = list(reader)
             return rows, list(reader.fieldnames or [])
     except UnicodeDecodeError as error:
         raise DataFileError(_encoding_message(path, error)) from None
     except csv.Error as error:
         raise DataFileError(f"{path!r} is not a valid CSV file: {error}.") from None
+
+
+def _check_header(columns: List[str], path: str) -> None:
+    r"""Refuses a header that names a column twice: ``csv.DictReader`` would
+    silently keep the last of them."""
+    seen = set()
+    for column in columns:
+        if column in seen and column.strip():  # unnamed columns are never read
+            raise DataFileError(
+                f"The header of {path!r} names the column {column!r} more than "
+                f"once (columns: {columns}); which one holds the data is "
+                "unclear. Rename or remove the repeated column."
+            )
+        seen.add(column)
 
 
 def _jsonl_rows(path: str) -> "tuple[list, list]":
@@ -129,7 +147,13 @@ def _jsonl_rows(path: str) -> "tuple[list, list]":
                 if not line.strip():
                     continue
                 try:
-                    row = json.loads(line)
+                    row = json.loads(line, object_pairs_hook=_unique_keys)
+                except _RepeatedKey as repeated:
+                    raise DataFileError(
+                        f"Line {number} of {path!r} names the field "
+                        f"{repeated.args[0]!r} more than once; which one holds the "
+                        "data is unclear. Write each field once."
+                    ) from None
                 except json.JSONDecodeError as error:
                     raise DataFileError(
                         f"Line {number} of {path!r} is not valid JSON ({error.msg}); "
@@ -144,6 +168,19 @@ def _jsonl_rows(path: str) -> "tuple[list, list]":
         raise DataFileError(_encoding_message(path, error)) from None
     columns = sorted({key for row in rows for key in row})
     return rows, columns
+
+
+class _RepeatedKey(Exception):
+    r"""A JSON object that names a key twice (``json`` keeps the last)."""
+
+
+def _unique_keys(pairs: List[Any]) -> dict:
+    row = {}
+    for key, value in pairs:
+        if key in row:
+            raise _RepeatedKey(key)
+        row[key] = value
+    return row
 
 
 def _dataset_rows(path: str) -> "tuple[list, list]":

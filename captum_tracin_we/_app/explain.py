@@ -200,11 +200,15 @@ def encode(
     Tokenizes texts as the model sees them, cut at ``max_length`` tokens, and
     notes which were cut.
     """
-    cut = tokenizer(texts, truncation=True, max_length=max_length)
+    cut = tokenizer(  # a literal "[PAD]" in a text is text, not padding
+        texts, truncation=True, max_length=max_length, split_special_tokens=True
+    )
     at_limit = [i for i, ids in enumerate(cut["input_ids"]) if len(ids) >= max_length]
     full_lengths = {}
     if at_limit:  # only texts that reach the limit can have been cut
-        full = tokenizer([texts[i] for i in at_limit], truncation=False)["input_ids"]
+        full = tokenizer(
+            [texts[i] for i in at_limit], truncation=False, split_special_tokens=True
+        )["input_ids"]
         full_lengths = {i: len(ids) for i, ids in zip(at_limit, full)}
     hidden = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}
     features, truncated, seen = [], [], []

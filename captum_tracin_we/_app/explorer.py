@@ -476,7 +476,9 @@ class Explorer:
             callable(self.tokenizer) and hasattr(self.tokenizer, "all_special_ids")
         ):
             return None
-        return self.tokenizer(texts, truncation=False, verbose=False)["input_ids"]
+        return self.tokenizer(
+            texts, truncation=False, verbose=False, split_special_tokens=True
+        )["input_ids"]
 
     def _check_texts(
         self, read: List[Tuple[List[int], int]], full: List[List[int]]
@@ -595,6 +597,7 @@ def hf_encoder(tokenizer: Any, max_length: int) -> Encoder:
             max_length=max_length,
             padding=len(texts) > 1,  # one text needs no pad token
             return_tensors="pt",
+            split_special_tokens=True,  # a literal "[PAD]" in a text is text
         )
         return {
             "input_ids": batch["input_ids"],

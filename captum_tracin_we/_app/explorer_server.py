@@ -12,6 +12,7 @@ HTML page with every piece of text escaped. Bad requests get a 4xx JSON
 and the server keeps serving.
 """
 
+import asyncio
 import html
 import json
 import logging
@@ -30,6 +31,13 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "explorer_static")
 _LOG = logging.getLogger("captum_tracin_we.explorer")
 _EXPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'"
+# A request (line, headers and body) must arrive whole within this many seconds
+# of the connection opening or of the previous answer; an idle kept-alive
+# connection closes after KEEP_ALIVE_S. A slow client cannot hold a slot of
+# the server's MAX_CONNECTIONS longer.
+REQUEST_TIMEOUT_S = 5.0
+KEEP_ALIVE_S = 3
+MAX_CONNECTIONS = 64
 
 
 def _imports() -> Any:
@@ -60,6 +68,7 @@ def explorer_app(explorer: Explorer, allowed_hosts: Optional[List[str]] = None) 
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
     from starlette.middleware import Middleware
+    from starlette.requests import ClientDisconnect
     from starlette.responses import FileResponse, JSONResponse
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
@@ -78,6 +87,8 @@ def explorer_app(explorer: Explorer, allowed_hosts: Optional[List[str]] = None) 
                 return JSONResponse(result)
             except RequestError as error:
                 return json_error(str(error), error.status)
+            except ClientDisconnect:  # gone, or closed by the request deadline
+                return json_error("The client went away.", 400)
             except Exception as error:  # the server keeps serving
                 _LOG.exception("An explorer request failed")
                 return json_error(_short(error), 500)
@@ -187,6 +198,68 @@ def _html_download(page: str, body: Dict[str, Any]) -> Any:
     return Response(page, media_type="text/html; charset=utf-8", headers=headers)
 
 
+def request_deadline_protocol(timeout: float = REQUEST_TIMEOUT_S) -> Any:
+    r"""
+    uvicorn's h11 protocol with a request deadline: a connection whose
+    request (request line, headers and body) is not complete ``timeout``
+    seconds after the connection opened, or after the previous answer on it,
+    is closed. uvicorn itself has no such timeout: a client that trickles its
+    headers holds one of the ``limit_concurrency`` slots for as long as it
+    likes, and enough of them make the server answer 503 to everyone. The time
+    the explorer takes to answer is not limited.
+
+    Args:
+        timeout (float, optional): Seconds a client has to send one request.
+                    Default: ``REQUEST_TIMEOUT_S``
+
+    Returns:
+        protocol (type): A subclass of
+                    ``uvicorn.protocols.http.h11_impl.H11Protocol``, for
+                    ``uvicorn.Config(http=...)``.
+    """
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    waiting = (h11.IDLE, h11.SEND_BODY)  # the client's request is not complete
+
+    class RequestDeadlineProtocol(H11Protocol):
+        _deadline: Optional[asyncio.TimerHandle] = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm_deadline()
+
+        def connection_lost(self, exc: Optional[Exception]) -> None:
+            self._cancel_deadline()
+            super().connection_lost(exc)
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.conn.their_state not in waiting:
+                self._cancel_deadline()  # the request is whole: no limit now
+
+        def on_response_complete(self) -> None:
+            self._arm_deadline()  # first: a pipelined request may be whole
+            super().on_response_complete()
+
+        def _arm_deadline(self) -> None:
+            self._cancel_deadline()
+            self._deadline = self.loop.call_later(timeout, self._deadline_passed)
+
+        def _cancel_deadline(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _deadline_passed(self) -> None:
+            self._deadline = None
+            if self.conn.their_state in waiting and not self.transport.is_closing():
+                _LOG.info("Closed a connection whose request was not sent in time")
+                self.transport.close()  # connection_lost frees the slot
+
+    return RequestDeadlineProtocol
+
+
 def _checked_port(port: Any) -> None:
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port < 65536:
         raise ValueError(f"The port must be an integer from 0 to 65535; got {port!r}.")
@@ -267,8 +340,9 @@ class ExplorerServer:
             port=port,
             log_level="warning",
             access_log=False,
-            limit_concurrency=64,
-            timeout_keep_alive=5,
+            http=request_deadline_protocol(REQUEST_TIMEOUT_S),
+            limit_concurrency=MAX_CONNECTIONS,
+            timeout_keep_alive=KEEP_ALIVE_S,
         )
         self.port = port
         self._server = uvicorn.Server(config)

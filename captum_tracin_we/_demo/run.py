@@ -306,7 +306,12 @@ def _fine_tune(
     if not settings.show_progress:
         logging.disable_progress_bar()
     tokenizer, model, learning_rate, batch = _model(settings, train, names)
-    encoded = tokenizer([t for t, _, _ in train], truncation=True, max_length=64)
+    encoded = tokenizer(  # a literal "[PAD]" in a text is text, not padding
+        [t for t, _, _ in train],
+        truncation=True,
+        max_length=64,
+        split_special_tokens=True,
+    )
     features = [
         {"input_ids": ids, "attention_mask": mask, "labels": label}
         for ids, mask, (_, label, _) in zip(

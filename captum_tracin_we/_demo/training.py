@@ -22,7 +22,9 @@ def encode(
 ) -> List[Dict[str, Any]]:
     r"""Tokenizes ``(text, label)`` pairs into Hugging Face feature dicts."""
     texts = [text for text, _ in examples]
-    encoded = tokenizer(texts, truncation=True, max_length=max_length)
+    encoded = tokenizer(  # a literal "[PAD]" in a text is text, not padding
+        texts, truncation=True, max_length=max_length, split_special_tokens=True
+    )
     return [
         {
             "input_ids": encoded["input_ids"][i],
