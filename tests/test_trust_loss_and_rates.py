@@ -8,6 +8,7 @@ rate read from ``trainer_state.json`` or the rate file passes the checks of a
 user's rate, and damaged or malformed files name the file and the checkpoint.
 """
 
+import builtins
 import json
 import os
 
@@ -358,9 +359,14 @@ def test_the_rate_callback_never_leaves_a_truncated_file(tmp_path, monkeypatch):
     (folder / hf.RATE_FILE).write_text('{"step": 3, "learning_rate": 0.25}')
     callback = hf.LearningRateCallback()
     callback.last_rate = 0.125
-    monkeypatch.setattr(
-        hf, "open", lambda *a, **k: _FullDisk(open(*a, **k)), raising=False
-    )
+    real_open = builtins.open
+
+    def full_disk_open(path, mode="r", *args, **kwargs):
+        stream = real_open(path, mode, *args, **kwargs)
+        inside = os.path.dirname(os.path.abspath(str(path))) == str(folder)
+        return _FullDisk(stream) if inside and "w" in mode else stream
+
+    monkeypatch.setattr(builtins, "open", full_disk_open)
     args, state = (
         SimpleNamespace(output_dir=str(tmp_path)),
         SimpleNamespace(global_step=3),
