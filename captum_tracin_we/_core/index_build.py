@@ -7,6 +7,7 @@ split over ``torch.distributed`` ranks. Storage is :class:`IndexStore`'s; the
 model side is :class:`WordGradientSource`'s.
 """
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, List, Optional
 
@@ -19,6 +20,7 @@ from captum_tracin_we._utils.checkpoint_pass import LoadedCheckpoint
 from captum_tracin_we._utils.data_fingerprint import ExampleDigests
 from captum_tracin_we._utils.errors import IndexMismatchError, TrainingDataError
 from captum_tracin_we._utils.gradient_source import WordGradientSource
+from captum_tracin_we._utils.index_bindings import embedding_identity, loss_identity
 from captum_tracin_we._utils.index_scoring import barrier, projection, rank_and_world
 from captum_tracin_we._utils.index_store import IndexSettings, IndexStore
 from captum_tracin_we._utils.shared_tokens import WordRows, self_scores
@@ -65,9 +67,16 @@ class BuildOptions:
 
 
 def index_settings(
-    source: WordGradientSource, passes: Passes, options: BuildOptions
+    source: WordGradientSource,
+    loss_fn: Callable[..., Tensor],
+    passes: Passes,
+    options: BuildOptions,
 ) -> IndexSettings:
-    r"""The settings of a build, with each checkpoint's rate and fingerprint."""
+    r"""
+    The settings of a build: everything that changes the stored vectors, with
+    each checkpoint's rate and fingerprint, the loss's identity and the
+    embedding module's (:mod:`captum_tracin_we._utils.index_bindings`).
+    """
     rates, fingerprints = [], []
     for loaded in passes():
         rates.append(loaded.learning_rate)
@@ -84,6 +93,8 @@ def index_settings(
         learning_rates=rates,
         checkpoint_fingerprints=fingerprints,
         shard_size=options.shard_size,
+        loss=loss_identity(loss_fn),
+        embedding=embedding_identity(source.adapter.model, embedding),
     )
 
 
@@ -100,9 +111,35 @@ def build_word_index(
     Writes every unit this rank owns that is not finished yet, then (rank 0)
     the manifest. Finished units are checked against this build's settings,
     data and checksums, so damaged ones are rebuilt and other data refused.
+    Rank 0 holds the folder's build lock throughout, and on taking it removes
+    the temporary files a killed build left.
+
+    Raises:
+        IndexMismatchError: If the folder holds a build with other settings
+                    (the loss and the embedding module included) or data.
+        OSError: If a file cannot be written, a full disk for instance (the
+                    message names the file, the folder and the fix).
     """
     rank, world = rank_and_world()
-    settings = index_settings(source, passes, options)
+    settings = index_settings(source, loss_fn, passes, options)
+    lock = store.building() if rank == 0 else contextlib.nullcontext()
+    with lock:
+        _build_units(
+            store, settings, training, source, loss_fn, passes, options, show_progress
+        )
+
+
+def _build_units(
+    store: IndexStore,
+    settings: IndexSettings,
+    training: TrainingData,
+    source: WordGradientSource,
+    loss_fn: Callable[..., Tensor],
+    passes: Passes,
+    options: BuildOptions,
+    show_progress: bool,
+) -> None:
+    rank, world = rank_and_world()
     if rank == 0:
         store.claim(settings)
     barrier()

@@ -31,6 +31,7 @@ from captum_tracin_we._utils.errors import (
 )
 from captum_tracin_we._utils.gradient_source import WordGradientSource, record_data
 from captum_tracin_we._utils.hf_data import dataset_loader, is_hf_dataset
+from captum_tracin_we._utils.index_bindings import embedding_identity, loss_identity
 from captum_tracin_we._utils.index_scoring import (
     indexed_scores,
     indexed_self_scores,
@@ -710,8 +711,13 @@ class TracInWE(TracInCPBase):
         then attaches it. Queries then only compute the test side.
 
         The index is bound to what it was built from: the settings, each
-        checkpoint's whole state dict and learning rate, and the training data
-        (a digest of each shard's token ids and labels). The build is
+        checkpoint's whole state dict and learning rate, the training data
+        (a digest of each shard's token ids and labels), the training loss
+        (its class and state, such as ``reduction``, ``label_smoothing`` and
+        a digest of ``weight``; a function by name, a lambda's body is not
+        checked) and the embedding module (its dotted name, size and
+        ``padding_idx``); see "What an index is bound to" in
+        ``docs/reliability.rst``. The build is
         resumable: every (shard, checkpoint) unit is written atomically and
         skipped only when it is intact and was built from the same settings and
         data, so a build killed part-way resumes where it stopped and gives
@@ -720,6 +726,7 @@ class TracInWE(TracInCPBase):
         ``torch.distributed`` (for example ``torchrun``), rank ``r`` of ``w``
         builds the shards ``s`` with ``s % w == r`` into the same folder (a
         shared file system across nodes) and rank 0 writes the manifest.
+        A resumed build first removes the temporary files a killed one left.
 
         Args:
             path (str): Index folder (created if needed).
@@ -735,6 +742,14 @@ class TracInWE(TracInCPBase):
 
         Returns:
             index (WordIndex): The opened index (also attached).
+
+        Raises:
+            IndexMismatchError: If ``path`` holds a build with other settings,
+                        loss, embedding module, checkpoints or data (the
+                        message says what differs).
+            OSError: If a file cannot be written, a full disk for instance: the
+                        message names the file and the folder; free space and
+                        run again, the build resumes.
         """
         options = BuildOptions(shard_size, dtype, projection_dim, projection_seed)
         build_word_index(
@@ -755,7 +770,8 @@ class TracInWE(TracInCPBase):
         fits this TracInWE.
 
         Always checked: the manifest (schema and checksum), the vocabulary,
-        dimension, Top-k and excluded ids, the number of checkpoints and of
+        dimension, Top-k and excluded ids, the training loss and the embedding
+        module the index was built with, the number of checkpoints and of
         training examples, and, when read, each file's size and each array's
         shape. Each checkpoint's whole state dict and learning rate are checked
         against the index every time it is loaded. With ``verify`` (the
@@ -774,7 +790,8 @@ class TracInWE(TracInCPBase):
 
         Raises:
             IndexMismatchError: If the index was built for other settings,
-                        checkpoints or data.
+                        loss, embedding module, checkpoints or data, or by a
+                        version with another index format.
             IndexCorruptedError: If the index is damaged.
         """
         return self._attach(WordIndex(path, verify=verify), check_data=verify)
@@ -817,6 +834,10 @@ class TracInWE(TracInCPBase):
                 + "; ".join(problems)
                 + ". Build a new index for this model."
             )
+        index.check_bindings(
+            loss_identity(self.loss_fn),
+            embedding_identity(self.model, self.embedding_layer),
+        )
 
     def _checkpoint_pass(self) -> Iterator[LoadedCheckpoint]:
         if not getattr(self, "_warned_training", False):

@@ -19,8 +19,10 @@ Layout of an index folder::
 What binds an index to what it was built from:
 
 - the settings (model vocabulary and dimension, Top-k, excluded ids, storage,
-  each checkpoint's learning rate and whole-state-dict fingerprint), with
-  their digest in every sidecar;
+  each checkpoint's learning rate and whole-state-dict fingerprint, the
+  training loss's identity and the embedding module's; see
+  :mod:`captum_tracin_we._utils.index_bindings`), with their digest in every
+  sidecar;
 - a data digest per shard (token ids at real positions and labels of its
   examples, in order);
 - a SHA-256 and a byte size per file, and a checksum over each JSON file.
@@ -28,26 +30,40 @@ What binds an index to what it was built from:
 A unit counts as finished only when its sidecar is intact, names these
 settings and this shard's data, and its files match their checksums; so a
 resumed build redoes damaged units and refuses other data. Every file is
-written to a temporary name and renamed into place; ``build.json`` is claimed
-with an atomic link, so two builds cannot share a folder. No pickle: numpy
+written to a temporary name and renamed into place (a write that fails, a
+full disk for instance, removes its temporary file and raises an ``OSError``
+that names the file, the folder and the fix); ``build.json`` is claimed
+with an atomic link, so two builds cannot share a folder, and a resumed build
+removes the temporary files a killed one left. No pickle: numpy
 ``.npy`` (``allow_pickle=False``) and JSON, validated against a schema. Paths
 are made from integers only: nothing read from a file names a path.
 """
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
+import re
 import tempfile
+import time
 import warnings
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, List, Optional
+from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import jsonschema
 import numpy as np
 
 from captum_tracin_we._utils.errors import IndexCorruptedError, IndexMismatchError
+from captum_tracin_we._utils.index_bindings import differences
 
-FORMAT_VERSION = 2
+try:  # POSIX: a resumed build removes stale temporary files only while it
+    import fcntl  # holds the folder's lock (so never those of a live build)
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+# 3: the loss and the embedding module are recorded in the settings.
+FORMAT_VERSION = 3
 BUILD = "build.json"
 MANIFEST = "manifest.json"
 ARRAYS = ("tokens", "examples", "vectors", "offsets", "self")
@@ -68,6 +84,8 @@ class IndexSettings:
     learning_rates: List[float]
     checkpoint_fingerprints: List[str]
     shard_size: int
+    loss: Dict[str, str]
+    embedding: Dict[str, Any]
 
     def to_json(self) -> Dict[str, Any]:
         return asdict(self)
@@ -126,25 +144,78 @@ class IndexStore:
 
     # Writing -----------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def building(self) -> Iterator[None]:
+        r"""
+        Holds the folder's build lock while a build runs (POSIX ``flock`` on
+        the folder; one process per build takes it). On getting it, the
+        temporary files (``tmp*.tmp``) a killed or failed build left are
+        removed; while another build holds it, none are (they may be that
+        build's files in flight). Where the system has no such locks they are
+        removed all the same.
+
+        Raises:
+            OSError: If the folder cannot be created (the message names it).
+        """
+        self._make_root()
+        handle, alone = _lock_folder(self.root)
+        try:
+            if alone:
+                self.remove_stale_temporaries()
+            yield
+        finally:
+            if handle is not None:
+                os.close(handle)  # releases the lock
+
+    def remove_stale_temporaries(self) -> List[str]:
+        r"""
+        Removes the temporary files in the folder and its unit folders that
+        have not changed for :data:`STALE_AFTER_S` seconds: what a build killed
+        while writing leaves behind. A fresher one may be in flight (another
+        build's claim of the folder) and is kept.
+
+        Returns:
+            removed (list of str): The paths removed.
+        """
+        folders = [self.root] + [
+            os.path.join(self.root, name)
+            for name in sorted(os.listdir(self.root))
+            if _UNIT_FOLDER.fullmatch(name)
+            and os.path.isdir(os.path.join(self.root, name))
+        ]
+        removed = []
+        for folder in folders:
+            for name in sorted(os.listdir(folder)):
+                path = os.path.join(folder, name)
+                if _TEMPORARY.fullmatch(name) and _stale(path):
+                    _remove_quietly(path)
+                    removed.append(path)
+        return removed
+
     def claim(self, settings: IndexSettings) -> None:
         r"""
         Claims the folder for a build with ``settings``: creates ``build.json``
         atomically, or checks that the one there holds the same settings.
 
         Raises:
-            IndexMismatchError: If the folder holds a build with other settings.
+            IndexMismatchError: If the folder holds a build with other settings
+                        (the message says which), or of another index format.
+            OSError: If ``build.json`` cannot be written (the message names the
+                        file, the folder and the fix).
         """
-        os.makedirs(self.root, exist_ok=True)
+        self._make_root()
         path = os.path.join(self.root, BUILD)
         body = {"format_version": FORMAT_VERSION, **settings.to_json()}
-        temporary = self._temporary_json(_with_checksum(body))
+        with self._writing(path):
+            temporary = self._temporary_json(_with_checksum(body))
         try:
             _create_exclusively(temporary, path)
         except FileExistsError:
             self._check_claim(path, body, temporary)
+        except OSError as error:
+            raise self._write_error(path, error) from error
         finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
+            _remove_quietly(temporary)
 
     def _check_claim(self, path: str, content: Dict[str, Any], temporary: str) -> None:
         try:
@@ -157,12 +228,23 @@ class IndexStore:
                 "build.",
                 stacklevel=4,
             )
-            os.replace(temporary, path)
+            with self._writing(path):
+                os.replace(temporary, path)
             return
+        if previous.get("format_version") != FORMAT_VERSION:
+            raise IndexMismatchError(
+                f"The index folder {self.root!r} holds a build of index format "
+                f"{previous.get('format_version')!r} (another version of "
+                f"captum_tracin_we); this version builds format {FORMAT_VERSION}. "
+                "Build into a new folder, or delete this one."
+            )
         if previous != content:
+            found = differences(previous, content)
             raise IndexMismatchError(
                 f"The index folder {self.root!r} holds a build with other settings, "
-                "model or checkpoints. Use a new folder, or delete this one."
+                f"model or checkpoints: {'; '.join(found[:4])}. Resume with the same "
+                "settings, checkpoints, loss and embedding module, or build into a "
+                "new folder (or delete this one)."
             )
 
     def finished_unit(
@@ -199,13 +281,22 @@ class IndexStore:
         arrays: Dict[str, np.ndarray],
         settings: IndexSettings,
     ) -> None:
-        r"""Writes one unit's arrays, then its sidecar, each atomically."""
+        r"""
+        Writes one unit's arrays, then its sidecar, each atomically.
+
+        Raises:
+            OSError: If a file cannot be written, a full disk for instance (the
+                        message names the file, the folder and the fix; no
+                        temporary file is left).
+        """
         folder = self._unit_folder(shard, checkpoint)
-        os.makedirs(folder, exist_ok=True)
+        with self._writing(folder):
+            os.makedirs(folder, exist_ok=True)
         files = {}
         for name in ARRAYS:
             path = os.path.join(folder, f"{name}.npy")
-            files[name] = _atomic_save(path, arrays[name])
+            with self._writing(path):
+                files[name] = _atomic_save(path, arrays[name])
         sidecar = {
             "format_version": FORMAT_VERSION,
             "settings_digest": settings.digest(),
@@ -216,7 +307,9 @@ class IndexStore:
             "data_digest": data_digest,
             "files": files,
         }
-        _atomic_json(self._sidecar_path(shard, checkpoint), _with_checksum(sidecar))
+        path = self._sidecar_path(shard, checkpoint)
+        with self._writing(path):
+            _atomic_json(path, _with_checksum(sidecar))
 
     def write_manifest(self, settings: IndexSettings, num_shards: int) -> None:
         r"""
@@ -224,6 +317,8 @@ class IndexStore:
 
         Raises:
             IndexMismatchError: If the checkpoints' passes saw different data.
+            OSError: If the manifest cannot be written (the message names the
+                        file, the folder and the fix).
         """
         shards = []
         for shard in range(num_shards):
@@ -249,7 +344,9 @@ class IndexStore:
             "num_examples": sum(s["count"] for s in shards),
             "shards": shards,
         }
-        _atomic_json(os.path.join(self.root, MANIFEST), _with_checksum(manifest))
+        path = os.path.join(self.root, MANIFEST)
+        with self._writing(path):
+            _atomic_json(path, _with_checksum(manifest))
 
     # Reading -----------------------------------------------------------------
 
@@ -270,9 +367,18 @@ class IndexStore:
         manifest = _read_checked_json(path)
         version = manifest.get("format_version")
         if version != FORMAT_VERSION:
+            older = (
+                isinstance(version, int)
+                and not isinstance(version, bool)
+                and version < FORMAT_VERSION
+            )
             raise IndexMismatchError(
-                f"The index at {self.root!r} has format version {version!r}; this "
-                f"version reads {FORMAT_VERSION}. {_REBUILD}"
+                f"The index at {self.root!r} has format version {version!r}"
+                + (" (written by an older captum_tracin_we)" if older else "")
+                + f"; this version reads format {FORMAT_VERSION}, which also "
+                "records the loss and the embedding module an index was built "
+                "with. Build a new index into a new folder (or delete this one "
+                "first) with TracInWE.build_index(path)."
             )
         try:
             jsonschema.validate(manifest, _MANIFEST_SCHEMA)
@@ -389,12 +495,47 @@ class IndexStore:
         return os.path.join(self.root, _unit_name(shard, checkpoint) + ".json")
 
     def _temporary_json(self, content: Dict[str, Any]) -> str:
-        handle, temporary = tempfile.mkstemp(dir=self.root, suffix=".tmp")
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+        def write(stream: IO[Any]) -> None:
             json.dump(content, stream, indent=1)
             stream.flush()
             os.fsync(stream.fileno())
-        return temporary
+
+        return _write_temporary(self.root, write, binary=False)
+
+    def _make_root(self) -> None:
+        if os.path.exists(self.root) and not os.path.isdir(self.root):
+            raise OSError(
+                errno.ENOTDIR,
+                f"The index folder {self.root!r} is a file, not a folder. Pass a "
+                "folder (it is created if needed), or move the file away.",
+            )
+        with self._writing(self.root):
+            os.makedirs(self.root, exist_ok=True)
+
+    @contextlib.contextmanager
+    def _writing(self, path: str) -> Iterator[None]:
+        r"""Turns an ``OSError`` while writing ``path`` into one that says what
+        to do."""
+        try:
+            yield
+        except OSError as error:
+            raise self._write_error(path, error) from error
+
+    def _write_error(self, path: str, error: OSError) -> OSError:
+        reason = error.strerror or str(error)
+        if error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            fix = "Free some space on that disk"
+        elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            fix = "Make the folder writable"
+        else:
+            fix = "Fix the cause"
+        return OSError(
+            error.errno,
+            f"Could not write {path!r} while building the index in {self.root!r} "
+            f"({reason}). {fix}, then run the build again with the same folder: "
+            "it resumes where it stopped, keeping the finished units (or build "
+            "into a new folder elsewhere).",
+        )
 
 
 def _create_exclusively(source: str, target: str) -> None:
@@ -420,6 +561,48 @@ def _create_exclusively(source: str, target: str) -> None:
         stream.write(content)
         stream.flush()
         os.fsync(stream.fileno())
+
+
+_UNIT_FOLDER = re.compile(r"shard-[0-9]{5}-ckpt-[0-9]{2}")
+_TEMPORARY = re.compile(r"tmp[A-Za-z0-9_]+\.tmp")  # tempfile.mkstemp's names
+STALE_AFTER_S = 60.0  # a temporary file unchanged this long is a leftover
+
+
+def _stale(path: str) -> bool:
+    try:
+        return not os.path.isdir(path) and (
+            time.time() - os.stat(path).st_mtime >= STALE_AFTER_S
+        )
+    except OSError:
+        return False
+
+
+def _lock_folder(root: str) -> Tuple[Optional[int], bool]:
+    r"""
+    Takes an exclusive, non-blocking ``flock`` on the folder. Returns the
+    handle holding it (None without one) and whether no other build holds it
+    (True too where the system or file system has no such locks).
+    """
+    if fcntl is None:
+        return None, True
+    try:
+        handle = os.open(root, os.O_RDONLY)
+    except OSError:
+        return None, True
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return handle, False
+    except OSError:
+        return handle, True
+    return handle, True
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 def _unit_name(shard: int, checkpoint: int) -> str:
@@ -489,15 +672,30 @@ def _with_checksum(content: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _read_checked_json(path: str) -> Dict[str, Any]:
-    r"""Reads a JSON file written with :func:`_with_checksum`; verifies it."""
+    r"""
+    Reads a JSON file written with :func:`_with_checksum`; verifies it.
+
+    Raises:
+        IndexCorruptedError: Naming the file, if it cannot be read, is not
+                    JSON (truncated, binary, nested too deep, numbers too
+                    long), is not a JSON object, or fails its checksum.
+    """
     try:
         with open(path, encoding="utf-8") as stream:
             content = json.load(stream)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (OSError, ValueError, RecursionError) as error:
+        # ValueError: JSONDecodeError, UnicodeDecodeError, integers too long
         raise IndexCorruptedError(
-            f"{path!r} cannot be read as JSON ({type(error).__name__}). {_REBUILD}"
+            f"{path!r} cannot be read as JSON ({type(error).__name__}: "
+            f"{_shorter(str(error))}); it is damaged or not an index file. "
+            f"{_REBUILD}"
         ) from None
-    if not isinstance(content, dict) or "checksum" not in content:
+    if not isinstance(content, dict):
+        raise IndexCorruptedError(
+            f"{path!r} is not a JSON object (it holds a {type(content).__name__}); "
+            f"it is damaged or not an index file. {_REBUILD}"
+        )
+    if "checksum" not in content:
         raise IndexCorruptedError(f"{path!r} has no checksum. {_REBUILD}")
     body = {k: v for k, v in content.items() if k != "checksum"}
     if _canonical_digest(body) != content["checksum"]:
@@ -507,19 +705,57 @@ def _read_checked_json(path: str) -> Dict[str, Any]:
     return body
 
 
+def _shorter(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _write_temporary(
+    folder: str, write: Callable[[IO[Any]], None], binary: bool
+) -> str:
+    r"""
+    Writes a new temporary file in ``folder`` with ``write(stream)``; returns
+    its path. On any failure (a full disk, an interrupt) the file is removed.
+    """
+    handle, temporary = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    try:
+        if binary:
+            stream = os.fdopen(handle, "wb")
+        else:
+            stream = os.fdopen(handle, "w", encoding="utf-8")
+    except BaseException:
+        os.close(handle)
+        _remove_quietly(temporary)
+        raise
+    try:
+        with stream:
+            write(stream)
+    except BaseException:
+        _remove_quietly(temporary)
+        raise
+    return temporary
+
+
+def _replace(temporary: str, path: str) -> None:
+    try:
+        os.replace(temporary, path)
+    except BaseException:
+        _remove_quietly(temporary)
+        raise
+
+
 def _atomic_save(path: str, array: np.ndarray) -> Dict[str, Any]:
-    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-    with os.fdopen(handle, "wb") as stream:
+    def write(stream: IO[Any]) -> None:
         np.save(stream, array, allow_pickle=False)
-    os.replace(temporary, path)
+
+    _replace(_write_temporary(os.path.dirname(path), write, binary=True), path)
     return {"sha256": _sha256(path), "bytes": os.path.getsize(path)}
 
 
 def _atomic_json(path: str, content: Dict[str, Any]) -> None:
-    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-    with os.fdopen(handle, "w", encoding="utf-8") as stream:
+    def write(stream: IO[Any]) -> None:
         json.dump(content, stream, indent=1)
-    os.replace(temporary, path)
+
+    _replace(_write_temporary(os.path.dirname(path), write, binary=False), path)
 
 
 def _sha256(path: str) -> str:
@@ -561,6 +797,32 @@ _SETTINGS_SCHEMA = {
         },
         "checkpoint_fingerprints": {"type": "array", "items": _HEX64, "minItems": 1},
         "shard_size": {"type": "integer", "minimum": 1},
+        "loss": {
+            "type": "object",
+            "properties": {"kind": {"type": "string"}},
+            "required": ["kind"],
+            "additionalProperties": {"type": "string"},
+        },
+        "embedding": {
+            "type": "object",
+            "properties": {
+                "name": {"type": ["string", "null"]},
+                "class": {"type": "string"},
+                "num_embeddings": {"type": "integer", "minimum": 1},
+                "embedding_dim": {"type": "integer", "minimum": 1},
+                "padding_idx": {"type": ["integer", "null"]},
+                "max_norm": {"type": ["number", "null"]},
+            },
+            "required": [
+                "name",
+                "class",
+                "num_embeddings",
+                "embedding_dim",
+                "padding_idx",
+                "max_norm",
+            ],
+            "additionalProperties": False,
+        },
     },
     "required": list(IndexSettings.__dataclass_fields__),
     "additionalProperties": False,

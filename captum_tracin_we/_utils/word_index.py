@@ -7,11 +7,12 @@ training data, and at every use that each checkpoint is the one it was built
 from. It reads through :class:`IndexStore` and never scores.
 """
 
-from typing import List, Sequence
+from typing import Any, Dict, List, Sequence
 
 from captum_tracin_we._utils.checkpoint_pass import LoadedCheckpoint
 from captum_tracin_we._utils.checkpoints import checkpoint_name
 from captum_tracin_we._utils.errors import IndexMismatchError
+from captum_tracin_we._utils.index_bindings import differences
 from captum_tracin_we._utils.index_store import (
     IndexManifest,
     IndexSettings,
@@ -87,6 +88,34 @@ class WordIndex:
                     "order, or the same texts tokenized otherwise, e.g. with another "
                     "--max-length). Pass the same training data, or build a new index."
                 )
+
+    def check_bindings(self, loss: Dict[str, str], embedding: Dict[str, Any]) -> None:
+        r"""
+        Checks that the index was built with this training loss and on this
+        embedding module (records of
+        :mod:`captum_tracin_we._utils.index_bindings`).
+
+        Raises:
+            IndexMismatchError: Saying what differs ("built with X, now Y") and
+                        the fix.
+        """
+        found = differences({"loss": self.settings.loss}, {"loss": loss})
+        if found:
+            raise IndexMismatchError(
+                f"The index at {self.root!r} was built with another training loss "
+                f"({'; '.join(found[:4])}). Pass the loss the index was built "
+                "with (loss_fn=...), or build a new index for this loss into a "
+                "new folder."
+            )
+        built = self.settings.embedding
+        found = differences({"embedding": built}, {"embedding": embedding})
+        if found:
+            raise IndexMismatchError(
+                f"The index at {self.root!r} was built on another embedding module "
+                f"({'; '.join(found[:4])}). Pass embedding_layer={built['name']!r} "
+                "(the module the index was built on), or build a new index for "
+                "this embedding module into a new folder."
+            )
 
     def check_checkpoint(self, loaded: LoadedCheckpoint) -> None:
         r"""
