@@ -32,6 +32,7 @@ TEST = (
         "pytest>=8",
         "hypothesis>=6",
         "ruff>=0.6",
+        "import-linter>=2",  # the layers contract in pyproject.toml
         "nbclient>=0.10",
         "nbformat>=5",
         "ipykernel>=6",
@@ -53,7 +54,7 @@ setup(
     license="BSD-3-Clause",
     python_requires=">=3.10",
     packages=find_packages(include=["captum_tracin_we", "captum_tracin_we.*"]),
-    package_data={"captum_tracin_we._app": ["explorer_static/*"]},
+    package_data={"captum_tracin_we._explorer": ["static/*"]},
     install_requires=[
         "captum>=0.8",
         "torch>=2.3",

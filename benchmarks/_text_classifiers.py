@@ -161,7 +161,7 @@ def word_level_rotten_tomatoes(n_train: int):
     Returns:
         (train, held_out, vocab, ids, labels)
     """
-    from captum_tracin_we._demo.data import load_rotten_tomatoes
+    from captum_tracin_we.datasets import load_rotten_tomatoes
 
     train, held_out = load_rotten_tomatoes(n_train, 1000, seed=0)
     counts = Counter(w for text, _ in train for w in text.split())

@@ -30,8 +30,7 @@ from benchmarks._common import (
     tuple_loader,
 )
 from captum_tracin_we import TracInWE
-from captum_tracin_we._demo.data import load_rotten_tomatoes
-from captum_tracin_we._demo.training import encode
+from captum_tracin_we.demo import encode, load_rotten_tomatoes
 
 
 def make_checkpoints(model, loader, directory, count=3, lr=5e-4):

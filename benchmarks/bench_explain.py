@@ -47,16 +47,21 @@ TEXTS = [
 
 def prepare(train_size: int) -> str:
     r"""Fine-tunes MiniLM as the demo does (cached) and returns the output folder."""
-    from captum_tracin_we._demo.run import DemoSettings, _data, _fine_tune, _write_csv
+    from captum_tracin_we.demo import (
+        DemoSettings,
+        _write_csv,
+        demo_rows,
+        fine_tune_run,
+    )
 
     settings = DemoSettings(train_size=train_size, test_size=4, out=OUT)
     run_dir = os.path.join(OUT, "run")
     if not any(name.startswith("checkpoint-") for name in _listdir(run_dir)):
         os.makedirs(OUT, exist_ok=True)
-        train, _, names = _data(settings)
+        train, _, names = demo_rows(settings)
         _write_csv(os.path.join(OUT, "train.csv"), train, names)
         start = time.perf_counter()
-        _fine_tune(settings, train, names, run_dir)
+        fine_tune_run(settings, train, names, run_dir)
         print(f"Fine-tuned in {time.perf_counter() - start:.0f} s")
     return run_dir
 
@@ -66,7 +71,7 @@ def _listdir(path: str):
 
 
 def in_process(run_dir: str, text: str, index: str):
-    from captum_tracin_we._app import explain as job
+    from captum_tracin_we._jobs import explain as job
 
     phases = {}
     original = {name: getattr(job, name) for name in ("_tracin", "write_report")}

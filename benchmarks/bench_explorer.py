@@ -54,8 +54,7 @@ def post(url: str, body: dict) -> tuple:
 
 
 def held_out(count: int) -> list:
-    from captum_tracin_we._demo.data import load_rotten_tomatoes
-    from captum_tracin_we._demo.run import DemoSettings
+    from captum_tracin_we.demo import DemoSettings, load_rotten_tomatoes
 
     with open(os.path.join(OUT, "train.csv"), encoding="utf-8") as stream:
         seen = stream.read()
@@ -78,8 +77,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     from captum_tracin_we import TracInWE, tracincp_fast
-    from captum_tracin_we._app.explore import ExploreSettings, prepare_explorer
-    from captum_tracin_we._app.explorer_server import ExplorerServer
+    from captum_tracin_we.explorer import (
+        ExplorerServer,
+        ExploreSettings,
+        prepare_explorer,
+    )
 
     run_dir = prepare(2000)
     start = time.perf_counter()

@@ -30,8 +30,13 @@ from benchmarks._common import (
     tuple_loader,
 )
 from captum_tracin_we import TracInWE
-from captum_tracin_we._demo.data import load_rotten_tomatoes
-from captum_tracin_we._demo.training import accuracy, encode, fine_tune, loader
+from captum_tracin_we.demo import (
+    accuracy,
+    encode,
+    fine_tune,
+    load_rotten_tomatoes,
+    loader,
+)
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_out", "minilm")
 

@@ -48,7 +48,8 @@ from benchmarks._text_classifiers import (
 )
 from benchmarks.reproduce_case_deletion import last_layer
 from captum_tracin_we import TracInWE, frequent_token_ids
-from captum_tracin_we._utils.shared_tokens import WordRows, shared_token_scores
+from captum_tracin_we._gradients.word_rows import WordRows
+from captum_tracin_we._scoring.shared_tokens import shared_token_scores
 from captum_tracin_we.evaluation import (
     auc_table,
     case_deletion,
@@ -104,7 +105,9 @@ def document_frequency(token_ids: Tensor) -> Tensor:
 
 
 def rows_of(tracin: TracInWE, batches, loss_fn, role: str) -> WordRows:
-    return WordRows.cat(list(tracin._source.stream(batches, loss_fn, role, _NoBar())))
+    return WordRows.cat(
+        list(tracin.gradient_source.stream(batches, loss_fn, role, _NoBar()))
+    )
 
 
 def with_vectors(rows: WordRows, vectors: Tensor) -> WordRows:
@@ -145,8 +148,10 @@ def variant_self_scores(
     r"""Self-influence of the training texts under each variant (no cosine: it
     is the number of distinct tokens whatever the gradients)."""
     totals: Dict[str, Tensor] = {}
-    for loaded in tracin._checkpoint_pass():
-        train = rows_of(tracin, tracin._training.batches(), tracin.loss_fn, "training")
+    for loaded in tracin.checkpoint_pass():
+        train = rows_of(
+            tracin, tracin.training_data.batches(), tracin.loss_fn, "training"
+        )
         idf, mean = checkpoint_statistics(
             train, n_train, int(train.token_ids.max()) + 1
         )
@@ -173,8 +178,10 @@ def variant_scores(
 ) -> Dict[str, Tensor]:
     r"""Scores of every variant, summed over checkpoints (lr-weighted)."""
     totals: Dict[str, Tensor] = {}
-    for loaded in tracin._checkpoint_pass():
-        train = rows_of(tracin, tracin._training.batches(), tracin.loss_fn, "training")
+    for loaded in tracin.checkpoint_pass():
+        train = rows_of(
+            tracin, tracin.training_data.batches(), tracin.loss_fn, "training"
+        )
         query = rows_of(tracin, [test_batch], tracin.test_loss_fn, "test")
         vocab = int(max(train.token_ids.max(), query.token_ids.max())) + 1
         idf, mean = checkpoint_statistics(train, n_train, vocab)

@@ -88,17 +88,17 @@ def main() -> None:
 
 
 def _prepare(args):
-    from captum_tracin_we._app.model_folder import load_model_folder
-    from captum_tracin_we._demo.run import DemoSettings, _data, _fine_tune
+    from captum_tracin_we.demo import DemoSettings, demo_rows, fine_tune_run
+    from captum_tracin_we.hf import load_model_folder
 
     settings = DemoSettings(train_size=args.train, test_size=args.test, out=OUT)
-    train, test, names = _data(settings)
+    train, test, names = demo_rows(settings)
     run_dir = os.path.join(OUT, "run")
     if not os.path.isdir(run_dir) or not any(
         name.startswith("checkpoint-") for name in os.listdir(run_dir)
     ):
         start = time.perf_counter()
-        _fine_tune(settings, train, names, run_dir)
+        fine_tune_run(settings, train, names, run_dir)
         print(f"Fine-tuned in {time.perf_counter() - start:.0f} s")
     folder = load_model_folder(run_dir)
     return folder.model, folder.tokenizer, run_dir, train, test, names

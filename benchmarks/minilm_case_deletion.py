@@ -94,7 +94,7 @@ def packaged_minilm() -> str:
 def tokenized_data(model_dir: str, n_train: int, n_test: int, seed: int) -> dict:
     from transformers import AutoTokenizer
 
-    from captum_tracin_we._demo.data import load_rotten_tomatoes
+    from captum_tracin_we.datasets import load_rotten_tomatoes
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     train, held_out = load_rotten_tomatoes(n_train, 1000, seed=0)

@@ -4,7 +4,7 @@ r"""TracIn-WE: training-data influence on the word-embedding layer, for Captum."
 
 from captum.influence._utils.common import KMostInfluentialResults
 
-from captum_tracin_we._core.captum_methods import (
+from captum_tracin_we._baselines.captum_methods import (
     CaptumInfluence,
     ExactNearestNeighbors,
     last_linear_layer,
@@ -12,11 +12,9 @@ from captum_tracin_we._core.captum_methods import (
     tracincp_fast,
     tracincp_fast_rand_proj,
 )
-from captum_tracin_we._core.comparison import InfluenceComparison, compare_influence
-from captum_tracin_we._core.feature_attributions import embedding_attributions
-from captum_tracin_we._core.tracin_we import TracInWE
-from captum_tracin_we._utils.checkpoints import load_checkpoint_with_lr
-from captum_tracin_we._utils.errors import (
+from captum_tracin_we._baselines.feature_attributions import embedding_attributions
+from captum_tracin_we._checkpoints.checkpoints import load_checkpoint_with_lr
+from captum_tracin_we._errors import (
     BatchError,
     CheckpointError,
     IndexCorruptedError,
@@ -24,13 +22,18 @@ from captum_tracin_we._utils.errors import (
     TracInWEError,
     TrainingDataError,
 )
-from captum_tracin_we._utils.token_frequency import frequent_token_ids
-from captum_tracin_we._utils.word_contributions import (
+from captum_tracin_we._evaluation.comparison import (
+    InfluenceComparison,
+    compare_influence,
+)
+from captum_tracin_we._gradients.token_frequency import frequent_token_ids
+from captum_tracin_we._index.word_index import WordIndex
+from captum_tracin_we._method.tracin_we import TracInWE
+from captum_tracin_we._scoring.word_contributions import (
     WordInfluence,
     merge_subwords,
     top_words,
 )
-from captum_tracin_we._utils.word_index import WordIndex
 
 __version__ = "0.1.0"
 

@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Any, Dict, List, NoReturn, Optional
 
-from captum_tracin_we._demo.run import DemoSettings
+from captum_tracin_we._jobs.demo_run import DemoSettings
 
 _FORMAT = argparse.ArgumentDefaultsHelpFormatter
 
@@ -341,7 +341,7 @@ def _model_and_data(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def _explain(args: argparse.Namespace) -> None:
-    from captum_tracin_we._app.explain import ExplainSettings, run_explain
+    from captum_tracin_we._jobs.explain import ExplainSettings, run_explain
 
     settings = ExplainSettings(
         **_model_and_data(args),
@@ -353,7 +353,7 @@ def _explain(args: argparse.Namespace) -> None:
 
 
 def _explore(args: argparse.Namespace) -> None:
-    from captum_tracin_we._app.explore import ExploreSettings, run_explore
+    from captum_tracin_we._jobs.explore import ExploreSettings, run_explore
 
     settings = ExploreSettings(
         **_model_and_data(args),
@@ -368,7 +368,7 @@ def _explore(args: argparse.Namespace) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from captum_tracin_we._demo.run import run_demo
+    from captum_tracin_we._jobs.demo_run import run_demo
 
     settings = DemoSettings(
         model=args.model,

@@ -8,7 +8,17 @@ uvicorn) to serve; :class:`Explorer` itself answers the same questions as
 plain dicts.
 """
 
-from captum_tracin_we._app.explorer import Explorer, Limits, RequestError
-from captum_tracin_we._app.explorer_server import ExplorerServer, explorer_app
+from captum_tracin_we._explorer.engine import Explorer
+from captum_tracin_we._explorer.requests import Limits, RequestError
+from captum_tracin_we._explorer.server import ExplorerServer, explorer_app
+from captum_tracin_we._jobs.explore import ExploreSettings, prepare_explorer
 
-__all__ = ["Explorer", "ExplorerServer", "Limits", "RequestError", "explorer_app"]
+__all__ = [
+    "ExploreSettings",
+    "Explorer",
+    "ExplorerServer",
+    "Limits",
+    "RequestError",
+    "explorer_app",
+    "prepare_explorer",
+]

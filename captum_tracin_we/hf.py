@@ -26,12 +26,10 @@ not a string or a boolean); a damaged, truncated or malformed file is a
 :class:`~captum_tracin_we.CheckpointError` naming the file and its checkpoint.
 """
 
-import json
-import os
-from typing import Any, Optional
-
-from captum_tracin_we._utils.hf_data import dataset_loader, is_hf_dataset
-from captum_tracin_we._utils.trainer_runs import (
+from captum_tracin_we._checkpoints.learning_rate_callback import (  # split out
+    LearningRateCallback,
+)
+from captum_tracin_we._checkpoints.trainer_runs import (
     RATE_FILE,
     STATE_FILE,
     check_one_run,
@@ -43,8 +41,12 @@ from captum_tracin_we._utils.trainer_runs import (
     trainer_checkpoints,
     trainer_learning_rate,
 )
+from captum_tracin_we._data.hf_data import dataset_loader, is_hf_dataset
+from captum_tracin_we._files.model_folder import ModelFolder, load_model_folder
 
 __all__ = [
+    "ModelFolder",
+    "load_model_folder",
     "RATE_FILE",
     "STATE_FILE",
     "LearningRateCallback",
@@ -59,51 +61,3 @@ __all__ = [
     "trainer_checkpoints",
     "trainer_learning_rate",
 ]
-
-
-def _trainer_callback_base() -> type:
-    from transformers import TrainerCallback
-
-    return TrainerCallback
-
-
-class LearningRateCallback(_trainer_callback_base()):  # type: ignore[misc]
-    r"""
-    A ``transformers.TrainerCallback`` that writes, into every
-    ``checkpoint-<step>`` folder the Trainer saves, the exact learning rate of
-    the optimizer step that produced it (:data:`RATE_FILE`), for runs that log
-    rarely.
-
-    Example::
-
-        trainer = Trainer(..., callbacks=[LearningRateCallback()])
-    """
-
-    def __init__(self) -> None:
-        self.last_rate: Optional[float] = None
-
-    def on_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any):
-        optimizer = kwargs.get("optimizer")
-        if optimizer is not None:
-            self.last_rate = float(optimizer.param_groups[0]["lr"])
-
-    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any):
-        folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
-        if self.last_rate is not None and os.path.isdir(folder):
-            record = {"step": state.global_step, "learning_rate": self.last_rate}
-            _write_whole(os.path.join(folder, RATE_FILE), json.dumps(record))
-
-
-def _write_whole(path: str, text: str) -> None:
-    r"""Writes ``text`` to a temporary file beside ``path``, then renames it into
-    place, so that an interrupted save never leaves a truncated file."""
-    temporary = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(temporary, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)

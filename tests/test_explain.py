@@ -54,7 +54,7 @@ def trainer_run(run_dir, rows, corpus, max_length, save_steps, learning_rate):
     fine-tuned on ``rows`` for 6 steps by ``transformers.Trainer``."""
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
-    from captum_tracin_we._demo.models import (
+    from captum_tracin_we._jobs.demo_models import (
         small_bert_classifier,
         train_wordpiece_tokenizer,
     )

@@ -28,10 +28,10 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 
 from captum_tracin_we import TracInWE, tracincp_fast  # noqa: E402
-from captum_tracin_we._app.explain import _collate, _loader, encode  # noqa: E402
-from captum_tracin_we._app.explore import ExploreSettings, prepare_explorer  # noqa: E402
-from captum_tracin_we._app.explorer_server import ExplorerServer  # noqa: E402
 from captum_tracin_we._cli import main  # noqa: E402
+from captum_tracin_we._explorer.server import ExplorerServer  # noqa: E402
+from captum_tracin_we._jobs.explain import _collate, _loader, encode  # noqa: E402
+from captum_tracin_we._jobs.explore import ExploreSettings, prepare_explorer  # noqa: E402
 from tests.helpers import chromium, chromium_flags  # noqa: E402
 from tests.test_explain import (  # noqa: E402
     HOSTILE,
@@ -275,7 +275,7 @@ def test_cross_site_posts_and_other_content_types_are_refused(served):
 
 
 def test_host_names_are_read_with_ports_and_ipv6():
-    from captum_tracin_we._app.explorer_guard import host_name
+    from captum_tracin_we._explorer.guard import host_name
 
     assert host_name("127.0.0.1:8000") == "127.0.0.1"
     assert host_name("[::1]:8000") == "::1" and host_name("LocalHost") == "localhost"
@@ -645,7 +645,7 @@ def test_the_notebook_can_use_tracin_while_the_explorer_serves(served, run):
 
 
 def test_an_explorer_built_by_hand_shares_the_model_lock_with_tracin(served, run):
-    from captum_tracin_we._utils.checkpoint_pass import model_lock
+    from captum_tracin_we._checkpoints.checkpoint_pass import model_lock
 
     explorer, server = served  # built on its TracInWE's own model, no copy
     assert explorer._lock is model_lock(explorer.tracin.model)
@@ -670,7 +670,7 @@ def test_an_explorer_built_by_hand_shares_the_model_lock_with_tracin(served, run
 
 
 def test_host_names_on_a_network_bind_refuse_rebinding():
-    from captum_tracin_we._app.explorer_guard import allowed_host
+    from captum_tracin_we._explorer.guard import allowed_host
 
     allowed = {"localhost", "myhost"}
     assert allowed_host("10.1.2.3", allowed) and allowed_host("::1", allowed)
@@ -681,7 +681,8 @@ def test_byte_level_bpe_words_read_as_text_and_no_pad_token_is_needed():
     from tokenizers import ByteLevelBPETokenizer
     from transformers import PreTrainedTokenizerFast
 
-    from captum_tracin_we._app.explorer import Explorer, hf_encoder
+    from captum_tracin_we._explorer.engine import Explorer
+    from captum_tracin_we._explorer.texts import hf_encoder
 
     corpus = ["café naïve résumé", "the movie was great", "日本語 text"] * 20
     bpe = ByteLevelBPETokenizer()
@@ -699,7 +700,7 @@ def test_byte_level_bpe_words_read_as_text_and_no_pad_token_is_needed():
 
 class _Stub:
     def __init__(self, tokenizer):
-        from captum_tracin_we._app.explorer import Explorer
+        from captum_tracin_we._explorer.engine import Explorer
 
         self.tokenizer = tokenizer
         self._hidden_ids = Explorer._special_ids_but_unknown(self)

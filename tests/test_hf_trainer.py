@@ -214,7 +214,7 @@ def test_sharded_weights_are_read(run, tmp_path):
 def test_label_ids_and_names():
     from transformers import BertConfig
 
-    from captum_tracin_we._app.labels import label_ids, model_label_names
+    from captum_tracin_we._files.labels import label_ids, model_label_names
 
     digits = ["1", "2", "3"]  # star ratings as names: a number is ambiguous
     assert label_ids(["LABEL_0", "LABEL_2"], digits, "data") == [0, 2]

@@ -9,7 +9,7 @@ import torch
 from scipy.stats import spearmanr
 
 from captum_tracin_we import TracInWE
-from captum_tracin_we._utils.index_store import IndexStore
+from captum_tracin_we._index.index_store import IndexStore
 from tests.helpers import assert_close, bag_setup
 
 

@@ -260,7 +260,7 @@ def test_show_progress_writes_a_progress_bar(bag):
 
 
 def test_query_blocks_do_not_change_scores(bag, monkeypatch):
-    import captum_tracin_we._utils.shared_tokens as shared_tokens
+    import captum_tracin_we._scoring.shared_tokens as shared_tokens
 
     model, train, test, paths = bag
     reference = TracInWE(model, train, paths).influence(test)
@@ -269,10 +269,10 @@ def test_query_blocks_do_not_change_scores(bag, monkeypatch):
 
 
 def test_grouped_and_sparse_scoring_agree():
-    from captum_tracin_we._utils.shared_tokens import (
+    from captum_tracin_we._gradients.word_rows import word_rows_from_positions
+    from captum_tracin_we._scoring.shared_tokens import (
         grouped_token_scores,
         shared_token_scores,
-        word_rows_from_positions,
     )
 
     gen = torch.Generator().manual_seed(0)

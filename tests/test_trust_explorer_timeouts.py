@@ -20,8 +20,8 @@ pytest.importorskip("accelerate")
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 
-from captum_tracin_we._app.explore import ExploreSettings, prepare_explorer  # noqa: E402
-from captum_tracin_we._app.explorer_server import ExplorerServer  # noqa: E402
+from captum_tracin_we._explorer.server import ExplorerServer  # noqa: E402
+from captum_tracin_we._jobs.explore import ExploreSettings, prepare_explorer  # noqa: E402
 from tests.test_explain import _texts, _write_csv, trainer_run  # noqa: E402
 
 SLOW_CLIENTS = 70  # more than the server's 64 connection slots

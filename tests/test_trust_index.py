@@ -20,7 +20,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-import captum_tracin_we._utils.index_store as index_store
+import captum_tracin_we._index.index_store as index_store
 from captum_tracin_we import (
     IndexCorruptedError,
     IndexMismatchError,

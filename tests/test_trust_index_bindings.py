@@ -20,10 +20,10 @@ import torch.nn.functional as F
 from captum.influence import TracInCP
 from torch import nn
 
-import captum_tracin_we._utils.index_store as index_store
+import captum_tracin_we._index.index_store as index_store
 from captum_tracin_we import IndexCorruptedError, IndexMismatchError, TracInWE
 from captum_tracin_we._cli import _one_line
-from captum_tracin_we._utils.index_bindings import loss_identity
+from captum_tracin_we._index.index_bindings import loss_identity
 from tests.helpers import (
     PAD,
     VOCAB,

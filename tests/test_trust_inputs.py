@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, SubsetRandomSampler
 
-import captum_tracin_we._utils.checkpoints as checkpoints_module
+import captum_tracin_we._checkpoints.checkpoints as checkpoints_module
 from captum_tracin_we import (
     BatchError,
     CheckpointError,

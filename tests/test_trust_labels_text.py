@@ -19,15 +19,15 @@ pytest.importorskip("accelerate")
 
 import datasets  # noqa: E402
 
-from captum_tracin_we._app.data_files import DataFileError, read_text_data  # noqa: E402
-from captum_tracin_we._app.explain import encode  # noqa: E402
-from captum_tracin_we._app.labels import (  # noqa: E402
+from captum_tracin_we._cli import main  # noqa: E402
+from captum_tracin_we._errors import TracInWEError  # noqa: E402
+from captum_tracin_we._files.data_files import DataFileError, read_text_data  # noqa: E402
+from captum_tracin_we._files.labels import (  # noqa: E402
     LabelError,
     label_ids,
     names_from_data,
 )
-from captum_tracin_we._cli import main  # noqa: E402
-from captum_tracin_we._utils.errors import TracInWEError  # noqa: E402
+from captum_tracin_we._jobs.explain import encode  # noqa: E402
 from tests.test_explain import NAMES, _texts, _write_csv, trainer_run  # noqa: E402
 
 TEXTS = ["goal team", "market bank", "chip phone", "coach match"]
@@ -190,7 +190,7 @@ def test_special_token_text_is_text_not_padding(run):
 
 
 def test_explain_and_the_explorer_read_special_token_text_as_text(run, capsys):
-    from captum_tracin_we._app.explore import ExploreSettings, prepare_explorer
+    from captum_tracin_we._jobs.explore import ExploreSettings, prepare_explorer
 
     root, run_dir, train_csv, _ = run
     out = str(root / "out")

@@ -59,7 +59,7 @@ def no_model_load(monkeypatch):
     def loaded(*args, **kwargs):
         raise AssertionError("the model was loaded before the paths were checked")
 
-    monkeypatch.setattr("captum_tracin_we._app.explain.load_training", loaded)
+    monkeypatch.setattr("captum_tracin_we._jobs.explain.load_training", loaded)
 
 
 def test_out_that_is_a_file_is_refused_before_the_model_loads(
@@ -238,7 +238,7 @@ def test_a_demo_of_another_setup_is_refused_before_training(
     def trained(*args, **kwargs):
         raise AssertionError("fine-tuned into a folder that holds another run")
 
-    monkeypatch.setattr("captum_tracin_we._demo.run._fine_tune", trained)
+    monkeypatch.setattr("captum_tracin_we._jobs.demo_run.fine_tune_run", trained)
     with pytest.raises(SystemExit) as stopped:
         _demo(out, "--seed", "1")
     line = str(stopped.value)

@@ -153,7 +153,7 @@ def test_pair_figure_names_its_pair_shows_both_sides_and_wraps(words):
 
 
 def _side_tokens(result, side):
-    from captum_tracin_we._utils.word_contributions import pair_tokens
+    from captum_tracin_we._scoring.word_contributions import pair_tokens
 
     return pair_tokens(result, 1, 2, decode, side)
 

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from captum_tracin_we._utils.word_contributions import WordInfluence  # noqa: E402
+from captum_tracin_we._scoring.word_contributions import WordInfluence  # noqa: E402
 from captum_tracin_we.visualization import (  # noqa: E402
     format_word_influence_text,
     plot_method_comparison,

@@ -7,30 +7,30 @@ Method-agnostic: methods are Captum ``DataInfluence``-like objects or plain
 ``(n_test, n_train)`` score matrices.
 """
 
-from captum_tracin_we.evaluation._baselines import (
+from captum_tracin_we._baselines.cheap_baselines import (
     TracInTFIDF,
     checkpoint_output_gradients,
     output_gradients,
     random_scores,
     tfidf_tracin_scores,
 )
-from captum_tracin_we.evaluation._deletion import (
+from captum_tracin_we._evaluation.deletion import (
     DeletionResult,
     case_deletion,
     influence_scores,
     removal_set,
 )
-from captum_tracin_we.evaluation._metrics import (
+from captum_tracin_we._evaluation.deletion_report import (
+    auc_table,
+    format_markdown,
+    plot_deletion_curves,
+)
+from captum_tracin_we._scoring.metrics import (
     flip_labels,
     label_agreement,
     mislabel_detection,
     token_rank_correlation,
     topk_cardinality,
-)
-from captum_tracin_we.evaluation._report import (
-    auc_table,
-    format_markdown,
-    plot_deletion_curves,
 )
 
 __all__ = [

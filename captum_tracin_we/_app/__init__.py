@@ -1,1 +1,0 @@
-r"""The command-line jobs (``explain``, ``demo``) and their reports."""

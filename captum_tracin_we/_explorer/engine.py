@@ -1,0 +1,569 @@
+#!/usr/bin/env python3
+
+r"""
+The influence explorer's engine. One typed text in; its prediction and its top
+proponents and opponents by TracIn-WE (from the index) and by a last-layer
+method out, as JSON-ready dicts. Also the word view of one (text, training
+example) pair, and the training examples ranked by self-influence. The web
+layer (:mod:`captum_tracin_we._explorer.server`) only routes requests here.
+
+The model is used by one request at a time (a lock). Everything returned is
+data, never markup: the front end puts training text into the page as text.
+"""
+
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from captum_tracin_we._checkpoints.checkpoint_pass import model_lock, scoring_mode
+from captum_tracin_we._data.model_adapter import ModelAdapter
+from captum_tracin_we._explorer.requests import (  # split out
+    Limits,
+    RequestError,
+    _check_finite,
+    _checked_int,
+)
+from captum_tracin_we._explorer.texts import (
+    Encoder,  # split out
+    _colored,
+    _counts,
+    _label_names,
+    hf_encoder,
+)
+from captum_tracin_we._files.model_folder import model_token_limit
+from captum_tracin_we._scoring.word_contributions import (
+    is_special_token,
+    merge_subwords,
+    pair_tokens,
+    token_strings,
+)
+
+TRACIN_WE = "TracIn-WE"
+# The encoder of typed texts: (texts, labels) -> one batch in the training
+# data's convention.
+
+
+@dataclass
+class _Example:
+    r"""One training example as the model sees it."""
+
+    token_ids: List[int]
+    label: int
+    truncated: bool
+
+
+class Explorer:
+    r"""
+    Answers the explorer's questions about one model and its training set.
+
+    Args:
+        tracin (TracInWE): TracIn-WE on the model and training data, ideally
+                    with an index attached (queries then read the training
+                    side from it).
+        tokenizer: The Hugging Face tokenizer of the model.
+        train_texts (sequence of str): The training texts, in the training
+                    data's order, one per training example.
+        label_names (sequence of str, optional): Class names by id. Default:
+                    None, meaning the model's ``config.id2label`` where it has
+                    one, else the ids.
+        last_layer (DataInfluence, optional): The side-by-side method, for
+                    example :func:`tracincp_fast_rand_proj` (its ``influence``
+                    must take ``k`` and ``proponents``). Default: None (TracIn-WE
+                    only)
+        last_layer_name (str, optional): Its name in the views.
+        encode (callable, optional): ``encode(texts, labels)`` returns one
+                    batch in the training data's convention. Default: None,
+                    meaning the tokenizer's ``input_ids`` and
+                    ``attention_mask`` with ``labels`` (Hugging Face models).
+        max_length (int, optional): Tokens the model sees of a typed text; the
+                    rest is cut, with a mark. Default: None, meaning the
+                    model's position embeddings or the tokenizer's
+                    ``model_max_length``, whichever is smaller (512 if neither).
+        k (int, optional): Default proponents and opponents per method.
+                    Default: 10
+        description (str, optional): What the header shows about the model.
+        limits (Limits, optional): Request bounds. Default: ``Limits()``
+    """
+
+    def __init__(
+        self,
+        tracin: Any,
+        tokenizer: Any,
+        train_texts: Sequence[str],
+        label_names: Optional[Sequence[str]] = None,
+        last_layer: Optional[Any] = None,
+        last_layer_name: str = "Last layer",
+        encode: Optional[Encoder] = None,
+        max_length: Optional[int] = None,
+        k: int = 10,
+        description: str = "",
+        limits: Optional[Limits] = None,
+    ) -> None:
+        self.tracin = tracin
+        self.tokenizer = tokenizer
+        self.limits = limits or Limits()
+        self.max_length = max_length or model_token_limit(tracin.model, tokenizer)
+        self._hidden_ids = self._special_ids_but_unknown()  # left out of lists
+        self._default_encoder = encode is None
+        self.encode = encode or hf_encoder(tokenizer, self.max_length)
+        self.methods: Dict[str, Any] = {TRACIN_WE: tracin}
+        if last_layer is not None:
+            self.methods[last_layer_name] = last_layer
+        self.k = self._checked_k(k)
+        self.description = description
+        self.train_texts = [str(text) for text in train_texts]
+        self._lock = model_lock(tracin.model)  # shared with every scoring call
+        self._adapter = ModelAdapter(tracin.model, tracin.embedding_layer)
+        self._examples: List[_Example] = []
+        self.label_names: List[str] = []
+        self._given_names = list(label_names) if label_names is not None else None
+        self._self_influence: Optional[Tensor] = None
+        self._train_predicted: Optional[Tensor] = None
+
+    # ----------------------------------------------------------------- setup
+    def prepare(self, show_progress: bool = True) -> "Explorer":
+        r"""
+        Reads the training data once (token ids and labels, the model run only
+        up to its embedding), predicts every training example, and computes
+        self-influence for the audit view (from the index where attached).
+
+        Returns:
+            explorer (Explorer): ``self``.
+        """
+        with self._lock:
+            read = self._read_training()
+            if len(read) != len(self.train_texts):
+                raise ValueError(
+                    f"{len(self.train_texts)} training texts for {len(read)} "
+                    "training examples; pass the texts of the training data, one "
+                    "per example, in its order."
+                )
+            full = self._full_ids(self.train_texts)
+            if full is not None and self._default_encoder:
+                self._check_texts(read, full)
+            self._examples = [
+                _Example(ids, label, full is not None and len(full[i]) > len(ids))
+                for i, (ids, label) in enumerate(read)
+            ]
+            self._self_influence = self.tracin.self_influence(
+                show_progress=show_progress
+            )
+            _check_finite(self._self_influence.tolist(), "Self-influence")
+            logits = self._training_logits()
+            self._train_predicted = logits.argmax(-1)
+            self.label_names = _label_names(
+                self._given_names, self.tracin.model, int(logits.shape[-1])
+            )
+        return self
+
+    def info(self) -> Dict[str, Any]:
+        r"""What the front end needs to draw its controls."""
+        return {
+            "description": self.description,
+            "labels": self.label_names,
+            "methods": list(self.methods),
+            "num_train": len(self._examples),
+            "k": self.k,
+            "max_length": self.max_length,
+            "limits": {
+                "max_text_chars": self.limits.max_text_chars,
+                "max_k": self.limits.max_k,
+                "max_page": self.limits.max_page,
+            },
+            "label_counts": _counts([e.label for e in self._examples]),
+        }
+
+    # ----------------------------------------------------------------- views
+    def query(
+        self,
+        text: Any,
+        label: Any = None,
+        k: Any = None,
+        methods: Any = None,
+    ) -> Dict[str, Any]:
+        r"""
+        A typed text's prediction, and its top proponents and opponents by each
+        method.
+
+        Args:
+            text (str): The text (at most ``limits.max_text_chars``).
+            label (int, optional): The class whose loss is explained. Default:
+                        None, meaning the model's prediction.
+            k (int, optional): Proponents and opponents per method. Default:
+                        None, meaning ``self.k``.
+            methods (list of str, optional): Which methods. Default: all.
+
+        Returns:
+            view (dict): ``text``, ``truncated``, ``words`` (the text as the
+                        model sees it), ``label``, ``predicted``,
+                        ``probabilities``, and ``methods``: per method its
+                        ``proponents`` and ``opponents`` (each with ``index``,
+                        ``score``, ``label``, ``words`` with ``shared`` marks,
+                        ``truncated``) and ``seconds``.
+        """
+        self._require_prepared()
+        text = self._checked_text(text)
+        k = self.k if k is None else self._checked_k(k)
+        names = self._checked_methods(methods)
+        with self._lock:
+            started = time.perf_counter()
+            test = self._test(text, label)
+            results = [self._method_view(name, test, k) for name in names]
+        return {
+            **test.summary(self.label_names),
+            "k": k,
+            "methods": results,
+            "seconds": time.perf_counter() - started,
+        }
+
+    def pair(self, text: Any, index: Any, label: Any = None) -> Dict[str, Any]:
+        r"""
+        The word view of a typed text and training example ``index``: each
+        word's contribution on both sides; each side sums to the score.
+
+        Returns:
+            view (dict): ``score``, ``test`` and ``train`` sides (``words``
+                        with ``value`` and Captum's ``color``), ``index`` and
+                        the training example's ``label`` and ``text``.
+        """
+        self._require_prepared()
+        text = self._checked_text(text)
+        index = self._checked_index(index)
+        with self._lock:
+            test = self._test(text, label)
+            words = self.tracin.word_influence(test.batch, torch.tensor([[index]]))
+        return {
+            "kind": "pair",
+            **test.summary(self.label_names),
+            **self._pair_sides(words, index),
+        }
+
+    def self_pair(self, index: Any) -> Dict[str, Any]:
+        r"""The word view of training example ``index`` with itself: the words
+        that make its self-influence."""
+        self._require_prepared()
+        index = self._checked_index(index)
+        with self._lock:
+            batch = self._training_batch(index)
+            words = self.tracin.word_influence(batch, torch.tensor([[index]]))
+        example = self._examples[index]
+        return {
+            "kind": "self",
+            "label": example.label,
+            "label_name": self.label_names[example.label],
+            "self_influence": float(self._self_influence[index]),
+            **self._pair_sides(words, index),
+        }
+
+    def audit(
+        self,
+        label: Any = None,
+        disagree: Any = False,
+        offset: Any = 0,
+        limit: Any = 50,
+    ) -> Dict[str, Any]:
+        r"""
+        Training examples ranked by self-influence, largest first: where
+        mislabeled and odd examples surface.
+
+        Args:
+            label (int, optional): Only examples with this label. Default: all
+            disagree (bool, optional): Only examples whose prediction differs
+                        from their label. Default: False
+            offset (int, optional): Rank of the first row. Default: 0
+            limit (int, optional): Rows (at most ``limits.max_page``).
+                        Default: 50
+
+        Returns:
+            view (dict): ``total`` matching examples and ``rows``, each with
+                        ``rank``, ``index``, ``label``, ``predicted``,
+                        ``self_influence`` and ``words``.
+        """
+        self._require_prepared()
+        label = None if label is None else self._checked_label(label)
+        offset = _checked_int(offset, "offset", 0, 10**12)
+        limit = _checked_int(limit, "limit", 1, self.limits.max_page)
+        if not isinstance(disagree, bool):
+            raise RequestError("`disagree` must be true or false.")
+        order = torch.argsort(self._self_influence, descending=True, stable=True)
+        chosen = [
+            int(i)
+            for i in order
+            if (label is None or self._examples[i].label == label)
+            and (
+                not disagree or int(self._train_predicted[i]) != self._examples[i].label
+            )
+        ]
+        rows = []
+        for rank, i in enumerate(chosen[offset : offset + limit], start=offset + 1):
+            example = self._examples[i]
+            rows.append(
+                {
+                    "rank": rank,
+                    **self._train_row(i, set()),
+                    "predicted": int(self._train_predicted[i]),
+                    "predicted_name": self.label_names[int(self._train_predicted[i])],
+                    "self_influence": float(self._self_influence[i]),
+                    "label": example.label,
+                }
+            )
+        return {
+            "kind": "audit",
+            "label": label,
+            "disagree": disagree,
+            "offset": offset,
+            "total": len(chosen),
+            "rows": rows,
+        }
+
+    # --------------------------------------------------------------- helpers
+    def _test(self, text: str, label: Any) -> "_TestText":
+        probabilities = self._probabilities(text)
+        predicted = int(probabilities.argmax())
+        chosen = predicted if label is None else self._checked_label(label)
+        batch = self.encode([text], torch.tensor([chosen]))
+        ids, real = self._token_ids(batch, "test")
+        seen = ids[0][real[0]].tolist()
+        return _TestText(
+            text=text,
+            batch=batch,
+            token_ids=seen,
+            counted=set(seen) - set(self.tracin.exclude_token_ids.tolist()),
+            words=self._words(seen, set()),
+            truncated=self._truncated(text, len(seen)),
+            label=chosen,
+            predicted=predicted,
+            probabilities=probabilities.tolist(),
+        )
+
+    def _method_view(self, name: str, test: "_TestText", k: int) -> Dict[str, Any]:
+        started = time.perf_counter()
+        method = self.methods[name]
+        k = min(k, len(self._examples))
+        if name == TRACIN_WE:  # one pass gives both ends of the ranking
+            scores = method.influence(test.batch)[0]
+            sides = [scores.topk(k, largest=top) for top in (True, False)]
+            sides = [(s.indices.tolist(), s.values.tolist()) for s in sides]
+        else:
+            sides = []
+            for top in (True, False):
+                found = method.influence(test.batch, k=k, proponents=top)
+                sides.append(
+                    (found.indices[0].tolist(), found.influence_scores[0].tolist())
+                )
+        seconds = time.perf_counter() - started
+        shown = []
+        for (indices, values), sign in zip(sides, (1.0, -1.0)):
+            _check_finite(values, name)
+            shown.append(  # only scores of the side's sign, as in `explain`
+                [
+                    {**self._train_row(i, test.counted), "score": float(v)}
+                    for i, v in zip(indices, values)
+                    if v * sign > 0
+                ]
+            )
+        return {
+            "name": name,
+            "proponents": shown[0],
+            "opponents": shown[1],
+            "seconds": seconds,
+        }
+
+    def _train_row(self, index: int, shared_ids: set) -> Dict[str, Any]:
+        example = self._examples[index]
+        return {
+            "index": index,
+            "label": example.label,
+            "label_name": self.label_names[example.label],
+            "words": self._words(example.token_ids, shared_ids),
+            "truncated": example.truncated,
+        }
+
+    def _words(self, token_ids: List[int], shared_ids: set) -> List[Dict[str, Any]]:
+        r"""Words of a text, special tokens left out (except the unknown token),
+        each marked shared when one of its tokens counts in the test text too."""
+        hidden = self._hidden_ids
+        kept = [t for t in token_ids if t not in hidden]
+        tokens = token_strings(kept, self.tokenizer)
+        flags = [1.0 if t in shared_ids else 0.0 for t in kept]
+        words, shared = merge_subwords(tokens, flags, self.tokenizer)
+        if not hidden:  # a plain callable: hide what looks special
+            pairs = [(w, s) for w, s in zip(words, shared) if not is_special_token(w)]
+            words, shared = [w for w, _ in pairs], [s for _, s in pairs]
+        return [{"w": w, "shared": s > 0} for w, s in zip(words, shared)]
+
+    def _special_ids_but_unknown(self) -> set:
+        special = set(getattr(self.tokenizer, "all_special_ids", None) or [])
+        return special - {getattr(self.tokenizer, "unk_token_id", None)}
+
+    def _pair_sides(self, words: Any, index: int) -> Dict[str, Any]:
+        sides = {}
+        for side in ("test", "train"):
+            tokens, values = pair_tokens(words, 0, 0, self.tokenizer, side)
+            sides[side] = _colored(*merge_subwords(tokens, values, self.tokenizer))
+        example = self._examples[index]
+        return {
+            "index": index,
+            "score": float(words.scores[0, 0]),
+            "train_label": example.label,
+            "train_label_name": self.label_names[example.label],
+            "train_text": self.train_texts[index],
+            "train_truncated": example.truncated,
+            "test_words": sides["test"],
+            "train_words": sides["train"],
+        }
+
+    def _probabilities(self, text: str) -> Tensor:
+        batch = self.encode([text], torch.zeros(1, dtype=torch.long))
+        args, kwargs, _, _ = self._adapter.split(batch)
+        with scoring_mode(self.tracin.model), torch.no_grad():
+            logits = self._adapter.logits(args, kwargs)
+        return logits.float().softmax(-1)[0].cpu()
+
+    def _token_ids(self, batch: Any, role: str) -> Tuple[Tensor, Tensor]:
+        with scoring_mode(self.tracin.model), torch.no_grad():
+            ids, real, _, _ = self.tracin.gradient_source.token_ids(batch, role)
+        return ids.cpu(), real.cpu()
+
+    def _read_training(self) -> List[Tuple[List[int], int]]:
+        r"""Each training example's real token ids and label, in order."""
+        read = []
+        for batch in self.tracin.training_data.batches():
+            ids, real = self._token_ids(batch, "training")
+            labels = torch.as_tensor(self._adapter.split(batch)[2]).reshape(-1)
+            for row, mask, label in zip(ids, real, labels.tolist()):
+                read.append((row[mask].tolist(), int(label)))
+        return read
+
+    def _training_logits(self) -> Tensor:
+        parts = []
+        with scoring_mode(self.tracin.model), torch.no_grad():
+            for batch in self.tracin.training_data.batches():
+                args, kwargs, _, _ = self._adapter.split(batch)
+                parts.append(self._adapter.logits(args, kwargs).float().cpu())
+        return torch.cat(parts)
+
+    def _training_batch(self, index: int) -> Any:
+        return next(iter(self.tracin.training_data.examples([index])))
+
+    def _truncated(self, text: str, seen: int) -> bool:
+        r"""Whether the model saw fewer tokens of ``text`` than it has."""
+        full = self._full_ids([text])
+        return full is not None and len(full[0]) > seen
+
+    def _full_ids(self, texts: List[str]) -> Optional[List[List[int]]]:
+        r"""The token ids of whole texts; None without a Hugging Face tokenizer."""
+        if not (
+            callable(self.tokenizer) and hasattr(self.tokenizer, "all_special_ids")
+        ):
+            return None
+        return self.tokenizer(
+            texts, truncation=False, verbose=False, split_special_tokens=True
+        )["input_ids"]
+
+    def _check_texts(
+        self, read: List[Tuple[List[int], int]], full: List[List[int]]
+    ) -> None:
+        r"""Checks that each training text tokenizes to its example's tokens (the
+        example may be cut; special tokens are not compared)."""
+        special = set(self.tokenizer.all_special_ids)
+        left = getattr(self.tokenizer, "truncation_side", "right") == "left"
+        wrong = []
+        for i, ((ids, _), whole) in enumerate(zip(read, full)):
+            seen = [t for t in ids if t not in special]
+            words = [t for t in whole if t not in special]
+            kept = words[len(words) - len(seen) :] if left else words[: len(seen)]
+            if kept != seen:
+                wrong.append(i)
+        if wrong:
+            i = wrong[0]
+            raise ValueError(
+                f"{len(wrong)} of {len(read)} training texts do not match their "
+                f"training example's tokens, first train_texts[{i}] = "
+                f"{self.train_texts[i][:60]!r}. Pass the texts of the training "
+                "data, one per example, in its order (for data not made by this "
+                "tokenizer from these texts, such as text pairs, pass `encode=`, "
+                "which skips this check)."
+            )
+
+    # ------------------------------------------------------------ validation
+    def _require_prepared(self) -> None:
+        if self._self_influence is None:
+            raise RuntimeError(
+                "The explorer is not prepared; call explorer.prepare() first."
+            )
+
+    def _checked_text(self, text: Any) -> str:
+        if not isinstance(text, str):
+            raise RequestError("`text` must be a string.")
+        if not text.strip():
+            raise RequestError("`text` is empty; type a sentence to explain.")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise RequestError(
+                "`text` holds an unpaired surrogate (\\ud800-\\udfff), which is "
+                "not text; send it as UTF-8."
+            ) from None
+        if len(text) > self.limits.max_text_chars:
+            raise RequestError(
+                f"`text` has {len(text)} characters; the explorer takes at most "
+                f"{self.limits.max_text_chars} (the model reads only its first "
+                f"{self.max_length} tokens anyway).",
+                status=413,
+            )
+        return text
+
+    def _checked_k(self, k: Any) -> int:
+        return _checked_int(k, "k", 1, self.limits.max_k)
+
+    def _checked_label(self, label: Any) -> int:
+        return _checked_int(label, "label", 0, len(self.label_names) - 1)
+
+    def _checked_index(self, index: Any) -> int:
+        return _checked_int(index, "index", 0, len(self._examples) - 1)
+
+    def _checked_methods(self, methods: Any) -> List[str]:
+        if methods is None:
+            return list(self.methods)
+        if not isinstance(methods, list) or not methods:
+            raise RequestError("`methods` must be a non-empty list of method names.")
+        if not all(isinstance(m, str) for m in methods):
+            raise RequestError("`methods` must be a list of method names (strings).")
+        unknown = [m for m in methods if m not in self.methods]
+        if unknown:
+            raise RequestError(
+                f"Unknown method {unknown[0]!r}; choose from {list(self.methods)}."
+            )
+        return list(dict.fromkeys(methods))
+
+
+@dataclass
+class _TestText:
+    text: str
+    batch: Any
+    token_ids: List[int]
+    counted: set
+    words: List[Dict[str, Any]]
+    truncated: bool
+    label: int
+    predicted: int
+    probabilities: List[float]
+
+    def summary(self, names: List[str]) -> Dict[str, Any]:
+        return {
+            "text": self.text,
+            "truncated": self.truncated,
+            "num_tokens": len(self.token_ids),
+            "words": self.words,
+            "label": self.label,
+            "label_name": names[self.label],
+            "predicted": self.predicted,
+            "predicted_name": names[self.predicted],
+            "probabilities": [
+                {"label": names[i], "p": p} for i, p in enumerate(self.probabilities)
+            ],
+        }

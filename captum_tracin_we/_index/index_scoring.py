@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+
+r"""
+Scoring against a word-gradient index: pure functions of the stored arrays
+and the query rows, on one process or summed over ``torch.distributed`` ranks.
+"""
+
+from typing import Tuple
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from captum_tracin_we._errors import IndexCorruptedError
+from captum_tracin_we._index.index_store import UnitArrays
+from captum_tracin_we._index.word_index import WordIndex
+from captum_tracin_we._scoring.shared_tokens import QueryGroups, WordRows
+
+
+def rank_and_world() -> Tuple[int, int]:
+    r"""This process's rank and the world size (0 and 1 without distributed)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def projection(dim: int, stored_dim: int, seed: int) -> Tensor:
+    r"""
+    A seeded Johnson-Lindenstrauss matrix ``(dim, stored_dim)`` with i.i.d.
+    N(0, 1/stored_dim) entries: ``E[P P^T] = I``, so projected dot products are
+    unbiased estimates of the exact ones.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(dim, stored_dim, generator=generator) / stored_dim**0.5
+
+
+def stored_queries(index: WordIndex, queries: WordRows) -> WordRows:
+    r"""Query rows on the CPU, projected as the index stores its rows."""
+    settings = index.settings
+    queries = queries.to("cpu")
+    if settings.projection_seed is None:
+        return queries
+    matrix = projection(settings.dim, settings.stored_dim, settings.projection_seed)
+    return WordRows(
+        queries.example_index,
+        queries.token_ids,
+        queries.vectors @ matrix,
+        queries.num_examples,
+    )
+
+
+def indexed_scores(index: WordIndex, checkpoint: int, queries: WordRows) -> Tensor:
+    r"""
+    ``(n_query, n_train)`` scores of query rows (already scaled by the learning
+    rate) against every shard of the index at one checkpoint.
+    """
+    rank, world = rank_and_world()
+    groups = QueryGroups(stored_queries(index, queries))
+    scores = torch.zeros(queries.num_examples, index.num_examples)
+    for record in index.shards:
+        if world > 1 and record.shard % world != rank:
+            continue
+        unit = index.unit(record, checkpoint)
+        scores[:, record.first : record.first + record.count] = unit_scores(
+            unit, groups
+        )
+    return all_reduce(scores) if world > 1 else scores
+
+
+def unit_scores(unit: UnitArrays, groups: QueryGroups) -> Tensor:
+    r"""
+    ``(n_query, count)`` scores of grouped queries against one unit, reading one
+    token's contiguous rows at a time from the memory map, so memory stays
+    bounded by the largest token's rows, not the shard.
+
+    Raises:
+        IndexCorruptedError: If stored rows name examples outside the shard.
+    """
+    scores = torch.zeros(groups.num_examples, unit.count)
+    vocab = unit.offsets.shape[0] - 1
+    for group, token in enumerate(groups.tokens):
+        if token >= vocab:
+            continue
+        start, stop = int(unit.offsets[token]), int(unit.offsets[token + 1])
+        if stop <= start:
+            continue
+        rows = torch.from_numpy(np.array(unit.vectors[start:stop], dtype=np.float32))
+        owners = torch.from_numpy(np.array(unit.examples[start:stop])) - unit.first
+        if int(owners.min()) < 0 or int(owners.max()) >= unit.count:
+            raise IndexCorruptedError(
+                "An index unit stores rows of examples outside its shard; the index "
+                "is damaged. Rebuild it with TracInWE.build_index(path)."
+            )
+        groups.add_token_scores(scores, group, rows, owners)
+    return scores
+
+
+def indexed_self_scores(index: WordIndex, checkpoint: int, rate: float) -> Tensor:
+    r"""``(n_train,)`` float64 self-influence at one checkpoint, times ``rate``."""
+    total = torch.zeros(index.num_examples, dtype=torch.float64)
+    for record in index.shards:
+        unit = index.unit(record, checkpoint)
+        stored = torch.from_numpy(np.array(unit.self_norms))
+        total[record.first : record.first + record.count] = rate * stored
+    return total
+
+
+def all_reduce(tensor: Tensor) -> Tensor:
+    r"""Sums a CPU tensor over ranks (through the GPU when the backend is NCCL)."""
+    if dist.get_backend() == "nccl":
+        on_device = tensor.cuda()
+        dist.all_reduce(on_device)
+        return on_device.cpu()
+    dist.all_reduce(tensor)
+    return tensor
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()

@@ -1,0 +1,384 @@
+#!/usr/bin/env python3
+
+r"""
+The ``captum-tracin-we explain`` job: a user's own fine-tuned model and data
+in, the most influential training texts (and the words that carry their
+influence) out, side by side with Captum's last-layer ``TracInCPFast``.
+"""
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from captum_tracin_we._baselines.captum_methods import tracincp_fast
+from captum_tracin_we._evaluation.comparison import compare_influence
+from captum_tracin_we._files.atomic_files import (
+    check_output_folder,
+    check_writable_folder,
+)
+from captum_tracin_we._files.data_files import TextData, read_text_data
+from captum_tracin_we._files.labels import label_ids, model_label_names
+from captum_tracin_we._files.model_folder import (
+    ModelFolder,
+    load_model_folder,
+    model_positions,
+    model_token_limit,
+)
+from captum_tracin_we._gradients.token_frequency import frequent_token_ids
+from captum_tracin_we._jobs.report import (
+    Explanation,
+    TestText,
+    format_sides,
+    write_report,
+)
+from captum_tracin_we._method.tracin_we import TracInWE
+from captum_tracin_we._scoring.top_k import both_sides
+
+LAST_LAYER = "TracInCPFast (last layer)"
+REPORT_FILES = ("report.html", "scores.json")
+
+
+@dataclass
+class ExplainSettings:
+    r"""Settings of the explain job (see ``captum-tracin-we explain --help``)."""
+
+    model: str = ""
+    train: str = ""
+    test: Optional[str] = None
+    texts: List[str] = field(default_factory=list)
+    text_column: str = "text"
+    label_column: str = "label"
+    max_length: Optional[int] = None
+    exclude_special_tokens: bool = False
+    exclude_frequent: int = 0
+    top_k: int = 5
+    top_k_words: Optional[int] = None
+    idf_power: Optional[float] = None
+    index: Optional[str] = None
+    out: str = "tracin_we_explain"
+    batch_size: int = 32
+    last_layer: bool = True
+    show_progress: bool = True
+
+
+@dataclass
+class Encoded:
+    r"""Texts tokenized as the model sees them."""
+
+    features: List[Dict[str, Any]]
+    truncated: List[bool]
+    seen_texts: List[str]
+
+
+def run_explain(settings: ExplainSettings) -> Dict[str, Any]:
+    r"""
+    Runs the explain job and writes ``report.html`` and ``scores.json`` (and
+    the figures embedded in the report) into ``settings.out``, each written
+    whole and renamed into place. The output and index folders are checked
+    before the model loads.
+
+    Returns:
+        summary (dict): What ``scores.json`` holds.
+
+    Raises:
+        TracInWEError: If ``out`` or ``index`` is a file, cannot be created or
+                    written, or an output file is a symbolic link (before any
+                    work), or for bad input.
+        OSError: If an output cannot be written (the message names the file).
+    """
+    started = time.perf_counter()
+    if not settings.test and not settings.texts:
+        raise ValueError("Give test texts: --test FILE, or --text '...' (repeatable).")
+    if any(not text.strip() for text in settings.texts):
+        raise ValueError("A --text is empty; give each test text some words.")
+    if settings.top_k < 1:
+        raise ValueError(f"--top-k must be at least 1; got {settings.top_k}.")
+    check_output_folder(settings.out, REPORT_FILES, "--out")
+    check_index_folder(settings.index)
+    folder, names, train, train_labels, max_length, train_encoded = load_training(
+        settings
+    )
+    tests = _test_texts(settings, folder, names, max_length)
+    tracin = _tracin(settings, folder, train_encoded)
+    test_batch = _collate(folder.tokenizer, [t.features for t in tests])
+    timer = time.perf_counter()
+    scores = tracin.influence(test_batch, show_progress=settings.show_progress)
+    seconds = {"TracIn-WE": time.perf_counter() - timer}
+    k = min(settings.top_k, scores.shape[1])
+    all_scores = {"TracIn-WE": scores}
+    if settings.last_layer:
+        fast = tracincp_fast(
+            folder.model,
+            _loader(folder.tokenizer, train_encoded, settings.batch_size),
+            folder.checkpoints,
+            folder.load_func,
+        )
+        timer = time.perf_counter()  # the scores only, as for TracIn-WE
+        all_scores[LAST_LAYER] = fast.influence(
+            test_batch, show_progress=settings.show_progress
+        )
+        seconds[LAST_LAYER] = time.perf_counter() - timer
+    methods = {name: both_sides(matrix, k) for name, matrix in all_scores.items()}
+    comparison = None
+    if scores.shape[1] >= 2:  # top-k lists of at most half the training set
+        comparison = compare_influence(
+            all_scores,
+            test_batch,
+            k=min(10, scores.shape[1] // 2),
+            train_labels=train_labels,
+        )
+        comparison.seconds.update(seconds)  # the full scores, as measured here
+    pairs = torch.cat(
+        [methods["TracIn-WE"][0].indices, methods["TracIn-WE"][1].indices], 1
+    )
+    words = tracin.word_influence(test_batch, pairs)
+    print()
+    print(format_sides(words, k, folder.tokenizer, names))
+    explanation = Explanation(
+        title="TracIn-WE: which training texts made the model say this",
+        settings=_settings_rows(
+            settings, folder, train, train_encoded, max_length, tracin
+        ),
+        label_names=names,
+        train_texts=train_encoded.seen_texts,
+        train_truncated=train_encoded.truncated,
+        train_labels=train_labels,
+        train_rows=list(range(len(train))),
+        tests=tests,
+        methods=methods,
+        scores=all_scores,
+        words=words,
+        accuracy=_accuracy(tests),
+        comparison=comparison,
+    )
+    summary = write_report(explanation, folder.tokenizer, settings.out)
+    print(f"Done in {time.perf_counter() - started:.1f} s.")
+    return summary
+
+
+def check_index_folder(index: Optional[str]) -> None:
+    r"""
+    Checks, before any work, that an index folder can be attached (it holds a
+    ``manifest.json``) or built (it is or can become a writable folder).
+
+    Raises:
+        TracInWEError: If ``index`` is a file, lies below a file, or cannot be
+                    written where a build is needed.
+    """
+    if index and not os.path.isfile(os.path.join(index, "manifest.json")):
+        check_writable_folder(index, "--index")
+
+
+def load_training(
+    settings: ExplainSettings,
+) -> Tuple[ModelFolder, List[str], TextData, List[int], int, Encoded]:
+    r"""
+    Loads the model folder and the training data, and tokenizes the data as
+    the model sees it (reporting how many texts were cut).
+
+    Returns:
+        (folder, label_names, train, train_labels, max_length, encoded)
+    """
+    folder = load_model_folder(settings.model)
+    names = model_label_names(folder.model.config, folder.model.config.num_labels)
+    train = read_text_data(settings.train, settings.text_column, settings.label_column)
+    train_labels = label_ids(train.labels or [], names, repr(settings.train))
+    max_length = _max_length(settings, folder)
+    encoded = encode(folder.tokenizer, train.texts, train_labels, max_length)
+    _report_truncation("training", encoded, max_length)
+    return folder, names, train, train_labels, max_length, encoded
+
+
+def encode(
+    tokenizer: Any, texts: List[str], labels: List[int], max_length: int
+) -> Encoded:
+    r"""
+    Tokenizes texts as the model sees them, cut at ``max_length`` tokens, and
+    notes which were cut.
+    """
+    cut = tokenizer(  # a literal "[PAD]" in a text is text, not padding
+        texts, truncation=True, max_length=max_length, split_special_tokens=True
+    )
+    at_limit = [i for i, ids in enumerate(cut["input_ids"]) if len(ids) >= max_length]
+    full_lengths = {}
+    if at_limit:  # only texts that reach the limit can have been cut
+        full = tokenizer(
+            [texts[i] for i in at_limit], truncation=False, split_special_tokens=True
+        )["input_ids"]
+        full_lengths = {i: len(ids) for i, ids in zip(at_limit, full)}
+    hidden = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}
+    features, truncated, seen = [], [], []
+    for i, ids in enumerate(cut["input_ids"]):
+        features.append(
+            {
+                "input_ids": ids,
+                "attention_mask": cut["attention_mask"][i],
+                "labels": labels[i],
+            }
+        )
+        truncated.append(full_lengths.get(i, len(ids)) > len(ids))
+        seen.append(tokenizer.decode([t for t in ids if t not in hidden]))
+    return Encoded(features, truncated, seen)
+
+
+def _max_length(settings: ExplainSettings, folder: ModelFolder) -> int:
+    r"""``--max-length``, or the most the model can take."""
+    positions = model_positions(folder.model)
+    if settings.max_length is not None:
+        if settings.max_length < 2:
+            raise ValueError(f"--max-length must be >= 2; got {settings.max_length}.")
+        if isinstance(positions, int) and settings.max_length > positions:
+            raise ValueError(
+                f"--max-length {settings.max_length} is more than the model's "
+                f"{positions} positions; use --max-length {positions} or less."
+            )
+        return settings.max_length
+    return model_token_limit(folder.model, folder.tokenizer)
+
+
+def _report_truncation(what: str, encoded: Encoded, max_length: int) -> None:
+    count = sum(encoded.truncated)
+    if count:
+        print(
+            f"{count} of {len(encoded.truncated)} {what} texts are longer than "
+            f"{max_length} tokens and were truncated to what the model sees "
+            "(--max-length sets the limit)."
+        )
+
+
+def _test_texts(
+    settings: ExplainSettings, folder: ModelFolder, names: List[str], max_length: int
+) -> List[TestText]:
+    r"""Test texts from --test and --text; unlabeled ones take the prediction."""
+    texts: List[str] = []
+    given: List[Optional[int]] = []
+    if settings.test:
+        data = read_text_data(
+            settings.test, settings.text_column, settings.label_column, False
+        )
+        texts += data.texts
+        if data.labels is None:
+            given += [None] * len(data)
+        else:
+            given += label_ids(data.labels, names, repr(settings.test))
+    texts += list(settings.texts)
+    given += [None] * len(settings.texts)
+    placeholder = [0] * len(texts)
+    encoded = encode(folder.tokenizer, texts, placeholder, max_length)
+    _report_truncation("test", encoded, max_length)
+    probabilities = _probabilities(folder, encoded.features)
+    tests = []
+    for i, text in enumerate(texts):
+        predicted = int(probabilities[i].argmax())
+        label = given[i] if given[i] is not None else predicted
+        encoded.features[i]["labels"] = label
+        tests.append(
+            TestText(
+                text=text,
+                seen_text=encoded.seen_texts[i],
+                truncated=encoded.truncated[i],
+                label=label,
+                given_label=given[i],
+                predicted=predicted,
+                probabilities=probabilities[i].tolist(),
+                features=encoded.features[i],
+            )
+        )
+    return tests
+
+
+def _probabilities(folder: ModelFolder, features: List[Dict[str, Any]]) -> Tensor:
+    batch = _collate(folder.tokenizer, features)
+    batch.pop("labels", None)
+    with torch.no_grad():
+        logits = folder.model(**batch).logits
+    return logits.softmax(-1)
+
+
+def _collate(tokenizer: Any, features: List[Dict[str, Any]]) -> Dict[str, Tensor]:
+    from transformers import DataCollatorWithPadding
+
+    return dict(DataCollatorWithPadding(tokenizer)(features))
+
+
+def _loader(tokenizer: Any, encoded: Encoded, batch_size: int) -> DataLoader:
+    from transformers import DataCollatorWithPadding
+
+    return DataLoader(
+        encoded.features,
+        batch_size=batch_size,
+        collate_fn=DataCollatorWithPadding(tokenizer),
+    )
+
+
+def _excluded_ids(settings: ExplainSettings, folder: ModelFolder, encoded: Encoded):
+    excluded = set()
+    if settings.exclude_special_tokens:
+        excluded |= set(folder.tokenizer.all_special_ids)
+    if settings.exclude_frequent:
+        ids = [torch.tensor(f["input_ids"]) for f in encoded.features]
+        pad = folder.tokenizer.pad_token_id
+        ignore = [pad] if pad is not None else []
+        frequent = frequent_token_ids(ids, settings.exclude_frequent, ignore)
+        excluded |= set(frequent)
+    return sorted(excluded)
+
+
+def _tracin(settings: ExplainSettings, folder: ModelFolder, encoded: Encoded):
+    tracin = TracInWE(
+        folder.model,
+        _loader(folder.tokenizer, encoded, settings.batch_size),
+        folder.checkpoints,
+        folder.load_func,
+        batch_size=None,
+        top_k_words=settings.top_k_words,
+        exclude_token_ids=_excluded_ids(settings, folder, encoded),
+        idf_power=settings.idf_power,
+    )
+    if settings.index:
+        manifest = os.path.join(settings.index, "manifest.json")
+        if os.path.isfile(manifest):
+            tracin.attach_index(settings.index)
+            print(f"Using the index in {settings.index}.")
+        else:
+            tracin.build_index(settings.index, show_progress=settings.show_progress)
+            print(f"Built the index in {settings.index}; later runs reuse it.")
+    return tracin
+
+
+def _accuracy(tests: List[TestText]) -> Optional[float]:
+    labelled = [t for t in tests if t.given_label is not None]
+    if not labelled:
+        return None
+    return sum(t.predicted == t.given_label for t in labelled) / len(labelled)
+
+
+def _settings_rows(settings, folder, train: TextData, encoded, max_length, tracin):
+    excluded = tracin.exclude_token_ids.numel()
+    return {
+        "Model": folder.description,
+        "Training data": f"{settings.train}: {len(train)} texts, "
+        f"{sum(encoded.truncated)} truncated",
+        "Test data": ", ".join(
+            part
+            for part in (
+                settings.test or "",
+                f"{len(settings.texts)} --text" if settings.texts else "",
+            )
+            if part
+        ),
+        "Max length": f"{max_length} tokens",
+        "Top-k words": str(settings.top_k_words or "all positions (TracIn-WE)"),
+        "Token weighting": "none (the paper's TracIn-WE)"
+        if settings.idf_power is None
+        else f"idf^{settings.idf_power:g} (TracIn-WE-IDF)",
+        "Excluded token ids": f"{excluded} (special: "
+        f"{settings.exclude_special_tokens}, most frequent: "
+        f"{settings.exclude_frequent})",
+        "Index": settings.index or "none (training side recomputed)",
+    }

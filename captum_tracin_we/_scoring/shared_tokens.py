@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+
+r"""
+Stage 2 of TracIn-WE: aggregate position gradients into word gradients (the
+non-zero rows of the embedding-table gradient) and score pairs of examples by
+their shared tokens.
+
+For examples ``x`` and ``x'`` the score at one checkpoint is
+``sum over tokens w in both of <row_w(x), row_w(x')>``, where ``row_w(x)`` is the
+sum of the position gradients of ``x`` at the positions holding ``w``. This is
+exactly the dot product of the two embedding-table gradients.
+"""
+
+import warnings
+
+import torch
+from torch import Tensor
+
+from captum_tracin_we._gradients.word_rows import (  # split out
+    WordRows,
+)
+
+# Largest dense query block (compressed vocabulary x dim x queries), in elements.
+_MAX_QUERY_BLOCK = 1 << 24
+
+
+def self_scores(rows: WordRows, token_weights: "Tensor | None" = None) -> Tensor:
+    r"""
+    TracIn-WE of each example with itself at one checkpoint (before the learning
+    rate): the squared norm of its embedding-table gradient, each token's part
+    times ``token_weights[token]`` if given.
+
+    Returns:
+        scores (Tensor): ``(num_examples,)``.
+    """
+    scores = rows.vectors.new_zeros(rows.num_examples)
+    squared = rows.vectors.pow(2).sum(1)
+    if token_weights is not None:
+        squared = squared * token_weights.to(squared.device)[rows.token_ids]
+    return scores.index_add_(0, rows.example_index, squared)
+
+
+def shared_token_scores(queries: WordRows, train: WordRows) -> Tensor:
+    r"""
+    Scores every (query, train) pair by the word gradients of their shared
+    tokens, at one checkpoint and before the learning rate.
+
+    The queries are written densely in a vocabulary compressed to their own
+    tokens; the training rows whose token no query has are dropped; the
+    remaining training rows form a sparse ``(rows, tokens x dim)`` matrix that
+    multiplies the dense query block. Work is proportional to the number of
+    training word rows that share a token with some query.
+
+    Args:
+        queries (WordRows): Word gradients of ``n_query`` examples.
+        train (WordRows): Word gradients of ``n_train`` examples.
+
+    Returns:
+        scores (Tensor): ``(n_query, n_train)``; positive means the training
+                    example's gradient step lowers the query's loss (proponent).
+    """
+    dim = train.vectors.shape[-1]
+    scores = train.vectors.new_zeros(queries.num_examples, train.num_examples)
+    block = max(1, _MAX_QUERY_BLOCK // max(1, dim * _distinct(queries.token_ids)))
+    for start in range(0, queries.num_examples, block):
+        stop = min(start + block, queries.num_examples)
+        part = queries.example_index >= start
+        part &= queries.example_index < stop
+        scores[start:stop] = _block_scores(
+            queries.example_index[part] - start,
+            queries.token_ids[part],
+            queries.vectors[part],
+            stop - start,
+            train,
+        )
+    return scores
+
+
+def _distinct(values: Tensor) -> int:
+    return int(torch.unique(values).numel())
+
+
+def _block_scores(
+    query_example: Tensor,
+    query_tokens: Tensor,
+    query_vectors: Tensor,
+    n_query: int,
+    train: WordRows,
+) -> Tensor:
+    scores = train.vectors.new_zeros(n_query, train.num_examples)
+    if query_tokens.numel() == 0 or train.token_ids.numel() == 0:
+        return scores
+    vocab, query_slot = torch.unique(query_tokens, return_inverse=True)
+    slot = torch.searchsorted(vocab, train.token_ids).clamp_(max=vocab.numel() - 1)
+    shared = vocab[slot] == train.token_ids
+    if not bool(shared.any()):
+        return scores
+    slot, vectors = slot[shared], train.vectors[shared]
+    dim = vectors.shape[-1]
+    dense = query_vectors.new_zeros(vocab.numel(), dim, n_query)
+    dense[query_slot, :, query_example] = query_vectors
+    per_row = _sparse_rows(slot, vectors, vocab.numel()) @ dense.view(-1, n_query)
+    return scores.index_add_(1, train.example_index[shared], per_row.T)
+
+
+def _sparse_rows(slot: Tensor, vectors: Tensor, vocab_size: int) -> Tensor:
+    r"""``(R, vocab_size * D)`` CSR matrix with row r = vectors[r] at block slot[r]."""
+    rows, dim = vectors.shape
+    device = vectors.device
+    crow = torch.arange(0, rows * dim + 1, dim, device=device)
+    cols = (slot.unsqueeze(1) * dim + torch.arange(dim, device=device)).reshape(-1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(
+            crow,
+            cols,
+            vectors.reshape(-1),
+            size=(rows, vocab_size * dim),
+            check_invariants=False,
+        )
+
+
+class QueryGroups:
+    r"""
+    Query word rows grouped by token, for scoring against training rows that
+    are grouped by token too (as in the index): for each shared token ``w``,
+    one small matrix product ``Q_w R_w^T`` between the queries and training
+    rows that hold ``w``. Work is the sum over shared tokens of
+    ``n_query(w) * n_train(w) * dim``, the least any exact method does.
+    """
+
+    def __init__(self, queries: WordRows) -> None:
+        order = torch.argsort(queries.token_ids, stable=True)
+        self.num_examples = queries.num_examples
+        self.example_index = queries.example_index[order]
+        self.vectors = queries.vectors[order]
+        tokens, counts = torch.unique_consecutive(
+            queries.token_ids[order], return_counts=True
+        )
+        self.tokens = tokens.tolist()
+        stops = counts.cumsum(0)
+        self.spans = list(zip((stops - counts).tolist(), stops.tolist()))
+
+    def add_token_scores(
+        self, scores: Tensor, group: int, train_vectors: Tensor, train_examples: Tensor
+    ) -> None:
+        r"""``scores[q, j] += <query row, train row>`` for one token's rows."""
+        start, stop = self.spans[group]
+        block = self.vectors[start:stop] @ train_vectors.T
+        scores[self.example_index[start:stop, None], train_examples[None, :]] += block
+
+
+def grouped_token_scores(queries: WordRows, train: WordRows) -> Tensor:
+    r"""
+    The same scores as :func:`shared_token_scores`, computed token by token
+    (see :class:`QueryGroups`); faster when many training rows are scored
+    against many queries at once, as from an index.
+    """
+    groups = QueryGroups(queries)
+    scores = train.vectors.new_zeros(queries.num_examples, train.num_examples)
+    order = torch.argsort(train.token_ids, stable=True)
+    tokens = train.token_ids[order]
+    wanted = torch.tensor(groups.tokens, dtype=tokens.dtype, device=tokens.device)
+    starts = torch.searchsorted(tokens, wanted).tolist()
+    stops = torch.searchsorted(tokens, wanted, right=True).tolist()
+    for group, (start, stop) in enumerate(zip(starts, stops)):
+        if stop > start:
+            rows = order[start:stop]
+            groups.add_token_scores(
+                scores, group, train.vectors[rows], train.example_index[rows]
+            )
+    return scores
