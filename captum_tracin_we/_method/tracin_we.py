@@ -15,14 +15,12 @@ from captum_tracin_we._checkpoints.checkpoint_pass import (
     LoadedCheckpoint,
     checkpoint_pass,
     one_call_per_model,
-    scoring_mode,
     warn_if_training,
 )
 from captum_tracin_we._checkpoints.checkpoints import (
     checkpoint_paths,
     load_checkpoint_with_lr,
 )
-from captum_tracin_we._data.data_fingerprint import ExampleDigests
 from captum_tracin_we._data.model_adapter import (
     ModelAdapter,
     find_embedding_layer,
@@ -37,10 +35,9 @@ from captum_tracin_we._data.training_data import (
 )
 from captum_tracin_we._data.tuple_batches import test_batches
 from captum_tracin_we._errors import (
-    IndexMismatchError,
     check_k,
 )
-from captum_tracin_we._gradients.gradient_source import WordGradientSource, record_data
+from captum_tracin_we._gradients.gradient_source import WordGradientSource
 from captum_tracin_we._gradients.token_choice import (
     checked_token_ids,
     weighted_positions,
@@ -49,7 +46,7 @@ from captum_tracin_we._gradients.token_weights import (
     checked_idf_power,
     counted_token_weights,
 )
-from captum_tracin_we._index.index_bindings import embedding_identity, loss_identity
+from captum_tracin_we._index.attachment import checked_index
 from captum_tracin_we._index.index_build import BuildOptions, build_word_index
 from captum_tracin_we._index.index_store import IndexStore
 from captum_tracin_we._index.word_index import WordIndex
@@ -756,47 +753,8 @@ class TracInWE(TracInCPBase):
         return self._attach(WordIndex(path, verify=verify), check_data=verify)
 
     def _attach(self, index: WordIndex, check_data: bool) -> WordIndex:
-        self._check_index_settings(index)
-        digests = None
-        if check_data:
-            digests = ExampleDigests(index.shard_ends()[:-1])
-            with scoring_mode(self.model):
-                record_data(self._source, self._training.batches(), digests)
-            num_examples = digests.num_examples
-        else:
-            num_examples = self.num_train_examples
-        index.check_data(digests.digests() if digests else [], num_examples)
-        self.index = index
-        return index
-
-    def _check_index_settings(self, index: WordIndex) -> None:
-        settings, embedding = index.settings, self.embedding_layer
-        problems = []
-        if settings.vocab_size != embedding.num_embeddings:
-            problems.append(
-                f"vocabulary {settings.vocab_size} vs the model's "
-                f"{embedding.num_embeddings} (another tokenizer or model)"
-            )
-        if settings.dim != embedding.embedding_dim:
-            problems.append(f"dimension {settings.dim} vs {embedding.embedding_dim}")
-        if settings.top_k_words != self.top_k_words:
-            problems.append(f"top_k_words {settings.top_k_words} vs {self.top_k_words}")
-        if settings.exclude_token_ids != self.exclude_token_ids.tolist():
-            problems.append("a different exclude_token_ids")
-        if settings.num_checkpoints != len(self.checkpoints):
-            problems.append(
-                f"{settings.num_checkpoints} checkpoints vs {len(self.checkpoints)}"
-            )
-        if problems:
-            raise IndexMismatchError(
-                f"The index at {index.root!r} does not fit this TracInWE: "
-                + "; ".join(problems)
-                + ". Build a new index for this model."
-            )
-        index.check_bindings(
-            loss_identity(self.loss_fn),
-            embedding_identity(self.model, self.embedding_layer),
-        )
+        self.index = checked_index(index, self, check_data)
+        return self.index
 
     def checkpoint_pass(self) -> Iterator[LoadedCheckpoint]:
         r"""
