@@ -20,6 +20,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
+import captum_tracin_we._index.index_format as index_format
 import captum_tracin_we._index.index_store as index_store
 from captum_tracin_we import (
     IndexCorruptedError,
@@ -227,7 +228,7 @@ def _edit_manifest(folder, change, keep_checksum=False):
     change(manifest)
     if not keep_checksum:
         body = {k: v for k, v in manifest.items() if k != "checksum"}
-        manifest["checksum"] = index_store._canonical_digest(body)
+        manifest["checksum"] = index_format._canonical_digest(body)
     with open(path, "w") as stream:
         json.dump(manifest, stream)
 
@@ -476,7 +477,7 @@ def test_a_consistently_rewritten_manifest_is_caught_by_the_sidecars(bag, tmp_pa
     def seed(manifest):
         manifest["settings"]["projection_seed"] = 3
         body = dict(manifest["settings"])
-        manifest["settings_digest"] = index_store._canonical_digest(body)
+        manifest["settings_digest"] = index_format._canonical_digest(body)
 
     _edit_manifest(tmp_path / "index", seed)
     with pytest.raises(IndexCorruptedError, match="disagrees with unit"):

@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from captum.influence import TracInCP
 from torch import nn
 
+import captum_tracin_we._index.index_files as index_files
+import captum_tracin_we._index.index_format as index_format
 import captum_tracin_we._index.index_store as index_store
 from captum_tracin_we import IndexCorruptedError, IndexMismatchError, TracInWE
 from captum_tracin_we._cli import _one_line
@@ -280,7 +282,7 @@ def _rewrite_checked(path, change):
         content = json.load(stream)
     content.pop("checksum")
     change(content)
-    content["checksum"] = index_store._canonical_digest(content)
+    content["checksum"] = index_format._canonical_digest(content)
     with open(path, "w") as stream:
         json.dump(content, stream)
 
@@ -291,7 +293,7 @@ def _as_format_2(content):
     settings.pop("loss", None)
     settings.pop("embedding", None)
     if "settings_digest" in content:
-        content["settings_digest"] = index_store._canonical_digest(settings)
+        content["settings_digest"] = index_format._canonical_digest(settings)
 
 
 def test_an_index_of_the_previous_format_is_refused(bag, tmp_path):
@@ -411,7 +413,7 @@ def test_a_resumed_build_removes_the_temporary_files_a_killed_one_left(
     monkeypatch.undo()
     assert _temporaries(folder) == []  # an interrupted write removes its own
     stale = [folder / "tmpk1ll3d_x.tmp", folder / "shard-00000-ckpt-00" / "tmpab.tmp"]
-    old = time.time() - index_store.STALE_AFTER_S - 1
+    old = time.time() - index_files.STALE_AFTER_S - 1
     for path in stale:  # as a process killed with SIGKILL leaves them
         path.write_bytes(b"\x93NUMPY" + bytes(100))
         os.utime(path, (old, old))
@@ -431,7 +433,7 @@ def test_temporary_files_of_a_live_build_are_kept(bag, tmp_path):
     os.remove(folder / "manifest.json")
     in_flight = folder / "tmpinflight.tmp"
     in_flight.write_bytes(b"being written")
-    old = time.time() - index_store.STALE_AFTER_S - 1
+    old = time.time() - index_files.STALE_AFTER_S - 1
     os.utime(in_flight, (old, old))  # stale by age, but another build holds the lock
     handle, alone = index_store._lock_folder(str(folder))  # another live build
     try:

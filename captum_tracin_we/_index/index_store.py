@@ -41,94 +41,44 @@ are made from integers only: nothing read from a file names a path.
 
 import contextlib
 import errno
-import hashlib
 import json
 import os
 import re
-import tempfile
-import time
 import warnings
-from dataclasses import asdict, dataclass
-from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Tuple
+from dataclasses import asdict
+from typing import IO, Any, Dict, Iterator, List, Optional
 
 import jsonschema
 import numpy as np
 
 from captum_tracin_we._errors import IndexCorruptedError, IndexMismatchError
 from captum_tracin_we._index.index_bindings import differences
-
-try:  # POSIX: a resumed build removes stale temporary files only while it
-    import fcntl  # holds the folder's lock (so never those of a live build)
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
-
-# 3: the loss and the embedding module are recorded in the settings.
-FORMAT_VERSION = 3
-BUILD = "build.json"
-MANIFEST = "manifest.json"
-ARRAYS = ("tokens", "examples", "vectors", "offsets", "self")
-_REBUILD = "Rebuild it with TracInWE.build_index(path) (intact units are kept)."
-
-
-@dataclass
-class IndexSettings:
-    r"""What an index was built with; attaching checks it against the model."""
-
-    vocab_size: int
-    dim: int
-    stored_dim: int
-    dtype: str
-    top_k_words: Optional[int]
-    exclude_token_ids: List[int]
-    projection_seed: Optional[int]
-    learning_rates: List[float]
-    checkpoint_fingerprints: List[str]
-    shard_size: int
-    loss: Dict[str, str]
-    embedding: Dict[str, Any]
-
-    def to_json(self) -> Dict[str, Any]:
-        return asdict(self)
-
-    def digest(self) -> str:
-        return _canonical_digest(self.to_json())
-
-    @property
-    def num_checkpoints(self) -> int:
-        return len(self.learning_rates)
-
-
-@dataclass
-class ShardRecord:
-    r"""One shard of a built index: its examples, data digest and files."""
-
-    shard: int
-    first: int
-    count: int
-    data_digest: str
-    files: Dict[str, Dict[str, Dict[str, Any]]]  # checkpoint -> name -> sha, bytes
-
-
-@dataclass
-class UnitArrays:
-    r"""The memory-mapped arrays of one (shard, checkpoint) unit."""
-
-    first: int
-    count: int
-    tokens: np.ndarray
-    examples: np.ndarray
-    vectors: np.ndarray
-    offsets: np.ndarray
-    self_norms: np.ndarray
-
-
-@dataclass
-class IndexManifest:
-    r"""A schema-checked manifest."""
-
-    settings: IndexSettings
-    num_examples: int
-    shards: List[ShardRecord]
+from captum_tracin_we._index.index_files import (
+    _TEMPORARY,
+    _atomic_json,
+    _atomic_save,
+    _create_exclusively,
+    _lock_folder,
+    _read_checked_json,
+    _remove_quietly,
+    _sha256,
+    _stale,
+    _with_checksum,
+    _write_temporary,
+)
+from captum_tracin_we._index.index_format import (
+    _MANIFEST_SCHEMA,
+    _REBUILD,
+    _SIDECAR_SCHEMA,
+    ARRAYS,
+    BUILD,
+    FORMAT_VERSION,
+    MANIFEST,
+    IndexManifest,
+    IndexSettings,
+    ShardRecord,
+    UnitArrays,
+)
 
 
 class IndexStore:
@@ -538,71 +488,7 @@ class IndexStore:
         )
 
 
-def _create_exclusively(source: str, target: str) -> None:
-    r"""
-    Puts a complete copy of ``source`` at ``target`` only if ``target`` does not
-    exist, atomically: a hard link where the file system has them, else an
-    exclusive create (FAT, SMB and some FUSE mounts have no hard links).
-
-    Raises:
-        FileExistsError: If ``target`` exists.
-    """
-    try:
-        os.link(source, target)
-        return
-    except FileExistsError:
-        raise
-    except OSError:
-        pass
-    with open(source, "rb") as stream:
-        content = stream.read()
-    handle = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    with os.fdopen(handle, "wb") as stream:
-        stream.write(content)
-        stream.flush()
-        os.fsync(stream.fileno())
-
-
 _UNIT_FOLDER = re.compile(r"shard-[0-9]{5}-ckpt-[0-9]{2}")
-_TEMPORARY = re.compile(r"tmp[A-Za-z0-9_]+\.tmp")  # tempfile.mkstemp's names
-STALE_AFTER_S = 60.0  # a temporary file unchanged this long is a leftover
-
-
-def _stale(path: str) -> bool:
-    try:
-        return not os.path.isdir(path) and (
-            time.time() - os.stat(path).st_mtime >= STALE_AFTER_S
-        )
-    except OSError:
-        return False
-
-
-def _lock_folder(root: str) -> Tuple[Optional[int], bool]:
-    r"""
-    Takes an exclusive, non-blocking ``flock`` on the folder. Returns the
-    handle holding it (None without one) and whether no other build holds it
-    (True too where the system or file system has no such locks).
-    """
-    if fcntl is None:
-        return None, True
-    try:
-        handle = os.open(root, os.O_RDONLY)
-    except OSError:
-        return None, True
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return handle, False
-    except OSError:
-        return handle, True
-    return handle, True
-
-
-def _remove_quietly(path: str) -> None:
-    try:
-        os.remove(path)
-    except OSError:
-        pass
 
 
 def _unit_name(shard: int, checkpoint: int) -> str:
@@ -660,230 +546,3 @@ def _checked_manifest(manifest: Dict[str, Any], path: str) -> IndexManifest:
             f"{path!r} is inconsistent: {'; '.join(problems[:3])}. {_REBUILD}"
         )
     return IndexManifest(settings, manifest["num_examples"], shards)
-
-
-def _canonical_digest(content: Any) -> str:
-    text = json.dumps(content, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def _with_checksum(content: Dict[str, Any]) -> Dict[str, Any]:
-    return {**content, "checksum": _canonical_digest(content)}
-
-
-def _read_checked_json(path: str) -> Dict[str, Any]:
-    r"""
-    Reads a JSON file written with :func:`_with_checksum`; verifies it.
-
-    Raises:
-        IndexCorruptedError: Naming the file, if it cannot be read, is not
-                    JSON (truncated, binary, nested too deep, numbers too
-                    long), is not a JSON object, or fails its checksum.
-    """
-    try:
-        with open(path, encoding="utf-8") as stream:
-            content = json.load(stream)
-    except (OSError, ValueError, RecursionError) as error:
-        # ValueError: JSONDecodeError, UnicodeDecodeError, integers too long
-        raise IndexCorruptedError(
-            f"{path!r} cannot be read as JSON ({type(error).__name__}: "
-            f"{_shorter(str(error))}); it is damaged or not an index file. "
-            f"{_REBUILD}"
-        ) from None
-    if not isinstance(content, dict):
-        raise IndexCorruptedError(
-            f"{path!r} is not a JSON object (it holds a {type(content).__name__}); "
-            f"it is damaged or not an index file. {_REBUILD}"
-        )
-    if "checksum" not in content:
-        raise IndexCorruptedError(f"{path!r} has no checksum. {_REBUILD}")
-    body = {k: v for k, v in content.items() if k != "checksum"}
-    if _canonical_digest(body) != content["checksum"]:
-        raise IndexCorruptedError(
-            f"{path!r} was altered (its checksum does not match). {_REBUILD}"
-        )
-    return body
-
-
-def _shorter(text: str, limit: int = 120) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _write_temporary(
-    folder: str, write: Callable[[IO[Any]], None], binary: bool
-) -> str:
-    r"""
-    Writes a new temporary file in ``folder`` with ``write(stream)``; returns
-    its path. On any failure (a full disk, an interrupt) the file is removed.
-    """
-    handle, temporary = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    try:
-        if binary:
-            stream = os.fdopen(handle, "wb")
-        else:
-            stream = os.fdopen(handle, "w", encoding="utf-8")
-    except BaseException:
-        os.close(handle)
-        _remove_quietly(temporary)
-        raise
-    try:
-        with stream:
-            write(stream)
-    except BaseException:
-        _remove_quietly(temporary)
-        raise
-    return temporary
-
-
-def _replace(temporary: str, path: str) -> None:
-    try:
-        os.replace(temporary, path)
-    except BaseException:
-        _remove_quietly(temporary)
-        raise
-
-
-def _atomic_save(path: str, array: np.ndarray) -> Dict[str, Any]:
-    def write(stream: IO[Any]) -> None:
-        np.save(stream, array, allow_pickle=False)
-
-    _replace(_write_temporary(os.path.dirname(path), write, binary=True), path)
-    return {"sha256": _sha256(path), "bytes": os.path.getsize(path)}
-
-
-def _atomic_json(path: str, content: Dict[str, Any]) -> None:
-    def write(stream: IO[Any]) -> None:
-        json.dump(content, stream, indent=1)
-
-    _replace(_write_temporary(os.path.dirname(path), write, binary=False), path)
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-_HEX64 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
-_COUNT = {"type": "integer", "minimum": 0}
-_FILE = {
-    "type": "object",
-    "properties": {"sha256": _HEX64, "bytes": {"type": "integer", "minimum": 1}},
-    "required": ["sha256", "bytes"],
-    "additionalProperties": False,
-}
-_FILES = {
-    "type": "object",
-    "properties": {name: _FILE for name in ARRAYS},
-    "required": list(ARRAYS),
-    "additionalProperties": False,
-}
-_SETTINGS_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "vocab_size": {"type": "integer", "minimum": 1},
-        "dim": {"type": "integer", "minimum": 1},
-        "stored_dim": {"type": "integer", "minimum": 1},
-        "dtype": {"enum": ["float32", "float16"]},
-        "top_k_words": {"type": ["integer", "null"], "minimum": 1},
-        "exclude_token_ids": {"type": "array", "items": _COUNT},
-        "projection_seed": {"type": ["integer", "null"]},
-        "learning_rates": {
-            "type": "array",
-            "items": {"type": "number", "minimum": 0},
-            "minItems": 1,
-        },
-        "checkpoint_fingerprints": {"type": "array", "items": _HEX64, "minItems": 1},
-        "shard_size": {"type": "integer", "minimum": 1},
-        "loss": {
-            "type": "object",
-            "properties": {"kind": {"type": "string"}},
-            "required": ["kind"],
-            "additionalProperties": {"type": "string"},
-        },
-        "embedding": {
-            "type": "object",
-            "properties": {
-                "name": {"type": ["string", "null"]},
-                "class": {"type": "string"},
-                "num_embeddings": {"type": "integer", "minimum": 1},
-                "embedding_dim": {"type": "integer", "minimum": 1},
-                "padding_idx": {"type": ["integer", "null"]},
-                "max_norm": {"type": ["number", "null"]},
-            },
-            "required": [
-                "name",
-                "class",
-                "num_embeddings",
-                "embedding_dim",
-                "padding_idx",
-                "max_norm",
-            ],
-            "additionalProperties": False,
-        },
-    },
-    "required": list(IndexSettings.__dataclass_fields__),
-    "additionalProperties": False,
-}
-_MANIFEST_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "format_version": {"const": FORMAT_VERSION},
-        "settings": _SETTINGS_SCHEMA,
-        "settings_digest": _HEX64,
-        "num_examples": {"type": "integer", "minimum": 1},
-        "shards": {
-            "type": "array",
-            "minItems": 1,
-            "items": {
-                "type": "object",
-                "properties": {
-                    "shard": _COUNT,
-                    "first": _COUNT,
-                    "count": {"type": "integer", "minimum": 1},
-                    "data_digest": _HEX64,
-                    "files": {
-                        "type": "object",
-                        "patternProperties": {"^[0-9]{1,4}$": _FILES},
-                        "additionalProperties": False,
-                    },
-                },
-                "required": ["shard", "first", "count", "data_digest", "files"],
-                "additionalProperties": False,
-            },
-        },
-    },
-    "required": [
-        "format_version",
-        "settings",
-        "settings_digest",
-        "num_examples",
-        "shards",
-    ],
-    "additionalProperties": False,
-}
-_SIDECAR_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "format_version": {"const": FORMAT_VERSION},
-        "settings_digest": _HEX64,
-        "shard": _COUNT,
-        "checkpoint": _COUNT,
-        "first": _COUNT,
-        "count": {"type": "integer", "minimum": 1},
-        "data_digest": _HEX64,
-        "files": _FILES,
-    },
-    "required": [
-        "format_version",
-        "settings_digest",
-        "shard",
-        "checkpoint",
-        "first",
-        "count",
-        "data_digest",
-        "files",
-    ],
-}
