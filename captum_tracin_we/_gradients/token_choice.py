@@ -19,6 +19,13 @@ def weighted_positions(gradients: Any, weights: Optional[Tensor]) -> Tensor:
     return gradients.gradients * factor.unsqueeze(-1)
 
 
+def checked_top_k_words(k: Any) -> Optional[int]:
+    r"""Validates ``top_k_words``: None or a positive int."""
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+        raise ValueError(f"`top_k_words` must be a positive int; got {k}.")
+    return k
+
+
 def checked_token_ids(ids: Optional[Iterable[Any]]) -> List[int]:
     r"""Validates ``exclude_token_ids``: an iterable of integer ids >= 0."""
     if ids is None:

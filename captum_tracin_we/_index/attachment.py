@@ -13,6 +13,8 @@ from captum_tracin_we._data.data_fingerprint import ExampleDigests
 from captum_tracin_we._errors import IndexMismatchError
 from captum_tracin_we._gradients.gradient_source import record_data
 from captum_tracin_we._index.index_bindings import embedding_identity, loss_identity
+from captum_tracin_we._index.index_build import BuildOptions, build_word_index
+from captum_tracin_we._index.index_store import IndexStore
 from captum_tracin_we._index.word_index import WordIndex
 
 
@@ -81,3 +83,31 @@ def check_settings(index: WordIndex, tracin: Any) -> None:
         loss_identity(tracin.loss_fn),
         embedding_identity(tracin.model, tracin.embedding_layer),
     )
+
+
+def attached_index(tracin: Any, path: str, verify: bool) -> WordIndex:
+    r"""
+    The body of :meth:`TracInWE.attach_index`: opens the index in ``path``
+    (checksums with ``verify``) and checks that it fits ``tracin`` (the
+    training data too with ``verify``).
+    """
+    return checked_index(WordIndex(path, verify=verify), tracin, verify)
+
+
+def built_index(
+    tracin: Any, path: str, options: BuildOptions, show_progress: bool
+) -> WordIndex:
+    r"""
+    The body of :meth:`TracInWE.build_index`: builds (or resumes) the index of
+    ``tracin``'s training side in ``path``, then opens and checks it.
+    """
+    build_word_index(
+        IndexStore(path),
+        tracin.training_data,
+        tracin.gradient_source,
+        tracin.loss_fn,
+        tracin.checkpoint_pass,
+        options,
+        show_progress,
+    )
+    return checked_index(WordIndex(path, verify=False), tracin, False)

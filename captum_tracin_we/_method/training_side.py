@@ -4,7 +4,8 @@ r"""
 The training side of TracIn-WE at one loaded checkpoint: either streamed (the
 training set goes through the model again, its word rows scored as they come)
 or read from an attached index (its stored word rows). Both give the same
-numbers; :class:`~captum_tracin_we.TracInWE` picks one per call.
+numbers; :class:`~captum_tracin_we.TracInWE` picks one per call. Also the
+checkpoint sums of ``influence`` and ``self_influence`` over either side.
 """
 
 from typing import Any, List, Optional
@@ -18,6 +19,7 @@ from captum_tracin_we._data.training_data import TrainingData
 from captum_tracin_we._gradients.gradient_source import WordGradientSource
 from captum_tracin_we._gradients.word_rows import WordRows
 from captum_tracin_we._index.index_scoring import indexed_scores, indexed_self_scores
+from captum_tracin_we._method.progress import progress_bar
 from captum_tracin_we._scoring.shared_tokens import self_scores, shared_token_scores
 
 
@@ -114,6 +116,107 @@ class IndexedTraining:
         r"""The stored self-influence of the training set (no IDF weights)."""
         self.index.check_checkpoint(loaded)
         return indexed_self_scores(self.index, loaded.position, loaded.learning_rate)
+
+
+def training_side(
+    index: Any,
+    source: WordGradientSource,
+    training: TrainingData,
+    loss_fn: Any,
+    passes: SamePasses,
+) -> Any:
+    r"""The attached ``index`` when there is one, else the training set streamed."""
+    if index is not None:
+        return IndexedTraining(index)
+    return StreamedTraining(source, training, loss_fn, passes)
+
+
+def test_rows(
+    source: WordGradientSource,
+    batches: Any,
+    loss_fn: Any,
+    loaded: LoadedCheckpoint,
+    bar: Any,
+    passes: SamePasses,
+    aggregate: bool = False,
+    weights: Optional[Tensor] = None,
+) -> WordRows:
+    r"""
+    The test side at the loaded checkpoint: the word rows of every test
+    example, summed into one with ``aggregate``, times the learning rate and,
+    with IDF ``weights``, each token's weight.
+
+    Returns:
+        queries (WordRows): ``n_test`` rows (1 with ``aggregate``).
+    """
+    digests = passes.start()
+    queries = WordRows.cat(list(source.stream(batches, loss_fn, "test", bar, digests)))
+    passes.finish(digests)
+    if aggregate:
+        queries = queries.summed()
+    queries = queries.scaled(loaded.learning_rate)
+    return queries if weights is None else queries.weighted(weights)
+
+
+def summed_scores(
+    tracin: Any,
+    batches: Any,
+    passes: SamePasses,
+    weights: Optional[Tensor],
+    aggregate: bool,
+    show_progress: bool,
+) -> Tensor:
+    r"""
+    The body of :meth:`TracInWE.influence`: at each checkpoint the test side's
+    word rows, scored against the training side (the attached index, else
+    streamed), summed over the checkpoints.
+
+    Returns:
+        scores (Tensor): ``(n_test, n_train)`` (one row with ``aggregate``),
+                    float32 on CPU.
+    """
+    source = tracin.gradient_source
+    side = training_side(
+        tracin.index, source, tracin.training_data, tracin.loss_fn, passes
+    )
+    test_passes = SamePasses(role="test")
+    streamed = tracin.index is None
+    blocks: List[Tensor] = []
+    with progress_bar(tracin, "influence", batches, show_progress, streamed) as bar:
+        for loaded in tracin.checkpoint_pass():
+            queries = test_rows(
+                source, batches, tracin.test_loss_fn, loaded, bar, test_passes,
+                aggregate, weights,
+            )  # fmt: skip
+            add_blocks(blocks, side.scores(queries, loaded, bar))
+    return torch.cat(blocks, dim=1).cpu()
+
+
+def summed_self_scores(
+    tracin: Any,
+    batches: Any,
+    index: Any,
+    passes: SamePasses,
+    weights: Optional[Tensor],
+    show_progress: bool,
+) -> Tensor:
+    r"""
+    The body of :meth:`TracInWE.self_influence`: ``sum_c lr_c * <g(z), g(z)>``
+    over the checkpoints, read from ``index`` when given, else streamed.
+
+    Returns:
+        scores (Tensor): ``(n,)`` float32 on CPU.
+    """
+    source, training = tracin.gradient_source, tracin.training_data
+    side = training_side(index, source, training, tracin.loss_fn, passes)
+    show = show_progress and index is None
+    total: Optional[Tensor] = None
+    with progress_bar(tracin, "self influence", batches, show, False) as bar:
+        for loaded in tracin.checkpoint_pass():
+            part = side.self_scores(batches, loaded, weights, bar)
+            total = part if total is None else total + part
+    assert total is not None
+    return total.float().cpu()
 
 
 def add_blocks(totals: List[Tensor], blocks: List[Tensor]) -> None:
