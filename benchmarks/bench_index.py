@@ -40,12 +40,12 @@ from benchmarks._common import (
     tuple_loader,
 )
 from captum_tracin_we import TracInWE
-from captum_tracin_we._gradients.word_rows import WordRows
-from captum_tracin_we._scoring.shared_tokens import (
+from captum_tracin_we.demo import encode, load_rotten_tomatoes
+from captum_tracin_we.kernels import (
+    WordRows,
     grouped_token_scores,
     shared_token_scores,
 )
-from captum_tracin_we.demo import encode, load_rotten_tomatoes
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_out")
 

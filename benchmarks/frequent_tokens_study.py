@@ -48,8 +48,6 @@ from benchmarks._text_classifiers import (
 )
 from benchmarks.reproduce_case_deletion import last_layer
 from captum_tracin_we import TracInWE, frequent_token_ids
-from captum_tracin_we._gradients.word_rows import WordRows
-from captum_tracin_we._scoring.shared_tokens import shared_token_scores
 from captum_tracin_we.evaluation import (
     auc_table,
     case_deletion,
@@ -63,6 +61,7 @@ from captum_tracin_we.evaluation import (
     tfidf_tracin_scores,
     topk_cardinality,
 )
+from captum_tracin_we.kernels import WordRows, shared_token_scores
 
 # The validation grid of the IDF power, fixed before the first run; 3 and 4
 # were added on the validation draw because 2 was the best and on the edge.

@@ -11,6 +11,7 @@ import json
 import os
 import random
 import shutil
+import time
 
 import pytest
 import torch
@@ -159,8 +160,15 @@ def test_explain_reuses_an_index(run, tmp_path, capsys):
     index = str(tmp_path / "index")
     first, _ = _explain(run, "--text", "goal team match", "--index", index)
     assert "Built the index" in capsys.readouterr().out
+    started = time.perf_counter()
     second, _ = _explain(run, "--text", "goal team match", "--index", index)
+    wall = time.perf_counter() - started
     assert "Using the index" in capsys.readouterr().out
+    for summary in (first, second):  # where the time went, phase by phase
+        phases = summary["seconds"]
+        assert list(phases) == ["load", "index", "query", "report"]
+        assert all(value > 0 for value in phases.values())
+    assert sum(second["seconds"].values()) <= wall
     for method in ("TracIn-WE proponents", "TracIn-WE opponents"):
         assert [e["row"] for e in first["tests"][0][method]] == [
             e["row"] for e in second["tests"][0][method]

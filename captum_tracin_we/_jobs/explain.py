@@ -30,6 +30,7 @@ from captum_tracin_we._files.model_folder import (
     model_token_limit,
 )
 from captum_tracin_we._gradients.token_frequency import frequent_token_ids
+from captum_tracin_we._index.index_format import MANIFEST
 from captum_tracin_we._jobs.report import (
     Explanation,
     TestText,
@@ -104,7 +105,10 @@ def run_explain(settings: ExplainSettings) -> Dict[str, Any]:
         settings
     )
     tests = _test_texts(settings, folder, names, max_length)
+    phases = {"load": time.perf_counter() - started}
     tracin = _tracin(settings, folder, train_encoded)
+    query_started = time.perf_counter()
+    phases["index"] = query_started - started - phases["load"]
     test_batch = _collate(folder.tokenizer, [t.features for t in tests])
     timer = time.perf_counter()
     scores = tracin.influence(test_batch, show_progress=settings.show_progress)
@@ -137,6 +141,7 @@ def run_explain(settings: ExplainSettings) -> Dict[str, Any]:
         [methods["TracIn-WE"][0].indices, methods["TracIn-WE"][1].indices], 1
     )
     words = tracin.word_influence(test_batch, pairs)
+    phases["query"] = time.perf_counter() - query_started
     print()
     print(format_sides(words, k, folder.tokenizer, names))
     explanation = Explanation(
@@ -155,6 +160,7 @@ def run_explain(settings: ExplainSettings) -> Dict[str, Any]:
         words=words,
         accuracy=_accuracy(tests),
         comparison=comparison,
+        seconds=phases,
     )
     summary = write_report(explanation, folder.tokenizer, settings.out)
     print(f"Done in {time.perf_counter() - started:.1f} s.")
@@ -170,7 +176,7 @@ def check_index_folder(index: Optional[str]) -> None:
         TracInWEError: If ``index`` is a file, lies below a file, or cannot be
                     written where a build is needed.
     """
-    if index and not os.path.isfile(os.path.join(index, "manifest.json")):
+    if index and not os.path.isfile(os.path.join(index, MANIFEST)):
         check_writable_folder(index, "--index")
 
 
@@ -341,7 +347,7 @@ def _tracin(settings: ExplainSettings, folder: ModelFolder, encoded: Encoded):
         idf_power=settings.idf_power,
     )
     if settings.index:
-        manifest = os.path.join(settings.index, "manifest.json")
+        manifest = os.path.join(settings.index, MANIFEST)
         if os.path.isfile(manifest):
             tracin.attach_index(settings.index)
             print(f"Using the index in {settings.index}.")

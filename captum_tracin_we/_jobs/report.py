@@ -12,7 +12,8 @@ import html
 import io
 import json
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -62,6 +63,7 @@ class Explanation:
     words: WordInfluence
     accuracy: Optional[float] = None
     comparison: Optional[Any] = None
+    seconds: Dict[str, float] = field(default_factory=dict)
 
 
 _STYLE = """
@@ -112,8 +114,10 @@ def write_report(explanation: Explanation, tokenizer: Any, out: str) -> Dict[str
         OSError: If a file cannot be written (the message names it).
     """
     os.makedirs(out, exist_ok=True)
+    started = time.perf_counter()
     figures = _figures(explanation, tokenizer)
     page = _page(explanation, tokenizer, figures)
+    explanation.seconds["report"] = time.perf_counter() - started
     summary = scores_summary(explanation)
     report_path = os.path.join(out, "report.html")
     scores_path = os.path.join(out, "scores.json")
@@ -429,6 +433,10 @@ def scores_summary(explanation: Explanation) -> Dict[str, Any]:
         "accuracy": explanation.accuracy,
         "tests": tests,
     }
+    if explanation.seconds:
+        summary["seconds"] = {
+            phase: round(value, 4) for phase, value in explanation.seconds.items()
+        }
     if explanation.comparison is not None:
         summary["method_diagnostics"] = {
             "k": explanation.comparison.k,
