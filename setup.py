@@ -33,6 +33,7 @@ TEST = (
         "hypothesis>=6",
         "ruff>=0.6",
         "import-linter>=2",  # the layers contract in pyproject.toml
+        "peft>=0.10",  # LoRA adapters as layers (TracInLayers)
         "nbclient>=0.10",
         "nbformat>=5",
         "ipykernel>=6",

@@ -14,6 +14,7 @@ from captum_tracin_we._baselines.captum_methods import (
 )
 from captum_tracin_we._baselines.feature_attributions import embedding_attributions
 from captum_tracin_we._checkpoints.checkpoints import load_checkpoint_with_lr
+from captum_tracin_we._data.model_layers import layer_groups
 from captum_tracin_we._errors import (
     BatchError,
     CheckpointError,
@@ -28,7 +29,12 @@ from captum_tracin_we._evaluation.comparison import (
 )
 from captum_tracin_we._gradients.token_frequency import frequent_token_ids
 from captum_tracin_we._index.word_index import WordIndex
+from captum_tracin_we._method.tracin_layers import TracInLayers
 from captum_tracin_we._method.tracin_we import TracInWE
+from captum_tracin_we._scoring.layer_aggregation import (
+    aggregate_columns,
+    combine_layers,
+)
 from captum_tracin_we._scoring.word_contributions import (
     WordInfluence,
     merge_subwords,
@@ -46,15 +52,19 @@ __all__ = [
     "IndexMismatchError",
     "InfluenceComparison",
     "KMostInfluentialResults",
+    "TracInLayers",
     "TracInWE",
     "TracInWEError",
     "TrainingDataError",
     "WordIndex",
     "WordInfluence",
+    "aggregate_columns",
+    "combine_layers",
     "compare_influence",
     "embedding_attributions",
     "frequent_token_ids",
     "last_linear_layer",
+    "layer_groups",
     "load_checkpoint_with_lr",
     "merge_subwords",
     "top_words",
