@@ -13,6 +13,9 @@ from captum_tracin_we._baselines.captum_methods import (
     tracincp_fast_rand_proj,
 )
 from captum_tracin_we._baselines.feature_attributions import embedding_attributions
+from captum_tracin_we._baselines.representation_similarity import (
+    RepresentationSimilarity,
+)
 from captum_tracin_we._checkpoints.checkpoints import load_checkpoint_with_lr
 from captum_tracin_we._data.model_layers import layer_groups
 from captum_tracin_we._errors import (
@@ -52,6 +55,7 @@ __all__ = [
     "IndexMismatchError",
     "InfluenceComparison",
     "KMostInfluentialResults",
+    "RepresentationSimilarity",
     "TracInLayers",
     "TracInWE",
     "TracInWEError",

@@ -133,6 +133,14 @@ def _method_options(parser: argparse.ArgumentParser, index: bool = True) -> None
         action="store_true",
         help="skip the side-by-side last-layer method",
     )
+    parser.add_argument(
+        "--layer-group",
+        default=None,
+        metavar="GROUP",
+        help="also show exact TracIn on a layer group, side by side: 'attention "
+        "early', 'attention middle', 'attention late' (query and value "
+        "projections) or 'classifier'",
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="batch size")
 
 
@@ -336,6 +344,7 @@ def _model_and_data(args: argparse.Namespace) -> Dict[str, Any]:
         index=args.index,
         batch_size=args.batch_size,
         last_layer=not args.no_last_layer,
+        layer_group=args.layer_group,
         show_progress=not args.no_progress,
     )
 

@@ -316,3 +316,24 @@ def test_report_reads_well_in_chromium_and_hostile_text_stays_inert(run, tmp_pat
 
     pixels = imread(screenshot)[..., :3]
     assert pixels.std() > 0.01 and (pixels < 0.95).any(axis=-1).mean() > 0.02
+
+
+def test_explain_adds_a_layer_group_side_by_side(run, capsys):
+    summary, page = _explain(
+        run, "--text", "goal team match", "--layer-group", "attention late"
+    )
+    entry = summary["tests"][0]
+    name = "TracIn (attention late)"
+    assert entry[f"{name} proponents"] or entry[f"{name} opponents"]
+    assert all(e["score"] > 0 for e in entry[f"{name} proponents"])
+    assert name in page and summary["settings"]["Layer group"] == "attention late"
+    assert name in json.dumps(summary["method_diagnostics"])
+    _fails(
+        run,
+        "--layer-group 'attention center' is not a layer group of this model; choose "
+        "one of ['attention early', 'attention late', 'classifier']",
+        "--text",
+        "x",
+        "--layer-group",
+        "attention center",
+    )

@@ -105,11 +105,11 @@ def test_lora_adapters_equal_tracincp_and_frozen_layers_are_refused(tmp_path):
     mask = (ids != PAD).long()
     groups = layer_groups(model, blocks=2)
     assert list(groups) == [
-        "attention blocks 0-0",
-        "attention blocks 1-1",
+        "attention early",
+        "attention late",
         "classifier",
     ]
-    layers = groups["attention blocks 1-1"]
+    layers = groups["attention late"]
     assert len(layers) == 4 and all(".lora_" in name for name in layers)
     expected, expected_self = _captum(model, layers, ids, mask, labels, paths)
     tracin, test = _ours(model, layers, ids, mask, labels, paths)
@@ -213,13 +213,13 @@ def test_layer_groups_name_attention_by_block_range_and_the_classifier(family, f
     model = tiny_hf_classifier(family)
     groups = layer_groups(model, blocks=2)
     assert list(groups) == [
-        "attention blocks 0-0",
-        "attention blocks 1-1",
+        "attention early",
+        "attention late",
         "classifier",
     ]
-    assert groups["attention blocks 0-0"][0] == first
+    assert groups["attention early"][0] == first
     per_block = 1 if family == "gpt2" else 2
-    assert len(groups["attention blocks 1-1"]) == per_block
+    assert len(groups["attention late"]) == per_block
     assert groups["classifier"] == [
         {"bert": "classifier", "roberta": "classifier.out_proj"}.get(
             family, {"distilbert": "classifier", "gpt2": "score"}.get(family)
@@ -247,3 +247,56 @@ def test_rank_and_vote_follow_their_definitions():
     )
     with pytest.raises(TracInWEError, match="must be one of"):
         aggregate_columns(columns, "median")
+
+
+def test_noise_detection_rate_follows_the_studys_code():
+    from captum_tracin_we.evaluation import noise_detection_curve, noise_detection_rate
+
+    scores = torch.tensor([0.5, -2.0, 0.1, -1.0, 3.0, 0.0, 2.0, -0.5, 1.0, 4.0])
+    noisy = torch.zeros(10, dtype=torch.bool)
+    noisy[[1, 5]] = True  # ascending order: 1, 3, 7, 5, 2, 0, 8, 6, 4, 9
+    curve = noise_detection_curve(scores, noisy)
+    assert curve.tolist() == [0.5, 0.5, 0.5, 1, 1, 1, 1, 1, 1, 1]
+    metrics = noise_detection_rate(scores, noisy)
+    assert metrics["NDR@30"] == 1.0  # curve[int(0.3 * 10)] = curve[3]
+    assert metrics["AUC-NDR"] == pytest.approx(8.5 / (10 - 1))
+    perfect = noise_detection_rate(-noisy.double(), noisy)["AUC-NDR"]
+    assert 1 <= perfect <= 1 + 1 / (2 * 10 - 2)
+    with pytest.raises(TracInWEError, match="1-D with one entry per training"):
+        noise_detection_rate(scores[None], noisy)
+    with pytest.raises(TracInWEError, match="some, but not all"):
+        noise_detection_rate(scores, torch.zeros(10, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("pooling", ["mean", "first"])
+def test_representation_similarity_equals_a_hand_computed_cosine(pooling):
+    from captum_tracin_we import RepresentationSimilarity
+
+    model = tiny_hf_classifier("bert")
+    ids = random_ids(14, 10, seed=3)
+    labels = torch.randint(0, 3, (14,), generator=torch.Generator().manual_seed(4))
+    mask = (ids != PAD).long()
+    with torch.no_grad():
+        hidden = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        hidden = hidden.hidden_states[-1]
+    if pooling == "mean":
+        pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+    else:
+        pooled = hidden[:, 0]
+    unit = torch.nn.functional.normalize(pooled, dim=1)
+    expected = unit[10:] @ unit[:10].T
+    train = DataLoader(dict_dataset(ids[:10], labels[:10]), batch_size=3)
+    test = {"input_ids": ids[10:], "attention_mask": mask[10:], "labels": labels[10:]}
+    repsim = RepresentationSimilarity(model, train, pooling=pooling)
+    assert_close(repsim.influence(test), expected)
+    signed = RepresentationSimilarity(
+        model, train, pooling=pooling, signed_by_label=True
+    )
+    agree = labels[10:, None] == labels[None, :10]
+    assert_close(signed.influence(test), torch.where(agree, expected, -expected))
+    top = repsim.influence(test, k=3)
+    assert top.indices.shape == (4, 3)
+    with pytest.raises(TracInWEError, match="`pooling` must be one of"):
+        RepresentationSimilarity(model, train, pooling="max")
+    with pytest.raises(TracInWEError, match="no module named"):
+        RepresentationSimilarity(model, train, layer="bert.nothing")

@@ -131,7 +131,7 @@ def _frozen_layer(name: str, named: Dict[str, Module]) -> TracInWEError:
 
 def layer_groups(
     model: Module,
-    blocks: Union[int, Sequence[Sequence[int]]] = 3,
+    blocks: Optional[Union[int, Sequence[Sequence[int]]]] = None,
     projections: str = "qv",
 ) -> Dict[str, List[str]]:
     r"""
@@ -142,8 +142,10 @@ def layer_groups(
                     DistilBERT, GPT-2, Llama-style), LoRA-wrapped or not.
         blocks (int or list of lists of int, optional): How to split the
                     transformer blocks: a number of equal ranges (named
-                    ``early``, ``middle``, ``late`` for 3; ``blocks i-j``
-                    otherwise), or explicit block index ranges. Default: 3
+                    ``early``, ``middle``, ``late`` for 3, ``early`` and
+                    ``late`` for 2, ``blocks i-j`` otherwise), or explicit
+                    block index ranges. Default: None, meaning 3 (2 or 1 for
+                    a model with fewer blocks)
         projections (str, optional): ``"qv"`` (the query and value
                     projections, as in the layer-choice study), or ``"all"``
                     (query, key, value and the attention output). Default:
@@ -165,6 +167,8 @@ def layer_groups(
         )
     named = dict(model.named_modules())
     block_names = _block_names(model)
+    if blocks is None:
+        blocks = min(3, len(block_names))
     ranges = _block_ranges(len(block_names), blocks)
     groups: Dict[str, List[str]] = {}
     for label, indices in ranges:
@@ -176,6 +180,12 @@ def layer_groups(
         groups[f"attention {label}"] = names
     groups["classifier"] = [_classifier(named)]
     return groups
+
+
+def last_block(model: Module) -> Module:
+    r"""The last transformer block of ``model`` (it outputs the last hidden state)."""
+    named = dict(model.named_modules())
+    return named[_block_names(model)[-1]]
 
 
 def _block_names(model: Module) -> List[str]:
@@ -211,7 +221,7 @@ def _block_ranges(
             raise TracInWEError(
                 f"`blocks` ranges must hold block indices 0..{count - 1}; got {blocks}."
             )
-    words = ["early", "middle", "late"] if len(spans) == 3 else None
+    words = {2: ["early", "late"], 3: ["early", "middle", "late"]}.get(len(spans))
     return [
         (words[i] if words else f"blocks {s[0]}-{s[-1]}", s)
         for i, s in enumerate(spans)

@@ -74,6 +74,10 @@ class Explorer:
                     must take ``k`` and ``proponents``). Default: None (TracIn-WE
                     only)
         last_layer_name (str, optional): Its name in the views.
+        extra_methods (dict, optional): More methods side by side, name ->
+                    ``DataInfluence`` on the same model, for example
+                    :class:`~captum_tracin_we.TracInLayers` on a layer group.
+                    Default: None
         encode (callable, optional): ``encode(texts, labels)`` returns one
                     batch in the training data's convention. Default: None,
                     meaning the tokenizer's ``input_ids`` and
@@ -101,6 +105,7 @@ class Explorer:
         k: int = 10,
         description: str = "",
         limits: Optional[Limits] = None,
+        extra_methods: Optional[Dict[str, Any]] = None,
     ) -> None:
         self.tracin = tracin
         self.tokenizer = tokenizer
@@ -112,6 +117,10 @@ class Explorer:
         self.methods: Dict[str, Any] = {TRACIN_WE: tracin}
         if last_layer is not None:
             self.methods[last_layer_name] = last_layer
+        for name, method in (extra_methods or {}).items():
+            if str(name) in self.methods:
+                raise ValueError(f"Method name {name!r} is taken; give another.")
+            self.methods[str(name)] = method
         self.k = self._checked_k(k)
         self.description = description
         self.train_texts = [str(text) for text in train_texts]

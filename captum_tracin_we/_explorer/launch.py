@@ -7,7 +7,7 @@ background thread.
 """
 
 import warnings
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from captum_tracin_we._explorer.engine import Explorer
 from captum_tracin_we._explorer.server import ExplorerServer
@@ -64,6 +64,7 @@ def build_explorer(
     description: str,
     encode: Optional[Callable[..., Any]] = None,
     show_progress: bool = True,
+    extra_methods: Optional[Dict[str, Any]] = None,
 ) -> Explorer:
     r"""
     The one way an explorer is made, from Python and from
@@ -85,6 +86,7 @@ def build_explorer(
         max_length=max_length,
         k=k,
         description=description,
+        extra_methods=extra_methods,
     )
     return explorer.prepare(show_progress=show_progress)
 

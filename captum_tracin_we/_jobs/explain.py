@@ -16,6 +16,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from captum_tracin_we._baselines.captum_methods import tracincp_fast
+from captum_tracin_we._data.model_layers import layer_groups
+from captum_tracin_we._errors import TracInWEError
 from captum_tracin_we._evaluation.comparison import compare_influence
 from captum_tracin_we._files.atomic_files import (
     check_output_folder,
@@ -37,6 +39,7 @@ from captum_tracin_we._jobs.report import (
     format_sides,
     write_report,
 )
+from captum_tracin_we._method.tracin_layers import TracInLayers
 from captum_tracin_we._method.tracin_we import TracInWE
 from captum_tracin_we._scoring.top_k import both_sides
 
@@ -64,6 +67,7 @@ class ExplainSettings:
     out: str = "tracin_we_explain"
     batch_size: int = 32
     last_layer: bool = True
+    layer_group: Optional[str] = None
     show_progress: bool = True
 
 
@@ -105,6 +109,8 @@ def run_explain(settings: ExplainSettings) -> Dict[str, Any]:
         settings
     )
     tests = _test_texts(settings, folder, names, max_length)
+    if settings.layer_group:
+        group_layers(folder.model, settings.layer_group)  # before any scoring
     phases = {"load": time.perf_counter() - started}
     tracin = _tracin(settings, folder, train_encoded)
     query_started = time.perf_counter()
@@ -127,6 +133,14 @@ def run_explain(settings: ExplainSettings) -> Dict[str, Any]:
             test_batch, show_progress=settings.show_progress
         )
         seconds[LAST_LAYER] = time.perf_counter() - timer
+    if settings.layer_group:
+        name = f"TracIn ({settings.layer_group})"
+        layers = layer_method(settings, folder, train_encoded)
+        timer = time.perf_counter()
+        all_scores[name] = layers.influence(
+            test_batch, show_progress=settings.show_progress
+        )
+        seconds[name] = time.perf_counter() - timer
     methods = {name: both_sides(matrix, k) for name, matrix in all_scores.items()}
     comparison = None
     if scores.shape[1] >= 2:  # top-k lists of at most half the training set
@@ -364,6 +378,34 @@ def _accuracy(tests: List[TestText]) -> Optional[float]:
     return sum(t.predicted == t.given_label for t in labelled) / len(labelled)
 
 
+def group_layers(model: Any, group: str) -> List[str]:
+    r"""
+    The layers of a named group of :func:`layer_groups` (``"attention
+    early"``, ``"attention middle"``, ``"attention late"``, ``"classifier"``).
+
+    Raises:
+        TracInWEError: If the model has no such group (the names are listed).
+    """
+    groups = layer_groups(model)
+    if group not in groups:
+        raise TracInWEError(
+            f"--layer-group {group!r} is not a layer group of this model; choose "
+            f"one of {sorted(groups)}."
+        )
+    return groups[group]
+
+
+def layer_method(settings: ExplainSettings, folder: ModelFolder, encoded: Encoded):
+    return TracInLayers(
+        folder.model,
+        _loader(folder.tokenizer, encoded, settings.batch_size),
+        folder.checkpoints,
+        group_layers(folder.model, settings.layer_group or ""),
+        folder.load_func,
+        batch_size=None,
+    )
+
+
 def _settings_rows(settings, folder, train: TextData, encoded, max_length, tracin):
     excluded = tracin.exclude_token_ids.numel()
     return {
@@ -387,4 +429,5 @@ def _settings_rows(settings, folder, train: TextData, encoded, max_length, traci
         f"{settings.exclude_special_tokens}, most frequent: "
         f"{settings.exclude_frequent})",
         "Index": settings.index or "none (training side recomputed)",
+        "Layer group": settings.layer_group or "none",
     }

@@ -17,6 +17,8 @@ from captum_tracin_we._jobs.explain import (
     _loader,
     _tracin,
     check_index_folder,
+    group_layers,
+    layer_method,
     load_training,
 )
 
@@ -46,6 +48,8 @@ def prepare_explorer(settings: ExploreSettings) -> Explorer:
         raise ValueError("Give an index folder: --index DIR (built on first use).")
     check_index_folder(settings.index)  # before the model loads
     folder, names, train, _, max_length, encoded = load_training(settings)
+    if settings.layer_group:
+        group_layers(folder.model, settings.layer_group)  # before the index build
     tracin = _tracin(settings, folder, encoded)
     last_layer: Any = None
     if settings.last_layer:
@@ -55,6 +59,10 @@ def prepare_explorer(settings: ExploreSettings) -> Explorer:
             folder.checkpoints,
             folder.load_func,
         )
+    extra = {}
+    if settings.layer_group:
+        name = f"TracIn ({settings.layer_group})"
+        extra[name] = layer_method(settings, folder, encoded)
     return build_explorer(
         tracin,
         folder.tokenizer,
@@ -65,6 +73,7 @@ def prepare_explorer(settings: ExploreSettings) -> Explorer:
         max_length=max_length,
         description=folder.description,
         show_progress=settings.show_progress,
+        extra_methods=extra,
     )
 
 

@@ -7,6 +7,8 @@ from typing import Dict, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from captum_tracin_we._scoring.noise_detection import noise_detection_curve
+
 
 def flip_labels(
     labels: Tensor, fraction: float, n_classes: int, seed: int = 0
@@ -59,11 +61,10 @@ def mislabel_detection(
     if not flipped.any() or flipped.all():
         raise ValueError("`flipped` must mark some, but not all, examples.")
     metrics = {"roc_auc": float(roc_auc_score(flipped.numpy(), scores.numpy()))}
-    order = torch.argsort(scores, descending=True, stable=True)
-    found = flipped[order].double().cumsum(0)
+    found = noise_detection_curve(-scores, flipped)  # highest score first
     for fraction in fractions:
         inspected = max(1, round(fraction * scores.numel()))
-        metrics[f"NDR@{fraction:.0%}"] = float(found[inspected - 1] / flipped.sum())
+        metrics[f"NDR@{fraction:.0%}"] = float(found[inspected - 1])
     return metrics
 
 

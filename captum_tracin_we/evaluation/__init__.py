@@ -32,6 +32,10 @@ from captum_tracin_we._scoring.metrics import (
     token_rank_correlation,
     topk_cardinality,
 )
+from captum_tracin_we._scoring.noise_detection import (
+    noise_detection_curve,
+    noise_detection_rate,
+)
 
 __all__ = [
     "DeletionResult",
@@ -44,6 +48,8 @@ __all__ = [
     "influence_scores",
     "label_agreement",
     "mislabel_detection",
+    "noise_detection_curve",
+    "noise_detection_rate",
     "output_gradients",
     "plot_deletion_curves",
     "random_scores",
