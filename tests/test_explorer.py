@@ -27,7 +27,7 @@ pytest.importorskip("accelerate")
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 
-from captum_tracin_we import TracInWE, tracincp_fast  # noqa: E402
+from captum_tracin_we import TracInWE, TracInWEError, tracincp_fast  # noqa: E402
 from captum_tracin_we._cli import main  # noqa: E402
 from captum_tracin_we._explorer.server import ExplorerServer  # noqa: E402
 from captum_tracin_we._jobs.explain import _collate, _loader, encode  # noqa: E402
@@ -731,3 +731,25 @@ def test_a_rerun_explore_replaces_the_previous_server(served):
             assert response.status == 200
     finally:
         second.stop()
+
+
+def test_a_layer_group_answers_beside_tracin_we(run, tmp_path):
+    from captum_tracin_we import TracInLayers
+
+    explorer = prepare_explorer(
+        _settings(run, index=str(tmp_path / "index"), layer_group="classifier")
+    )
+    assert explorer.info()["methods"][-1] == "TracIn (classifier)"
+    answer = explorer.query(TEXT, k=3, methods=["TracIn (classifier)"])
+    (layer,) = answer["methods"]
+    batch = _batch(explorer, TEXT, answer["label"])
+    method = explorer.methods["TracIn (classifier)"]
+    assert isinstance(method, TracInLayers) and method.layer_names == ["classifier"]
+    scores = method.influence(batch)[0]
+    top = scores.topk(3)
+    assert [r["index"] for r in layer["proponents"]] == top.indices.tolist()
+    assert [r["score"] for r in layer["proponents"]] == pytest.approx(
+        top.values.tolist(), rel=1e-5
+    )
+    with pytest.raises(TracInWEError, match="not a layer group"):
+        prepare_explorer(_settings(run, layer_group="attention center"))

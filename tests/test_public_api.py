@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 
 import os
+from typing import Dict, List, Tuple
 
 from tests.public_api import PUBLIC_MODULES, public_api
 
@@ -10,12 +11,76 @@ from tests.public_api import PUBLIC_MODULES, public_api
 BEFORE = os.path.join(os.path.dirname(__file__), "public_api_before_redesign.txt")
 
 
-def test_every_public_name_keeps_its_signature():
+def split_line(line: str) -> Tuple[str, List[str], str]:
+    r"""Name, top-level parameter texts and return text of one API line."""
+    if "(" not in line:
+        return line, [], ""
+    name, rest = line.split("(", 1)
+    depth, quote, current, parameters = 0, "", "", []
+    for index, char in enumerate(rest):
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "([{":
+            depth += 1
+        elif char in ")]}" and depth:
+            depth -= 1
+        elif char == ")":
+            parameters.append(current.strip())
+            return name, [p for p in parameters if p], rest[index + 1 :].strip()
+        elif char == "," and not depth:
+            parameters.append(current.strip())
+            current = ""
+            continue
+        current += char
+    raise ValueError(f"unbalanced signature: {line}")
+
+
+def incompatible(before: str, now: Dict[str, Tuple[List[str], str]]) -> str:
+    r"""Why ``before`` no longer works with the API ``now`` ('' if it does)."""
+    name, parameters, returns = split_line(before)
+    if name not in now:
+        return "gone"
+    new_parameters, new_returns = now[name]
+    if new_parameters[: len(parameters)] != parameters:
+        return "parameters changed"
+    added = new_parameters[len(parameters) :]
+    if any(" = " not in p and not p.startswith("*") for p in added):
+        return "a new parameter without a default"
+    if new_returns != returns:
+        return "return changed"
+    return ""
+
+
+def current_api() -> Dict[str, Tuple[List[str], str]]:
+    return {
+        name: (parameters, returns)
+        for name, parameters, returns in map(split_line, public_api())
+    }
+
+
+def test_every_public_name_keeps_a_compatible_signature():
     with open(BEFORE, encoding="utf-8") as stream:
         before = [line for line in stream.read().splitlines() if line]
-    now = set(public_api())
-    missing = [line for line in before if line not in now]
-    assert not missing, "Public names lost or changed:\n" + "\n".join(missing)
+    now = current_api()
+    broken = [f"{line}: {why}" for line in before if (why := incompatible(line, now))]
+    assert not broken, "Public names lost or changed:\n" + "\n".join(broken)
+
+
+def test_the_compatibility_rule_fails_what_breaks_a_caller():
+    now = {"m.f": (["a: int", "b: int = 1", "c: int = 2"], "-> int")}
+    assert incompatible("m.f(a: int, b: int = 1) -> int", now) == ""
+    assert incompatible("m.g(a: int) -> int", now) == "gone"
+    assert incompatible("m.f(b: int = 1) -> int", now) == "parameters changed"
+    assert incompatible("m.f(a: int, b: int = 3) -> int", now) == "parameters changed"
+    assert incompatible("m.f(a: int, b: int = 1, c: int = 2) -> str", now) == (
+        "return changed"
+    )
+    now = {"m.f": (["a: int", "b: int"], "-> int")}
+    assert incompatible("m.f(a: int) -> int", now) == "a new parameter without a default"
+    name, parameters, _ = split_line("m.f(x: Dict[str, int] = {'a,b': 1}, *y) -> None")
+    assert parameters == ["x: Dict[str, int] = {'a,b': 1}", "*y"]
 
 
 def test_public_modules_only_re_export():
