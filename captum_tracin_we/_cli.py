@@ -122,6 +122,14 @@ def _method_options(parser: argparse.ArgumentParser, index: bool = True) -> None
         "tokens weigh less without a list (see the method notes for when to use "
         "it; default: unweighted, as in the paper)",
     )
+    parser.add_argument(
+        "--normalize",
+        choices=["cosine", "train"],
+        default=None,
+        help="scale gradients to unit norm at each checkpoint: 'cosine' (both "
+        "texts), 'train' (the training text only); default: unnormalised, as in "
+        "the paper",
+    )
     if index:
         parser.add_argument(
             "--index",
@@ -140,6 +148,12 @@ def _method_options(parser: argparse.ArgumentParser, index: bool = True) -> None
         help="also show exact TracIn on a layer group, side by side: 'attention "
         "early', 'attention middle', 'attention late' (query and value "
         "projections) or 'classifier'",
+    )
+    parser.add_argument(
+        "--repsim",
+        action="store_true",
+        help="also show RepSim side by side: the cosine of the texts' mean-pooled "
+        "last hidden states (the baseline that often beats influence)",
     )
     parser.add_argument("--batch-size", type=int, default=32, help="batch size")
 
@@ -345,6 +359,8 @@ def _model_and_data(args: argparse.Namespace) -> Dict[str, Any]:
         batch_size=args.batch_size,
         last_layer=not args.no_last_layer,
         layer_group=args.layer_group,
+        repsim=args.repsim,
+        normalize=args.normalize,
         show_progress=not args.no_progress,
     )
 

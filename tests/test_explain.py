@@ -337,3 +337,20 @@ def test_explain_adds_a_layer_group_side_by_side(run, capsys):
         "--layer-group",
         "attention center",
     )
+
+
+def test_explain_normalises_and_shows_repsim_side_by_side(run):
+    summary, page = _explain(run, "--text", "goal team match", "--normalize", "cosine",
+                             "--repsim")  # fmt: skip
+    settings = summary["settings"]
+    assert settings["Gradient normalisation"] == "cosine"
+    assert settings["RepSim"] == "shown (final model)"
+    entry = summary["tests"][0]
+    name = "RepSim (last hidden state)"
+    scores = [e["score"] for e in entry[f"{name} proponents"]]
+    assert scores and all(-1 - 1e-6 <= s <= 1 + 1e-6 for s in scores)
+    assert name in page and name in json.dumps(summary["method_diagnostics"])
+    plain, _ = _explain(run, "--text", "goal team match")
+    normalised = [e["score"] for e in entry["TracIn-WE proponents"]]
+    unnormalised = [e["score"] for e in plain["tests"][0]["TracIn-WE proponents"]]
+    assert normalised != unnormalised

@@ -753,3 +753,20 @@ def test_a_layer_group_answers_beside_tracin_we(run, tmp_path):
     )
     with pytest.raises(TracInWEError, match="not a layer group"):
         prepare_explorer(_settings(run, layer_group="attention center"))
+
+
+def test_normalize_and_repsim_reach_the_explorer(run, tmp_path):
+    from captum_tracin_we import RepresentationSimilarity
+
+    explorer = prepare_explorer(
+        _settings(run, index=str(tmp_path / "index"), normalize="cosine", repsim=True)
+    )
+    assert explorer.methods["TracIn-WE"].normalize == "cosine"
+    name = "RepSim (last hidden state)"
+    method = explorer.methods[name]
+    assert isinstance(method, RepresentationSimilarity)
+    answer = explorer.query(TEXT, k=3, methods=[name])
+    batch = _batch(explorer, TEXT, answer["label"])
+    top = method.influence(batch)[0].topk(3)
+    (shown,) = answer["methods"]
+    assert [r["index"] for r in shown["proponents"]] == top.indices.tolist()

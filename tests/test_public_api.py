@@ -78,7 +78,9 @@ def test_the_compatibility_rule_fails_what_breaks_a_caller():
         "return changed"
     )
     now = {"m.f": (["a: int", "b: int"], "-> int")}
-    assert incompatible("m.f(a: int) -> int", now) == "a new parameter without a default"
+    assert (
+        incompatible("m.f(a: int) -> int", now) == "a new parameter without a default"
+    )
     name, parameters, _ = split_line("m.f(x: Dict[str, int] = {'a,b': 1}, *y) -> None")
     assert parameters == ["x: Dict[str, int] = {'a,b': 1}", "*y"]
 

@@ -16,6 +16,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from captum_tracin_we._baselines.captum_methods import tracincp_fast
+from captum_tracin_we._baselines.representation_similarity import (
+    RepresentationSimilarity,
+)
 from captum_tracin_we._data.model_layers import layer_groups
 from captum_tracin_we._errors import TracInWEError
 from captum_tracin_we._evaluation.comparison import compare_influence
@@ -44,6 +47,7 @@ from captum_tracin_we._method.tracin_we import TracInWE
 from captum_tracin_we._scoring.top_k import both_sides
 
 LAST_LAYER = "TracInCPFast (last layer)"
+REPSIM = "RepSim (last hidden state)"
 REPORT_FILES = ("report.html", "scores.json")
 
 
@@ -63,11 +67,13 @@ class ExplainSettings:
     top_k: int = 5
     top_k_words: Optional[int] = None
     idf_power: Optional[float] = None
+    normalize: Optional[str] = None
     index: Optional[str] = None
     out: str = "tracin_we_explain"
     batch_size: int = 32
     last_layer: bool = True
     layer_group: Optional[str] = None
+    repsim: bool = False
     show_progress: bool = True
 
 
@@ -133,11 +139,9 @@ def run_explain(settings: ExplainSettings) -> Dict[str, Any]:
             test_batch, show_progress=settings.show_progress
         )
         seconds[LAST_LAYER] = time.perf_counter() - timer
-    if settings.layer_group:
-        name = f"TracIn ({settings.layer_group})"
-        layers = layer_method(settings, folder, train_encoded)
+    for name, method in extra_methods(settings, folder, train_encoded).items():
         timer = time.perf_counter()
-        all_scores[name] = layers.influence(
+        all_scores[name] = method.influence(
             test_batch, show_progress=settings.show_progress
         )
         seconds[name] = time.perf_counter() - timer
@@ -359,6 +363,7 @@ def _tracin(settings: ExplainSettings, folder: ModelFolder, encoded: Encoded):
         top_k_words=settings.top_k_words,
         exclude_token_ids=_excluded_ids(settings, folder, encoded),
         idf_power=settings.idf_power,
+        normalize=settings.normalize,
     )
     if settings.index:
         manifest = os.path.join(settings.index, MANIFEST)
@@ -403,7 +408,30 @@ def layer_method(settings: ExplainSettings, folder: ModelFolder, encoded: Encode
         group_layers(folder.model, settings.layer_group or ""),
         folder.load_func,
         batch_size=None,
+        normalize=settings.normalize,
     )
+
+
+def extra_methods(
+    settings: ExplainSettings, folder: ModelFolder, encoded: Encoded
+) -> Dict[str, Any]:
+    r"""
+    The methods shown beside TracIn-WE and the last layer, name -> method:
+    exact TracIn on ``--layer-group`` (with the same ``--normalize``), and
+    RepSim with ``--repsim`` (the cosine of mean-pooled last hidden states of
+    the final model, :class:`RepresentationSimilarity`).
+    """
+    extra: Dict[str, Any] = {}
+    if settings.layer_group:
+        extra[f"TracIn ({settings.layer_group})"] = layer_method(
+            settings, folder, encoded
+        )
+    if settings.repsim:
+        extra[REPSIM] = RepresentationSimilarity(
+            folder.model,
+            _loader(folder.tokenizer, encoded, settings.batch_size),
+        )
+    return extra
 
 
 def _settings_rows(settings, folder, train: TextData, encoded, max_length, tracin):
@@ -429,5 +457,7 @@ def _settings_rows(settings, folder, train: TextData, encoded, max_length, traci
         f"{settings.exclude_special_tokens}, most frequent: "
         f"{settings.exclude_frequent})",
         "Index": settings.index or "none (training side recomputed)",
+        "Gradient normalisation": settings.normalize or "none (the paper's TracIn-WE)",
         "Layer group": settings.layer_group or "none",
+        "RepSim": "shown (final model)" if settings.repsim else "not shown",
     }

@@ -17,8 +17,8 @@ from captum_tracin_we._jobs.explain import (
     _loader,
     _tracin,
     check_index_folder,
+    extra_methods,
     group_layers,
-    layer_method,
     load_training,
 )
 
@@ -59,10 +59,7 @@ def prepare_explorer(settings: ExploreSettings) -> Explorer:
             folder.checkpoints,
             folder.load_func,
         )
-    extra = {}
-    if settings.layer_group:
-        name = f"TracIn ({settings.layer_group})"
-        extra[name] = layer_method(settings, folder, encoded)
+    extra = extra_methods(settings, folder, encoded)
     return build_explorer(
         tracin,
         folder.tokenizer,

@@ -37,6 +37,11 @@ from captum_tracin_we._scoring.ghost_products import (
     layer_scores,
     layer_self_scores,
 )
+from captum_tracin_we._scoring.normalization import (
+    checked_normalize,
+    inverse_norms,
+    self_score_factor,
+)
 from captum_tracin_we._scoring.top_k import top_k
 
 LossFn = Union[Module, Callable[..., Tensor]]
@@ -80,6 +85,7 @@ class TracInLayers(TracInCPBase):
         loss_fn: Optional[LossFn] = None,
         batch_size: Union[int, None] = 1,
         test_loss_fn: Optional[LossFn] = None,
+        normalize: Optional[str] = None,
     ) -> None:
         r"""
         Args:
@@ -101,11 +107,17 @@ class TracInLayers(TracInCPBase):
             batch_size (int, optional): Batch size for a Dataset; scores do not
                         depend on it. Default: 1
             test_loss_fn (Callable, optional): Test loss. Default: ``loss_fn``
+            normalize (str, optional): ``"cosine"``: both examples' gradients
+                        over all the layers scaled to unit norm at each
+                        checkpoint; ``"train"``: the training gradient only. The
+                        per-layer scores share the one norm, so they still sum
+                        to the total. Default: None (unnormalised)
 
         Raises:
             TracInWEError: If a layer does not exist (the closest names are
                         given), is not linear, or is frozen while others train.
         """
+        self.normalize = checked_normalize(normalize)
         self.layers, biases = find_linear_layers(model, layers)
         embedding = find_embedding_layer(model, None)
         pad_id = padding_id(model, embedding)
@@ -222,7 +234,9 @@ class TracInLayers(TracInCPBase):
     ) -> Tensor:
         r"""
         Each example's squared gradient norm over the layers, summed over the
-        checkpoints times their learning rates (with ``loss_fn``).
+        checkpoints times their learning rates (with ``loss_fn``); with
+        ``normalize``, its normalised score with itself (``lr`` per checkpoint
+        for ``"cosine"``, ``lr * |g|`` for ``"train"``).
 
         Args:
             inputs (optional): Examples as the training batches. Default: None
@@ -244,13 +258,15 @@ class TracInLayers(TracInCPBase):
             for loaded in self.checkpoint_pass():
                 digests = passes.start()
                 parts = [
-                    sum(layer_self_scores(f) for f in factors.values())
+                    _squared_norms(factors)
                     for factors in self._source.stream(
                         batches, self.loss_fn, bar, digests
                     )
                 ]
                 passes.finish(digests)
-                part = loaded.learning_rate * torch.cat(parts)
+                squared = torch.cat(parts)
+                factor = self_score_factor(squared, self.normalize)
+                part = loaded.learning_rate * squared * factor
                 total = part if total is None else total + part
         assert total is not None
         return total.float().cpu()
@@ -271,15 +287,17 @@ class TracInLayers(TracInCPBase):
         totals: Dict[str, List[Tensor]] = {name: [] for name in self.layers}
         with progress_bar(self, "influence", batches, show_progress) as bar:
             for loaded in self.checkpoint_pass():
-                queries = self._queries(batches, bar, test_passes)
+                queries, test_scale = self._queries(batches, bar, test_passes)
                 digests = passes.start()
                 stream = self._source.stream(
                     self._training.batches(), self.loss_fn, bar, digests
                 )
                 for i, train in enumerate(stream):
+                    scale = loaded.learning_rate * test_scale
+                    if self.normalize is not None:
+                        scale = scale * inverse_norms(_squared_norms(train))[None]
                     for name in self.layers:
-                        block = layer_scores(queries[name], train[name])
-                        block = loaded.learning_rate * block
+                        block = layer_scores(queries[name], train[name]) * scale
                         if aggregate:
                             block = block.sum(0, keepdim=True)
                         _add(totals[name], i, block)
@@ -288,17 +306,28 @@ class TracInLayers(TracInCPBase):
 
     def _queries(
         self, batches: Any, bar: Any, passes: SamePasses
-    ) -> Dict[str, LayerQueries]:
+    ) -> "tuple[Dict[str, LayerQueries], Tensor]":
+        r"""The test side's factors per layer, and ``(n_test, 1)`` scales of its
+        scores (inverse gradient norms for ``"cosine"``, else ones)."""
         digests = passes.start()
         parts = list(self._source.stream(batches, self.test_loss_fn, bar, digests))
         passes.finish(digests)
         if not parts:
             raise ValueError("The test data is empty; pass at least one example.")
         stacked = self._source.stacked_parts(parts)
-        return {name: LayerQueries(factors) for name, factors in stacked.items()}
+        squared = _squared_norms(stacked)
+        scale = inverse_norms(squared) if self.normalize == "cosine" else None
+        scale = torch.ones_like(squared) if scale is None else scale
+        queries = {name: LayerQueries(factors) for name, factors in stacked.items()}
+        return queries, scale.reshape(-1, 1)
 
     def _as_batches(self, inputs: Any) -> Any:
         return test_batches(inputs, self._pad_id, self.batch_size or 16)
+
+
+def _squared_norms(factors: Dict[str, Any]) -> Tensor:
+    r"""``(n,)`` squared gradient norms over all the layers' factors."""
+    return sum(layer_self_scores(f) for f in factors.values())  # type: ignore
 
 
 def _add(totals: List[Tensor], i: int, block: Tensor) -> None:

@@ -45,6 +45,7 @@ from captum_tracin_we._method.model_copy import on_model_copy
 from captum_tracin_we._method.progress import progress_bar
 from captum_tracin_we._method.training_side import summed_scores, summed_self_scores
 from captum_tracin_we._method.word_pairs import pair_word_influence
+from captum_tracin_we._scoring.normalization import checked_normalize
 from captum_tracin_we._scoring.top_k import top_k
 from captum_tracin_we._scoring.word_contributions import (
     WordInfluence,
@@ -101,6 +102,7 @@ class TracInWE(TracInCPBase):
         exclude_token_ids: Optional[Iterable[int]] = None,
         index: Optional[str] = None,
         idf_power: Optional[float] = None,
+        normalize: Optional[str] = None,
     ) -> None:
         r"""
         Args:
@@ -137,6 +139,15 @@ class TracInWE(TracInCPBase):
                         token's term by :math:`\mathrm{idf}(w)^a`, scikit-learn's
                         smooth idf over the training set ("Frequent tokens" in
                         :doc:`method`). Default: None (the paper's TracIn-WE)
+            normalize (str, optional): ``"cosine"``: both examples' gradients
+                        scaled to unit norm at each checkpoint before the inner
+                        product (TrackStar's gradient cosine), so each
+                        checkpoint adds ``lr * cos`` in ``[-lr, lr]``;
+                        ``"train"``: the training gradient only (relative
+                        influence). Norms are of the counted positions
+                        (``top_k_words``, ``exclude_token_ids``), without IDF
+                        weights ("Normalised gradients" in :doc:`method`).
+                        Default: None (unnormalised, the paper's TracIn-WE)
         """
         self.embedding_layer = find_embedding_layer(model, embedding_layer)
         pad_id = padding_id(model, self.embedding_layer)
@@ -155,6 +166,7 @@ class TracInWE(TracInCPBase):
         self._training = TrainingData(self.train_dataloader, adapter)
         self._source = WordGradientSource(adapter, top_k_words, self.exclude_token_ids)
         self.idf_power = checked_idf_power(idf_power)
+        self.normalize = checked_normalize(normalize)
         self.index: Optional[WordIndex] = None
         if index is not None:
             self.attach_index(index)

@@ -20,6 +20,11 @@ from captum_tracin_we._gradients.gradient_source import WordGradientSource
 from captum_tracin_we._gradients.word_rows import WordRows
 from captum_tracin_we._index.index_scoring import indexed_scores, indexed_self_scores
 from captum_tracin_we._method.progress import progress_bar
+from captum_tracin_we._scoring.normalization import (
+    inverse_norms,
+    per_example_scaled,
+    self_score_factor,
+)
 from captum_tracin_we._scoring.shared_tokens import self_scores, shared_token_scores
 
 
@@ -33,6 +38,9 @@ class StreamedTraining:
         training (TrainingData): The training batches, in order.
         loss_fn (Callable): The training loss.
         passes (SamePasses): The check that every pass saw the same data.
+        normalize (str, optional): ``"cosine"`` or ``"train"``: each training
+                    example's scores divided by its gradient norm at the
+                    checkpoint. Default: None
     """
 
     def __init__(
@@ -41,11 +49,13 @@ class StreamedTraining:
         training: TrainingData,
         loss_fn: Any,
         passes: SamePasses,
+        normalize: Optional[str] = None,
     ) -> None:
         self.source = source
         self.training = training
         self.loss_fn = loss_fn
         self.passes = passes
+        self.normalize = normalize
 
     def scores(
         self, queries: WordRows, loaded: LoadedCheckpoint, bar: Any
@@ -62,9 +72,19 @@ class StreamedTraining:
         rows = self.source.stream(
             self.training.batches(), self.loss_fn, "training", bar, digests
         )
-        blocks = [shared_token_scores(queries, train) for train in rows]
+        blocks = [self._scores(queries, train) for train in rows]
         self.passes.finish(digests)
         return blocks
+
+    def _self_scores(self, rows: WordRows, weights: Optional[Tensor]) -> Tensor:
+        factor = self_score_factor(self_scores(rows), self.normalize)
+        return self_scores(rows, weights) * factor
+
+    def _scores(self, queries: WordRows, train: WordRows) -> Tensor:
+        block = shared_token_scores(queries, train)
+        if self.normalize is None:
+            return block
+        return block * inverse_norms(self_scores(train)).to(block).unsqueeze(0)
 
     def self_scores(
         self,
@@ -82,7 +102,7 @@ class StreamedTraining:
         """
         digests = self.passes.start()
         rows = self.source.stream(batches, self.loss_fn, "training", bar, digests)
-        part = torch.cat([self_scores(r, weights) for r in rows])
+        part = torch.cat([self._self_scores(r, weights) for r in rows])
         self.passes.finish(digests)
         return loaded.learning_rate * part
 
@@ -94,17 +114,24 @@ class IndexedTraining:
 
     Args:
         index (WordIndex): The attached index.
+        normalize (str, optional): As for :class:`StreamedTraining`, with the
+                    norms the index stores. Default: None
     """
 
-    def __init__(self, index: Any) -> None:
+    def __init__(self, index: Any, normalize: Optional[str] = None) -> None:
         self.index = index
+        self.normalize = normalize
 
     def scores(
         self, queries: WordRows, loaded: LoadedCheckpoint, bar: Any
     ) -> List[Tensor]:
         r"""The scores as one ``(n_queries, n_train)`` block."""
         self.index.check_checkpoint(loaded)
-        return [indexed_scores(self.index, loaded.position, queries)]
+        block = indexed_scores(self.index, loaded.position, queries)
+        if self.normalize is None:
+            return [block]
+        squared = indexed_self_scores(self.index, loaded.position, 1.0)
+        return [block * inverse_norms(squared).to(block).unsqueeze(0)]
 
     def self_scores(
         self,
@@ -115,7 +142,9 @@ class IndexedTraining:
     ) -> Tensor:
         r"""The stored self-influence of the training set (no IDF weights)."""
         self.index.check_checkpoint(loaded)
-        return indexed_self_scores(self.index, loaded.position, loaded.learning_rate)
+        squared = indexed_self_scores(self.index, loaded.position, 1.0)
+        factor = self_score_factor(squared, self.normalize)
+        return loaded.learning_rate * squared * factor
 
 
 def training_side(
@@ -124,11 +153,12 @@ def training_side(
     training: TrainingData,
     loss_fn: Any,
     passes: SamePasses,
+    normalize: Optional[str] = None,
 ) -> Any:
     r"""The attached ``index`` when there is one, else the training set streamed."""
     if index is not None:
-        return IndexedTraining(index)
-    return StreamedTraining(source, training, loss_fn, passes)
+        return IndexedTraining(index, normalize)
+    return StreamedTraining(source, training, loss_fn, passes, normalize)
 
 
 def test_rows(
@@ -140,11 +170,13 @@ def test_rows(
     passes: SamePasses,
     aggregate: bool = False,
     weights: Optional[Tensor] = None,
+    unit_norm: bool = False,
 ) -> WordRows:
     r"""
     The test side at the loaded checkpoint: the word rows of every test
-    example, summed into one with ``aggregate``, times the learning rate and,
-    with IDF ``weights``, each token's weight.
+    example (each scaled to unit gradient norm with ``unit_norm``), summed
+    into one with ``aggregate``, times the learning rate and, with IDF
+    ``weights``, each token's weight.
 
     Returns:
         queries (WordRows): ``n_test`` rows (1 with ``aggregate``).
@@ -152,6 +184,8 @@ def test_rows(
     digests = passes.start()
     queries = WordRows.cat(list(source.stream(batches, loss_fn, "test", bar, digests)))
     passes.finish(digests)
+    if unit_norm:
+        queries = per_example_scaled(queries, inverse_norms(self_scores(queries)))
     if aggregate:
         queries = queries.summed()
     queries = queries.scaled(loaded.learning_rate)
@@ -177,8 +211,10 @@ def summed_scores(
     """
     source = tracin.gradient_source
     side = training_side(
-        tracin.index, source, tracin.training_data, tracin.loss_fn, passes
-    )
+        tracin.index, source, tracin.training_data, tracin.loss_fn, passes,
+        tracin.normalize,
+    )  # fmt: skip
+    unit_norm = tracin.normalize == "cosine"
     test_passes = SamePasses(role="test")
     streamed = tracin.index is None
     blocks: List[Tensor] = []
@@ -186,7 +222,7 @@ def summed_scores(
         for loaded in tracin.checkpoint_pass():
             queries = test_rows(
                 source, batches, tracin.test_loss_fn, loaded, bar, test_passes,
-                aggregate, weights,
+                aggregate, weights, unit_norm,
             )  # fmt: skip
             add_blocks(blocks, side.scores(queries, loaded, bar))
     return torch.cat(blocks, dim=1).cpu()
@@ -208,7 +244,9 @@ def summed_self_scores(
         scores (Tensor): ``(n,)`` float32 on CPU.
     """
     source, training = tracin.gradient_source, tracin.training_data
-    side = training_side(index, source, training, tracin.loss_fn, passes)
+    side = training_side(
+        index, source, training, tracin.loss_fn, passes, tracin.normalize
+    )
     show = show_progress and index is None
     total: Optional[Tensor] = None
     with progress_bar(tracin, "self influence", batches, show, False) as bar:

@@ -14,6 +14,10 @@ from torch import Tensor
 from captum_tracin_we._data.model_adapter import padding_id
 from captum_tracin_we._data.same_passes import SamePasses
 from captum_tracin_we._gradients.token_choice import weighted_positions
+from captum_tracin_we._gradients.word_gradients import WordGradients
+from captum_tracin_we._gradients.word_rows import word_rows
+from captum_tracin_we._scoring.normalization import inverse_norms
+from captum_tracin_we._scoring.shared_tokens import self_scores
 from captum_tracin_we._scoring.word_contributions import (
     WordInfluence,
     pair_contributions,
@@ -55,11 +59,12 @@ def pair_word_influence(
         _check_rows(indices, test.num_examples)
         examples = tracin.training_data.examples(unique.tolist())
         train = source.stacked(examples, tracin.loss_fn, "training", bar, pad_id)
+        test_scale, train_scale = _norm_scales(tracin.normalize, test, train)
         parts = pair_contributions(
             test.token_ids,
-            loaded.learning_rate * weighted_positions(test, weights),
+            loaded.learning_rate * weighted_positions(test, weights) * test_scale,
             train.token_ids[inverse],
-            train.gradients[inverse],
+            train.gradients[inverse] * train_scale[inverse][..., None, None],
         )
         if test_c is None:
             test_c, train_c = parts
@@ -77,6 +82,20 @@ def pair_word_influence(
         test_labels=test.labels.cpu(),
         train_labels=train.labels[inverse].cpu(),
     )
+
+
+def _norm_scales(
+    normalize: Optional[str], test: WordGradients, train: WordGradients
+) -> "tuple[Tensor, Tensor]":
+    r"""Per-example factors of the test ``(n, 1, 1)`` and training ``(m,)``
+    position gradients: inverse gradient norms where ``normalize`` asks."""
+    ones = test.gradients.new_ones(test.num_examples, 1, 1)
+    if normalize is None:
+        return ones, train.gradients.new_ones(train.num_examples)
+    train_scale = inverse_norms(self_scores(word_rows(train)))
+    if normalize == "train":
+        return ones, train_scale
+    return inverse_norms(self_scores(word_rows(test))).reshape(-1, 1, 1), train_scale
 
 
 def _check_rows(indices: Tensor, num_test: int) -> None:
