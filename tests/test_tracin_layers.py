@@ -300,3 +300,46 @@ def test_representation_similarity_equals_a_hand_computed_cosine(pooling):
         RepresentationSimilarity(model, train, pooling="max")
     with pytest.raises(TracInWEError, match="no module named"):
         RepresentationSimilarity(model, train, layer="bert.nothing")
+
+
+def test_compare_influence_puts_a_layer_group_beside_tracin_we(tmp_path):
+    from captum_tracin_we import TracInWE, compare_influence
+
+    model, ids, mask, labels, paths = _setup(tmp_path, "bert")
+    late, test = _ours(
+        model, layer_groups(model)["attention late"], ids, mask, labels, paths
+    )
+    train = DataLoader(dict_dataset(ids[:16], labels[:16]), batch_size=5)
+    methods = {"TracIn-WE": TracInWE(model, train, paths), "attention late": late}
+    comparison = compare_influence(methods, test, k=3)
+    for name, method in methods.items():
+        own = method.influence(test, k=3, proponents=False)
+        assert torch.equal(comparison.opponents[name].indices, own.indices), name
+    assert torch.equal(comparison.train_labels, labels[:16])
+    assert "attention late" in comparison.table()
+
+
+@pytest.mark.parametrize("normalize", ["cosine", "train"])
+def test_normalised_layers_equal_a_cosine_of_captums_gradients(tmp_path, normalize):
+    model, ids, mask, labels, paths = _setup(tmp_path, "bert")
+    layers = LAYERS["bert"][:2]
+    expected = 0.0
+    for path in paths:
+        products, train_self = _captum(model, layers, ids, mask, labels, [path])
+        rate = load_into("hf")(LogitsOnly(model), path)
+        both = torch.cat([ids[16:], ids[16:]]), torch.cat([mask[16:], mask[16:]])
+        twice = torch.cat([labels[16:], labels[16:]])
+        _, test_self = _captum(model, layers, *both, twice, [path], n_train=6)
+        norms = (train_self.double() / rate).sqrt().reshape(1, -1)
+        if normalize == "cosine":
+            norms = norms * (test_self.double() / rate).sqrt().reshape(-1, 1)
+        expected = expected + products.double() / norms
+    tracin, test = _ours(model, layers, ids, mask, labels, paths)
+    tracin.normalize = normalize
+    assert_close(tracin.influence(test), expected)
+    by_layer = tracin.layer_influence(test)
+    assert_close(torch.stack(list(by_layer.values())).sum(0), expected)
+    own = {"input_ids": ids[:16], "attention_mask": mask[:16], "labels": labels[:16]}
+    assert_close(tracin.self_influence(), tracin.influence(own).diagonal())
+    with pytest.raises(TracInWEError, match="`normalize` must be"):
+        TracInLayers(model, own, paths, layers, normalize="unit")
