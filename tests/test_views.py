@@ -142,7 +142,8 @@ def test_pair_figure_names_its_pair_shows_both_sides_and_wraps(words):
     )
     index = int(result.train_indices[1, 2])
     titles = [ax.get_title(loc="left") for ax in axes]
-    assert titles[0].startswith("test text 1 [") and f"#{index} [" in titles[1]
+    # numbered from 1, as the report numbers its test texts: row 1 is text 2
+    assert titles[0].startswith("test text 2 [") and f"#{index} [" in titles[1]
     assert f"{float(result.scores[1, 2]):+.3g}" in fig._suptitle.get_text()
     for ax, side in zip(axes, ("test", "train")):
         tokens = merge_subwords(*_side_tokens(result, side))[0]
@@ -193,3 +194,47 @@ def test_byte_level_bpe_words_read_as_text_in_the_views():
     )
     assert "café" in str(visualize_word_influence(result, tokenizer))
     assert "日本語" in format_word_influence_text(result, tokenizer)
+
+
+def _bold_words(markup: str) -> list:
+    r"""The text of every <b> element of the training entries, by structure."""
+    from html.parser import HTMLParser
+
+    class Bold(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.depth, self.entry, self.words = 0, 0, []
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "div" and ("class", "tw-entry") in attrs:
+                self.entry += 1
+            self.depth += tag == "b"
+
+        def handle_endtag(self, tag):
+            self.depth -= tag == "b"
+            if tag == "div" and self.entry:
+                self.entry -= 1
+
+        def handle_data(self, data):
+            if self.depth and self.entry:
+                self.words.append(data)
+
+    parser = Bold()
+    parser.feed(markup)
+    return parser.words
+
+
+def test_shared_words_are_bold_whatever_punctuation_is_attached():
+    from captum.influence._utils.common import KMostInfluentialResults
+
+    train_texts = ["mighty hard to find", "a Thriller, flawed . action!", "soft"]
+    top = KMostInfluentialResults(
+        torch.tensor([[0, 1, 2]]), torch.tensor([[3, 2, 1.0]])
+    )
+    view = visualize_side_by_side(
+        ["it bites hard. a thriller. flawed action."], [1], train_texts, [1, 1, 0],
+        {"TracIn-WE": (top, top)},
+    )  # fmt: skip
+    bold = _bold_words(str(view))
+    assert sorted(set(bold)) == ["Thriller,", "a", "action!", "flawed", "hard"]
+    assert "." not in bold and "soft" not in bold

@@ -101,7 +101,8 @@ def plot_pair_contributions(
     Both sides of one (test, training) pair, word by word, wrapped into lines:
     the test text above, the training text below, each word on a background
     from red (lowers the score) through white to green (raises it), on one
-    colour scale for both sides. The title names the pair: test text, training
+    colour scale for both sides. The title names the pair: test text
+    (numbered from 1, as in the report: row 0 is "test text 1"), training
     index, labels and score. Words are drawn literally (no mathtext, no TeX).
 
     Args:
@@ -139,7 +140,7 @@ def plot_pair_contributions(
     train_index = int(word_influence.train_indices[test_index, pair_index])
     train_label = word_influence.train_labels[test_index, pair_index]
     titles = (
-        f"test text {test_index} "
+        f"test text {test_index + 1} "
         f"[{label_name(word_influence.test_labels[test_index], label_names)}]",
         f"training example #{train_index} [{label_name(train_label, label_names)}]",
     )

@@ -3,6 +3,7 @@
 r"""Word-level TracIn-WE influence as HTML, in Captum's colours."""
 
 import html
+import unicodedata
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
@@ -215,7 +216,8 @@ def visualize_side_by_side(
     columns side by side (for example TracIn-WE and last-layer
     ``TracInCPFast``), with each training text's label, index and score. A
     training label equal to the test label is marked green, another red; words
-    the training text shares with the test text are in bold. All text is
+    the training text shares with the test text are in bold, compared without
+    the punctuation at their ends and case-folded ("hard." is "hard"). All text is
     HTML-escaped, and each word, label and method name sits in its own
     ``<bdi>`` element, so bidi controls in training text cannot reverse the
     text around them.
@@ -245,7 +247,7 @@ def visualize_side_by_side(
             "</td></tr>"
             f"<tr>{header}</tr><tr>"
         )
-        test_words = set(text.lower().split())
+        test_words = {word_core(word) for word in text.split()} - {""}
         for name in names:
             cells = []
             for title, results in zip(("proponents", "opponents"), methods[name]):
@@ -291,12 +293,26 @@ def _side_entry(
     )
 
 
+def word_core(word: str) -> str:
+    r"""
+    ``word`` without the punctuation at its ends, case-folded: the form two
+    texts' words are compared in (``"Hard."`` and ``"hard"`` are one word;
+    a word of punctuation only gives ``""``).
+    """
+    start, stop = 0, len(word)
+    while start < stop and unicodedata.category(word[start]).startswith("P"):
+        start += 1
+    while stop > start and unicodedata.category(word[stop - 1]).startswith("P"):
+        stop -= 1
+    return word[start:stop].casefold()
+
+
 def _isolated_words(text: str, bold_words: Iterable[str] = ()) -> str:
     r"""
     The words of ``text``, each HTML-escaped in its own ``<bdi>``; words whose
-    lower case is in ``bold_words`` are bold.
+    :func:`word_core` is in ``bold_words`` are bold.
     """
     bold_words = set(bold_words)
     return " ".join(
-        isolated_html(word, bold=word.lower() in bold_words) for word in text.split()
+        isolated_html(word, bold=word_core(word) in bold_words) for word in text.split()
     )
