@@ -34,6 +34,9 @@ def test_quick_demo_fine_tunes_with_trainer_then_explains(capsys, tmp_path):
         assert str(tmp_path / name) in out  # every file written is listed
     checkpoints = [p for p in (tmp_path / "run").iterdir() if p.is_dir()]
     assert len(checkpoints) == 3  # checkpoint-<step> folders, 3 per run
+    from captum_tracin_we._files.model_folder import training_length
+
+    assert training_length(str(tmp_path / "run")) == 64  # explain reads it back
     report = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert "TracInCPFast (last layer)" in report and "How to read this" in report
     # scores + cancellation figure + 2 pairs

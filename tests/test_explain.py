@@ -354,3 +354,32 @@ def test_explain_normalises_and_shows_repsim_side_by_side(run):
     normalised = [e["score"] for e in entry["TracIn-WE proponents"]]
     unnormalised = [e["score"] for e in plain["tests"][0]["TracIn-WE proponents"]]
     assert normalised != unnormalised
+
+
+def test_the_max_length_comes_from_the_runs_record_or_is_said_unknown(
+    run, tmp_path, capsys
+):
+    import shutil
+
+    from captum_tracin_we._files.model_folder import (
+        TRAINING_RECORD,
+        write_training_record,
+    )
+
+    root, run_dir, train_csv, _ = run
+    summary, _ = _explain(run, "--text", "goal team match")
+    assert "the run does not record the length" in summary["settings"]["Max length"]
+    assert "does not record the token limit" in capsys.readouterr().out
+    recorded = str(tmp_path / "run")
+    shutil.copytree(run_dir, recorded)
+    write_training_record(recorded, 16)
+    summary, _ = _explain(
+        (root, recorded, train_csv, None), "--text", "goal team match"
+    )
+    assert summary["settings"]["Max length"] == (
+        "16 tokens (the training length the run records)"
+    )
+    assert "5 of 30 training texts are longer than 16 tokens" in capsys.readouterr().out
+    with open(os.path.join(recorded, TRAINING_RECORD), "w") as stream:
+        stream.write('{"max_length": "64"}')
+    _fails(run, "does not hold a valid training length", "--text", "x", model=recorded)

@@ -6,6 +6,7 @@ output folder (``checkpoint-<step>`` folders and, usually, the final model) or
 a ``save_pretrained`` folder, with its tokenizer.
 """
 
+import json
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional
@@ -14,6 +15,7 @@ from torch.nn import Module
 
 from captum_tracin_we._checkpoints import trainer_runs
 from captum_tracin_we._errors import CheckpointError
+from captum_tracin_we._files.atomic_files import write_files
 
 
 @dataclass
@@ -27,6 +29,9 @@ class ModelFolder:
         checkpoints (list of str): Checkpoint folders, in step order.
         load_func (Callable): Loads one into the model, returns its rate.
         description (str): One line for reports: what was read.
+        training_length (int, optional): The token limit the run was trained
+                    at, where the run records it (:data:`TRAINING_RECORD`,
+                    written by ``captum-tracin-we demo``); None if unknown.
     """
 
     model: Module
@@ -34,6 +39,41 @@ class ModelFolder:
     checkpoints: List[str]
     load_func: Callable[[Module, str], float]
     description: str
+    training_length: Optional[int] = None
+
+
+# A run's record of how its texts were tokenized for training.
+TRAINING_RECORD = "tracin_we_training.json"
+
+
+def write_training_record(run_dir: str, max_length: int) -> None:
+    r"""Records in ``run_dir`` the token limit its training texts were cut at."""
+    record = {"written_by": "captum-tracin-we", "max_length": int(max_length)}
+    write_files({os.path.join(run_dir, TRAINING_RECORD): json.dumps(record)})
+
+
+def training_length(path: str) -> Optional[int]:
+    r"""
+    The token limit recorded in ``path``'s :data:`TRAINING_RECORD`, or None
+    if there is no record.
+
+    Raises:
+        CheckpointError: If the record is there but unreadable or invalid.
+    """
+    record_path = os.path.join(path, TRAINING_RECORD)
+    if not os.path.isfile(record_path):
+        return None
+    try:
+        with open(record_path, encoding="utf-8") as stream:
+            length = json.load(stream).get("max_length")
+    except (OSError, ValueError, AttributeError):
+        length = None
+    if isinstance(length, bool) or not isinstance(length, int) or length < 2:
+        raise CheckpointError(
+            f"{record_path!r} does not hold a valid training length "
+            '({"max_length": <int >= 2>}); delete it, or pass --max-length.'
+        )
+    return length
 
 
 def load_model_folder(path: str) -> ModelFolder:
@@ -99,7 +139,8 @@ def load_model_folder(path: str) -> ModelFolder:
             f"Cannot load the model in {final!r} as a sequence classifier: "
             f"{type(error).__name__}: {str(error)[:300]}"
         ) from None
-    return ModelFolder(model, tokenizer, checkpoints, load_func, description)
+    length = training_length(path)
+    return ModelFolder(model, tokenizer, checkpoints, load_func, description, length)
 
 
 def _load_with_unit_rate(model: Module, folder: str) -> float:

@@ -22,6 +22,7 @@ import torch
 from captum_tracin_we._errors import TracInWEError
 from captum_tracin_we._files.atomic_files import check_output_folder, write_files
 from captum_tracin_we._files.labels import names_from_data
+from captum_tracin_we._files.model_folder import write_training_record
 from captum_tracin_we._jobs.demo_data import SENTIMENT, load_rotten_tomatoes
 from captum_tracin_we._jobs.demo_models import (
     small_bert_classifier,
@@ -63,6 +64,7 @@ class DemoSettings:
     show_progress: bool = True
 
 
+TRAINING_LENGTH = 64  # tokens: the demo trains and explains at this limit
 SETUP_FILE = "demo.json"  # the setup of the fine-tuned run in run/
 DEMO_FILES = ("train.csv", "test.csv", SETUP_FILE) + REPORT_FILES
 
@@ -111,7 +113,7 @@ def run_demo(settings: DemoSettings) -> Dict[str, Any]:
             model=run_dir,
             train=train_csv,
             test=test_csv,
-            max_length=64,
+            max_length=TRAINING_LENGTH,
             top_k=settings.k,
             top_k_words=settings.top_k_words,
             out=settings.out,
@@ -311,7 +313,7 @@ def fine_tune_run(
     encoded = tokenizer(  # a literal "[PAD]" in a text is text, not padding
         [t for t, _, _ in train],
         truncation=True,
-        max_length=64,
+        max_length=TRAINING_LENGTH,
         split_special_tokens=True,
     )
     features = [
@@ -344,6 +346,7 @@ def fine_tune_run(
     )
     trainer.remove_callback(PrinterCallback)  # the progress bar, or nothing
     trainer.train()
+    write_training_record(run_dir, TRAINING_LENGTH)  # read by explain on this run
 
 
 def _model(

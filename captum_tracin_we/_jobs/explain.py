@@ -262,7 +262,29 @@ def _max_length(settings: ExplainSettings, folder: ModelFolder) -> int:
                 f"{positions} positions; use --max-length {positions} or less."
             )
         return settings.max_length
-    return model_token_limit(folder.model, folder.tokenizer)
+    if folder.training_length is not None:
+        return min(
+            folder.training_length, model_token_limit(folder.model, folder.tokenizer)
+        )
+    limit = model_token_limit(folder.model, folder.tokenizer)
+    print(
+        f"The run does not record the token limit it was trained at; texts are cut "
+        f"at the model's limit, {limit} tokens. Pass --max-length if training used "
+        "fewer."
+    )
+    return limit
+
+
+def max_length_note(settings: ExplainSettings, folder: ModelFolder, length: int) -> str:
+    r"""The report's "Max length" row: the limit and where it came from."""
+    if settings.max_length is not None:
+        return f"{length} tokens (--max-length)"
+    if folder.training_length is not None:
+        return f"{length} tokens (the training length the run records)"
+    return (
+        f"{length} tokens (the model's limit: the run does not record the length "
+        "it was trained at; pass --max-length if it was shorter)"
+    )
 
 
 def _report_truncation(what: str, encoded: Encoded, max_length: int) -> None:
@@ -448,7 +470,7 @@ def _settings_rows(settings, folder, train: TextData, encoded, max_length, traci
             )
             if part
         ),
-        "Max length": f"{max_length} tokens",
+        "Max length": max_length_note(settings, folder, max_length),
         "Top-k words": str(settings.top_k_words or "all positions (TracIn-WE)"),
         "Token weighting": "none (the paper's TracIn-WE)"
         if settings.idf_power is None
