@@ -179,3 +179,39 @@ def test_html_view_escapes_untrusted_text_and_saves(bag, tmp_path):
     assert (
         word_color(0) == "hsl(0, 75%, 100%)" and word_color(0.5) == "hsl(120, 75%, 75%)"
     )
+
+
+def test_a_word_credited_through_one_piece_names_the_piece():
+    tokens = ["[CLS]", "joy", "##less", "un", "##believ", "##able", "film", "[SEP]"]
+    values = [0.5, 0.0, 0.3, 0.1, 0.2, 0.4, 0.0, 0.0]
+    words, summed = merge_subwords(tokens, values, name_pieces=True)
+    assert words == ["[CLS]", "joyless (via ##less)", "unbelievable", "film", "[SEP]"]
+    assert summed == pytest.approx([0.5, 0.3, 0.7, 0.0, 0.0])
+    assert merge_subwords(tokens, values)[0][1] == "joyless"  # the default: as before
+    words, _ = merge_subwords(
+        ["Ġjoy", "less", "Ġfilm"], [0.0, 0.2, 0.0], name_pieces=True
+    )
+    assert words == ["joyless (via less)", "film"]
+
+
+def test_top_words_names_a_shared_piece_not_the_whole_word():
+    from captum_tracin_we import WordInfluence
+
+    vocab = ["[PAD]", "[CLS]", "[SEP]", "mind", "joy", "##less", "film"]
+    result = WordInfluence(
+        scores=torch.tensor([[0.3]]),
+        train_indices=torch.tensor([[0]]),
+        test_token_ids=torch.tensor([[1, 3, 5, 2]]),
+        train_token_ids=torch.tensor([[[1, 4, 5, 6, 2]]]),
+        test_contributions=torch.tensor([[[0.0, 0.0, 0.3, 0.0]]]),
+        train_contributions=torch.tensor([[[0.0, 0.0, 0.3, 0.0, 0.0]]]),
+        test_mask=torch.ones(1, 4, dtype=torch.bool),
+        train_mask=torch.ones(1, 1, 5, dtype=torch.bool),
+        test_labels=torch.tensor([0]),
+        train_labels=torch.tensor([[0]]),
+    )
+    decode = lambda ids: [vocab[i] for i in ids]  # noqa: E731
+    ((word, value),) = top_words(result, 0, 0, decode)
+    assert word == "joyless (via ##less)" and value == pytest.approx(0.3)
+    ((word, _),) = top_words(result, 0, 0, decode, side="test")
+    assert word == "mindless (via ##less)"

@@ -398,7 +398,7 @@ class Explorer:
         kept = [t for t in token_ids if t not in hidden]
         tokens = token_strings(kept, self.tokenizer)
         flags = [1.0 if t in shared_ids else 0.0 for t in kept]
-        words, shared = merge_subwords(tokens, flags, self.tokenizer)
+        words, shared = merge_subwords(tokens, flags, self.tokenizer, name_pieces=True)
         if not hidden:  # a plain callable: hide what looks special
             pairs = [(w, s) for w, s in zip(words, shared) if not is_special_token(w)]
             words, shared = [w for w, _ in pairs], [s for _, s in pairs]
@@ -412,7 +412,8 @@ class Explorer:
         sides = {}
         for side in ("test", "train"):
             tokens, values = pair_tokens(words, 0, 0, self.tokenizer, side)
-            sides[side] = _colored(*merge_subwords(tokens, values, self.tokenizer))
+            merged = merge_subwords(tokens, values, self.tokenizer, name_pieces=True)
+            sides[side] = _colored(*merged)
         example = self._examples[index]
         return {
             "index": index,

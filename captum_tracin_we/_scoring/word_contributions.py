@@ -99,6 +99,7 @@ def merge_subwords(
     tokens: Sequence[str],
     contributions: Sequence[float],
     tokenizer: Optional[Any] = None,
+    name_pieces: bool = False,
 ) -> Tuple[List[str], List[float]]:
     r"""
     Merges sub-word pieces into words, summing their contributions.
@@ -115,6 +116,12 @@ def merge_subwords(
                     it, merged words of a byte-level BPE vocabulary (RoBERTa,
                     GPT-2) are decoded back to their characters (``"cafÃ©"``
                     reads ``"café"``). Default: None
+        name_pieces (bool, optional): Name the pieces that carry a word's
+                    contribution when the others carry none, so that a word is
+                    not credited for a piece it shares with another word: a
+                    training word "joyless" whose only shared piece is
+                    ``##less`` (from a test word "mindless") reads ``"joyless
+                    (via ##less)"``. Default: False
 
     Returns:
         (words, word_contributions): Lists of equal length.
@@ -128,6 +135,7 @@ def merge_subwords(
     marks_starts = any(t.startswith(start_markers) for t in tokens)
     words: List[str] = []
     values: List[float] = []
+    pieces: List[List[Tuple[str, float]]] = []
     for token, value in zip(tokens, contributions):
         special = is_special_token(token)
         if marks_starts:
@@ -136,15 +144,29 @@ def merge_subwords(
         else:
             joins = token.startswith("##")
             piece = token[2:] if joins else token
+        shown = token.lstrip("".join(start_markers)) or token
         if joins and words and not is_special_token(words[-1]):
             words[-1] += piece
             values[-1] += float(value)
+            pieces[-1].append((shown, float(value)))
         else:
             words.append(piece if piece else token)
             values.append(float(value))
+            pieces.append([(shown, float(value))])
     if tokenizer is not None and any(t.startswith("Ġ") for t in tokens):
         words = [readable_word(word, tokenizer) for word in words]
+    if name_pieces:
+        words = [_credited(word, parts) for word, parts in zip(words, pieces)]
     return words, values
+
+
+def _credited(word: str, parts: List[Tuple[str, float]]) -> str:
+    r"""``word``, with the pieces that carry its value named when others
+    carry none."""
+    carrying = [piece for piece, value in parts if value != 0.0]
+    if len(parts) < 2 or not carrying or len(carrying) == len(parts):
+        return word
+    return f"{word} (via {', '.join(carrying)})"
 
 
 def readable_word(word: str, tokenizer: Any) -> str:
@@ -200,7 +222,7 @@ def top_words(
         word_influence, test_index, pair_index, tokenizer, side
     )
     if merge:
-        tokens, values = merge_subwords(tokens, values, tokenizer)
+        tokens, values = merge_subwords(tokens, values, tokenizer, name_pieces=True)
     totals: dict = {}
     for token, value in zip(tokens, values):
         totals[token] = totals.get(token, 0.0) + value

@@ -104,7 +104,9 @@ def to_visualization_records(
                 name = _name(word_influence.train_labels[i, j], label_names)
                 attr_class = _escaped(f"train #{index} ({name})")
             if merge:
-                tokens, values = merge_subwords(tokens, values, tokenizer)
+                tokens, values = merge_subwords(
+                    tokens, values, tokenizer, name_pieces=True
+                )
             scale = max((abs(v) for v in values), default=0.0) or 1.0
             records.append(
                 captum_visualization.VisualizationDataRecord(

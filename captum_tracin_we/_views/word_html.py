@@ -154,7 +154,7 @@ def word_cells(
     tokens: List[str], values: List[float], merge: bool, tokenizer: Any = None
 ) -> str:
     if merge:
-        tokens, values = merge_subwords(tokens, values, tokenizer)
+        tokens, values = merge_subwords(tokens, values, tokenizer, name_pieces=True)
     scale = max((abs(v) for v in values), default=0.0) or 1.0
     marks = " ".join(
         f'<mark class="tw-word" style="background-color:{word_color(v / scale)}" '
