@@ -27,7 +27,7 @@ def test_quick_demo_fine_tunes_with_trainer_then_explains(capsys, tmp_path):
         ]
     )
     out = capsys.readouterr().out
-    assert out.count("TEST [") == 2
+    assert out.count("TEST (label ") == 2  # the demo's test texts have labels
     assert out.count("words: ") == 8  # 2 proponents and 2 opponents each
     assert "captum-tracin-we explain --model RUN_DIR" in out
     for name in ("report.html", "scores.json", "train.csv", "test.csv", "run"):

@@ -131,6 +131,7 @@ def test_explain_a_csv_with_text_labels_and_long_texts(run, capsys):
     printed = capsys.readouterr().out
     assert "5 of 30 training texts are longer than 16 tokens" in printed
     assert "report.html" in printed and "scores.json" in printed
+    assert printed.count("TEST (label ") == 3 and "TEST [" not in printed
     assert summary["label_names"] == NAMES
     first = summary["tests"][0]
     assert first["truncated"] and first["label_name"] in NAMES
@@ -369,7 +370,10 @@ def test_the_max_length_comes_from_the_runs_record_or_is_said_unknown(
     root, run_dir, train_csv, _ = run
     summary, _ = _explain(run, "--text", "goal team match")
     assert "the run does not record the length" in summary["settings"]["Max length"]
-    assert "does not record the token limit" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "does not record the token limit" in printed
+    predicted = summary["label_names"][summary["tests"][0]["predicted"]]
+    assert f"TEST (predicted {predicted}) goal team match" in printed
     recorded = str(tmp_path / "run")
     shutil.copytree(run_dir, recorded)
     write_training_record(recorded, 16)

@@ -300,6 +300,14 @@ def test_representation_similarity_equals_a_hand_computed_cosine(pooling):
         RepresentationSimilarity(model, train, pooling="max")
     with pytest.raises(TracInWEError, match="no module named"):
         RepresentationSimilarity(model, train, layer="bert.nothing")
+    with pytest.raises(
+        TracInWEError, match="must output \\(batch, tokens, features\\)"
+    ):
+        RepresentationSimilarity(model, train, layer="classifier").influence(test)
+    with pytest.raises(ValueError, match="k"):
+        repsim.influence(test, k=11)
+    layer_two = RepresentationSimilarity(model, train, layer="bert.encoder.layer.0")
+    assert not torch.allclose(layer_two.influence(test), expected)
 
 
 def test_compare_influence_puts_a_layer_group_beside_tracin_we(tmp_path):

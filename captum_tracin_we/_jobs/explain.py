@@ -161,7 +161,8 @@ def run_explain(settings: ExplainSettings) -> Dict[str, Any]:
     words = tracin.word_influence(test_batch, pairs)
     phases["query"] = time.perf_counter() - query_started
     print()
-    print(format_sides(words, k, folder.tokenizer, names))
+    given = [t.given_label is not None for t in tests]
+    print(format_sides(words, k, folder.tokenizer, names, given))
     explanation = Explanation(
         title="TracIn-WE: which training texts made the model say this",
         settings=_settings_rows(

@@ -21,7 +21,11 @@ from torch import Tensor
 
 from captum_tracin_we._files.atomic_files import write_files
 from captum_tracin_we._scoring.word_contributions import WordInfluence
-from captum_tracin_we._views.text_view import format_word_influence_text
+from captum_tracin_we._views.text_view import (
+    format_word_influence_text,
+    label_name,
+    visible_text,
+)
 from captum_tracin_we._views.word_figures import (
     plot_method_comparison,
     plot_pair_contributions,
@@ -289,7 +293,11 @@ def side_columns(words: WordInfluence, i: int, k: int) -> Tuple[Tensor, Tensor]:
 
 
 def format_sides(
-    words: WordInfluence, k: int, tokenizer: Any, label_names: Sequence[str]
+    words: WordInfluence,
+    k: int,
+    tokenizer: Any,
+    label_names: Sequence[str],
+    given: Optional[Sequence[bool]] = None,
 ) -> str:
     r"""
     The terminal table of ``explain``: each test text, its top proponents
@@ -301,6 +309,9 @@ def format_sides(
         k (int): Pairs per side in ``words``.
         tokenizer: A Hugging Face tokenizer.
         label_names (sequence of str): Names of the label ids.
+        given (sequence of bool, optional): Per test text, whether its label
+                    was given (``TEST (label x)``) or is the model's prediction
+                    (``TEST (predicted x)``). Default: None (``TEST [x]``)
 
     Returns:
         text (str): The table, lines separated by newlines.
@@ -311,6 +322,10 @@ def format_sides(
             _word_row(words, i, torch.tensor([0])), tokenizer, label_names
         )
         lines = header.split("\n")[:1]  # the TEST line
+        if given is not None:
+            label = visible_text(label_name(words.test_labels[i], label_names))
+            kind = "label" if given[i] else "predicted"
+            lines[0] = lines[0].replace(f"TEST [{label}]", f"TEST ({kind} {label})", 1)
         for (title, none), columns in zip(_SIDES, side_columns(words, i, k)):
             if columns.numel():
                 lines += format_word_influence_text(
