@@ -13,7 +13,23 @@ from typing import Any, Dict, List, NoReturn, Optional
 
 from captum_tracin_we._jobs.demo_run import DemoSettings
 
-_FORMAT = argparse.ArgumentDefaultsHelpFormatter
+
+class _DefaultsOnce(argparse.ArgumentDefaultsHelpFormatter):
+    r"""Shows an option's default once: not where its help already states
+    one, nor for required options, flags, or options without a default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            "default" in text
+            or action.required
+            or action.default in (None, False, [], argparse.SUPPRESS)
+        ):
+            return text
+        return super()._get_help_string(action)
+
+
+_FORMAT = _DefaultsOnce
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -73,7 +89,7 @@ def _model_and_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--train",
         required=True,
-        help="training data: CSV, JSONL, or a datasets folder (save_to_disk)",
+        help="training data: CSV, TSV, JSON Lines, or a datasets folder (save_to_disk)",
     )
 
 
@@ -89,7 +105,7 @@ def _token_options(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="tokens per text; longer texts are truncated and counted (default: "
-        "the model's maximum)",
+        "the length the run records it was trained at, else the model's maximum)",
     )
     parser.add_argument(
         "--exclude-special-tokens",

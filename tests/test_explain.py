@@ -387,3 +387,24 @@ def test_the_max_length_comes_from_the_runs_record_or_is_said_unknown(
     with open(os.path.join(recorded, TRAINING_RECORD), "w") as stream:
         stream.write('{"max_length": "64"}')
     _fails(run, "does not hold a valid training length", "--text", "x", model=recorded)
+
+
+def test_a_missing_data_file_is_named_before_the_model_loads(run, monkeypatch):
+    import captum_tracin_we._jobs.explain as explain_job
+
+    def no_model(path):
+        raise AssertionError("the model was loaded before the data was checked")
+
+    monkeypatch.setattr(explain_job, "load_model_folder", no_model)
+    _fails(run, "--train 'nowhere.csv' does not exist", "--text", "x",
+           train="nowhere.csv")  # fmt: skip
+    _fails(run, "--test 'absent.tsv' does not exist", "--test", "absent.tsv")
+
+
+def test_help_states_each_default_once_and_none_for_required_options(capsys):
+    with pytest.raises(SystemExit):
+        main(["explain", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # unwrapped
+    assert "(default: None)" not in text and "(default: False)" not in text
+    assert "(default: the model's maximum) (default" not in text
+    assert "TSV" in text and "(default: 5)" in text and "(default: 32)" in text

@@ -209,9 +209,12 @@ def load_training(
     Returns:
         (folder, label_names, train, train_labels, max_length, encoded)
     """
+    for option, path in (("--train", settings.train), ("--test", settings.test)):
+        if path and not os.path.exists(path):  # before the model loads
+            raise TracInWEError(f"{option} {path!r} does not exist; check the path.")
+    train = read_text_data(settings.train, settings.text_column, settings.label_column)
     folder = load_model_folder(settings.model)
     names = model_label_names(folder.model.config, folder.model.config.num_labels)
-    train = read_text_data(settings.train, settings.text_column, settings.label_column)
     train_labels = label_ids(train.labels or [], names, repr(settings.train))
     max_length = _max_length(settings, folder)
     encoded = encode(folder.tokenizer, train.texts, train_labels, max_length)
