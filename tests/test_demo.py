@@ -41,7 +41,8 @@ def test_quick_demo_fine_tunes_with_trainer_then_explains(capsys, tmp_path):
     assert "TracInCPFast (last layer)" in report and "How to read this" in report
     # scores + cancellation figure + 2 pairs
     assert report.count("data:image/png;base64,") == 4
-    assert "Methods side by side" in report and "distinct proponents" in report
+    assert "Methods side by side" in report and "Distinct proponents" in report
+    assert "<table class='tw-table tw-comparison'>" in report  # a table, not <pre>
     assert "negative" in report and "positive" in report
     scores = json.loads((tmp_path / "scores.json").read_text(encoding="utf-8"))
     first = scores["tests"][0]

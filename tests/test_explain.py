@@ -195,7 +195,7 @@ def test_explain_with_idf_weighting_and_frequent_tokens_excluded(run, capsys):
         sorted(rows_and_scores(plain)[1])
     )
     _, page = _explain(run, *text, "--exclude-frequent", "3")
-    assert "most frequent: 3" in page
+    assert "the 3 most frequent tokens" in page
     with pytest.raises(SystemExit):
         _explain(run, *text, "--idf-power", "-1")
     assert "finite number >= 0" in capsys.readouterr().err
@@ -408,3 +408,47 @@ def test_help_states_each_default_once_and_none_for_required_options(capsys):
     assert "(default: None)" not in text and "(default: False)" not in text
     assert "(default: the model's maximum) (default" not in text
     assert "TSV" in text and "(default: 5)" in text and "(default: 32)" in text
+
+
+def _page_parts(page: str):
+    r"""By structure: the contents list's entries, every <bdi> text inside a
+    test section heading's block, and the word table's test-row cells."""
+    from html.parser import HTMLParser
+
+    class Parts(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.stack, self.toc, self.cells = [], [], []
+            self.test_cell = False
+
+        def handle_starttag(self, tag, attrs):
+            self.stack.append((tag, dict(attrs)))
+
+        def handle_endtag(self, tag):
+            while self.stack and self.stack.pop()[0] != tag:
+                pass
+
+        def handle_data(self, data):
+            tags = [t for t, _ in self.stack]
+            if "li" in tags and "a" in tags and "bdi" in tags:
+                self.toc.append(data)
+            if tags and tags[-1] == "td":
+                self.cells.append(data)
+
+    parser = Parts()
+    parser.feed(page)
+    return parser
+
+
+def test_the_report_reads_right_at_a_glance(run):
+    long_text = "goal team match " * 12 + "ending"
+    summary, page = _explain(run, "--text", long_text, "--text", "goal team match")
+    parts = _page_parts(page)
+    first = parts.toc[0]
+    assert first.endswith(" …") and len(first) <= 80
+    assert long_text.startswith(first[:-2])  # cut between words, not inside one
+    seen = summary["tests"][0]["text"]
+    assert page.count(seen) == 1  # the section shows the text once, not twice
+    assert any(c.startswith("sum of the rows below: ") for c in parts.cells)
+    assert "Excluded tokens" in page and "none: every token counts" in page
+    assert "(special: False" not in page

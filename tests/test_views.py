@@ -67,6 +67,13 @@ def test_method_comparison_plots_label_agreement(words):
     expected = (train_labels[top] == test[1][:, None]).float()[:, :2].mean()
     assert line.get_ydata()[1] == pytest.approx(float(expected))
     assert len(axes[0].patches) > 0
+    fig, axes = plot_method_comparison(  # two methods that agree stay visible
+        {"a": scores, "b": scores.clone()}, train_labels, test[1], k=4
+    )
+    first, second = axes[1].get_lines()
+    assert list(first.get_ydata()) == list(second.get_ydata())
+    assert first.get_marker() != second.get_marker()
+    assert all(x < y for x, y in zip(first.get_xdata(), second.get_xdata()))
 
 
 def test_side_by_side_marks_labels_and_shared_words_and_escapes():

@@ -460,6 +460,18 @@ def extra_methods(
     return extra
 
 
+def _excluded_note(settings: ExplainSettings, excluded: int) -> str:
+    r"""The report's "Excluded tokens" row, in words."""
+    if not excluded:
+        return "none: every token counts, special tokens included"
+    parts = []
+    if settings.exclude_special_tokens:
+        parts.append("the special tokens")
+    if settings.exclude_frequent:
+        parts.append(f"the {settings.exclude_frequent} most frequent tokens")
+    return f"{excluded} tokens: {' and '.join(parts)}"
+
+
 def _settings_rows(settings, folder, train: TextData, encoded, max_length, tracin):
     excluded = tracin.exclude_token_ids.numel()
     return {
@@ -479,9 +491,7 @@ def _settings_rows(settings, folder, train: TextData, encoded, max_length, traci
         "Token weighting": "none (the paper's TracIn-WE)"
         if settings.idf_power is None
         else f"idf^{settings.idf_power:g} (TracIn-WE-IDF)",
-        "Excluded token ids": f"{excluded} (special: "
-        f"{settings.exclude_special_tokens}, most frequent: "
-        f"{settings.exclude_frequent})",
+        "Excluded tokens": _excluded_note(settings, excluded),
         "Index": settings.index or "none (training side recomputed)",
         "Gradient normalisation": settings.normalize or "none (the paper's TracIn-WE)",
         "Layer group": settings.layer_group or "none",

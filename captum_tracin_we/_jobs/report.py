@@ -12,6 +12,7 @@ import html
 import io
 import json
 import os
+import textwrap
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -193,7 +194,7 @@ def _page(explanation: Explanation, tokenizer: Any, figures: Dict[str, str]) -> 
     parts.append("</table>")
     parts.append("<h2>Test texts</h2><nav><ol>")
     for i, test in enumerate(explanation.tests):
-        preview = html.escape(test.seen_text[:80])
+        preview = html.escape(textwrap.shorten(test.seen_text, 80, placeholder=" …"))
         parts.append(f"<li><a href='#test-{i}'><bdi>{preview}</bdi></a></li>")
     parts.append("</ol></nav>")
     parts.append(figures["comparison"])
@@ -204,7 +205,7 @@ def _page(explanation: Explanation, tokenizer: Any, figures: Dict[str, str]) -> 
             "different training texts the top-k lists of all test texts hold "
             "together.</p>"
         )
-        parts.append(f"<pre>{html.escape(explanation.comparison.table())}</pre>")
+        parts.append(str(explanation.comparison.html(figure=False)))
         parts.append(figures.get("cancellation", ""))
     for i in range(len(explanation.tests)):
         parts.append(_test_section(explanation, tokenizer, figures, i))
@@ -248,6 +249,7 @@ def _test_section(
                 explanation.train_labels,
                 methods,
                 names,
+                show_test=False,  # shown just above
             )
         )
     )

@@ -195,7 +195,9 @@ def plot_method_comparison(
     r"""
     Compares influence methods on the same test examples: the distribution of
     their scores (each scaled by its largest ``|score|``), and the share of the
-    top-``j`` proponents that have the test example's label, for ``j = 1..k``.
+    top-``j`` proponents that have the test example's label, for ``j = 1..k``
+    (each method with its own hollow marker, shifted slightly along ``j``, so
+    that methods that agree stay visible).
     Method names are shown literally in the legends: not parsed as mathtext,
     not sent to TeX, and not hidden when they start with an underscore.
 
@@ -213,14 +215,25 @@ def plot_method_comparison(
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     ks = list(range(1, k + 1))
     bars, lines = [], []
-    for name, matrix in scores.items():
+    markers = "osD^vP*X"
+    shift = 0.06 * (len(scores) > 1)  # methods that agree stay visible side by side
+    for position, (name, matrix) in enumerate(scores.items()):
         matrix = matrix.detach().cpu().float()
         scaled = (matrix / matrix.abs().max().clamp(min=1e-30)).flatten()
         bars.append(axes[0].hist(scaled.numpy(), bins=60, alpha=0.5, label=name)[2])
         top = matrix.topk(k, dim=1).indices
         same = (train_labels[top] == test_labels[:, None]).float()
         agreement = [float(same[:, :j].mean()) for j in ks]
-        lines.extend(axes[1].plot(ks, agreement, marker="o", label=name))
+        offset = shift * (position - (len(scores) - 1) / 2)
+        lines.extend(
+            axes[1].plot(
+                [j + offset for j in ks],
+                agreement,
+                marker=markers[position % len(markers)],
+                markerfacecolor="none",
+                label=name,
+            )
+        )
     axes[0].set_xlabel("score / max |score|")
     axes[0].set_ylabel("pairs")
     axes[0].set_yscale("log")

@@ -97,7 +97,8 @@ def visualize_word_influence(
         tokens, values = pair_tokens(summed, 0, 0, tokenizer, "test")
         rows.append(
             f"<tr><td><b>{test_label}</b></td><td>test</td><td></td>"
-            f"<td>{float(word_influence.scores[i].sum()):.4g}</td>"
+            f"<td>sum of the rows below: {float(word_influence.scores[i].sum()):+.4g}"
+            "</td>"
             f"{word_cells(tokens, values, merge, tokenizer)}</tr>"
         )
         for j in range(m):
@@ -210,6 +211,7 @@ def visualize_side_by_side(
     train_labels: Sequence[int],
     methods: Dict[str, Tuple[Any, Any]],
     label_names: Optional[LabelNames] = None,
+    show_test: bool = True,
 ) -> WordInfluenceHTML:
     r"""
     For each test text, the top proponents and opponents of several methods in
@@ -232,6 +234,9 @@ def visualize_side_by_side(
         label_names (sequence or mapping, optional): Names of the label ids, by
                     position or as a mapping from id; any value is shown with
                     ``str()``. Default: None
+        show_test (bool, optional): Start each test text's block with a row
+                    showing it; False where the page shows it just above (as
+                    ``explain``'s report does). Default: True
 
     Returns:
         view (WordInfluenceHTML): The HTML table.
@@ -241,12 +246,13 @@ def visualize_side_by_side(
     parts = [f"{STYLE}<table class='tw-table tw-side'>"]
     for i, text in enumerate(test_texts):
         label = int(test_labels[i])
-        parts.append(
-            f"<tr><td colspan='{len(names)}' class='tw-test'><b>Test "
-            f"[{_escaped_label(label, label_names)}]</b> {_isolated_words(text)}"
-            "</td></tr>"
-            f"<tr>{header}</tr><tr>"
-        )
+        if show_test:
+            parts.append(
+                f"<tr><td colspan='{len(names)}' class='tw-test'><b>Test "
+                f"[{_escaped_label(label, label_names)}]</b> {_isolated_words(text)}"
+                "</td></tr>"
+            )
+        parts.append(f"<tr>{header}</tr><tr>")
         test_words = {word_core(word) for word in text.split()} - {""}
         for name in names:
             cells = []
