@@ -452,3 +452,17 @@ def test_the_report_reads_right_at_a_glance(run):
     assert any(c.startswith("sum of the rows below: ") for c in parts.cells)
     assert "Excluded tokens" in page and "none: every token counts" in page
     assert "(special: False" not in page
+
+
+def test_progress_output_suits_a_log(run, capsys):
+    root, run_dir, train_csv, _ = run
+    _explain(run, "--text", "goal team match")  # --no-progress
+    assert "Loading weights" not in capsys.readouterr().err
+    out = str(root / "with_bars")
+    main(["explain", "--model", run_dir, "--train", train_csv, "--text", "goal",
+          "--top-k", "2", "--out", out, "--index", str(root / "bars_index")])  # fmt: skip
+    captured = capsys.readouterr()
+    assert "\x1b[A" not in captured.err  # no nested bars' cursor codes in a log
+    assert "Building the TracIn-WE index" in captured.err
+    assert "(rank 0" not in captured.err  # one process: no rank
+    assert "Computing TracInCPFast (last layer) (Captum)..." in captured.out

@@ -76,9 +76,10 @@ def training_length(path: str) -> Optional[int]:
     return length
 
 
-def load_model_folder(path: str) -> ModelFolder:
+def load_model_folder(path: str, show_progress: bool = True) -> ModelFolder:
     r"""
-    Loads the model and tokenizer of a Trainer run or model folder.
+    Loads the model and tokenizer of a Trainer run or model folder
+    (transformers' loading bar only with ``show_progress``).
 
     A Trainer run gives its ``checkpoint-<step>`` folders with their learning
     rates; the final model is the top-level one if saved, else the last
@@ -130,6 +131,9 @@ def load_model_folder(path: str) -> ModelFolder:
             "model.save_pretrained(folder), which writes it."
         )
     tokenizer = _tokenizer(path, final, checkpoints)
+    bars_were_off = logging.is_progress_bar_enabled() is False
+    if not show_progress:
+        logging.disable_progress_bar()
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
             final, local_files_only=True
@@ -139,6 +143,9 @@ def load_model_folder(path: str) -> ModelFolder:
             f"Cannot load the model in {final!r} as a sequence classifier: "
             f"{type(error).__name__}: {str(error)[:300]}"
         ) from None
+    finally:
+        if not show_progress and not bars_were_off:
+            logging.enable_progress_bar()
     length = training_length(path)
     return ModelFolder(model, tokenizer, checkpoints, load_func, description, length)
 

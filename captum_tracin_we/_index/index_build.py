@@ -150,7 +150,8 @@ def _build_units(
         total = settings.num_checkpoints * training.num_batches
     bar = tqdm(
         total=total,
-        desc=f"Building the TracIn-WE index (rank {rank})",
+        desc="Building the TracIn-WE index"
+        + (f" (rank {rank} of {world})" if world > 1 else ""),
         disable=not show_progress,
     )
     writer = _UnitWriter(store, settings, options)

@@ -7,6 +7,7 @@ influence) out, side by side with Captum's last-layer ``TracInCPFast``.
 """
 
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
@@ -135,9 +136,11 @@ def run_explain(settings: ExplainSettings) -> Dict[str, Any]:
             folder.load_func,
         )
         timer = time.perf_counter()  # the scores only, as for TracIn-WE
-        all_scores[LAST_LAYER] = fast.influence(
-            test_batch, show_progress=settings.show_progress
-        )
+        # Captum nests its bars, which print cursor codes into a log file.
+        nested = settings.show_progress and sys.stderr.isatty()
+        if settings.show_progress and not nested:
+            print(f"Computing {LAST_LAYER} (Captum)...", flush=True)
+        all_scores[LAST_LAYER] = fast.influence(test_batch, show_progress=nested)
         seconds[LAST_LAYER] = time.perf_counter() - timer
     for name, method in extra_methods(settings, folder, train_encoded).items():
         timer = time.perf_counter()
@@ -213,7 +216,7 @@ def load_training(
         if path and not os.path.exists(path):  # before the model loads
             raise TracInWEError(f"{option} {path!r} does not exist; check the path.")
     train = read_text_data(settings.train, settings.text_column, settings.label_column)
-    folder = load_model_folder(settings.model)
+    folder = load_model_folder(settings.model, settings.show_progress)
     names = model_label_names(folder.model.config, folder.model.config.num_labels)
     train_labels = label_ids(train.labels or [], names, repr(settings.train))
     max_length = _max_length(settings, folder)
