@@ -107,3 +107,14 @@ def test_module_entry_point_shows_help_with_defaults():
     ):
         assert option in result.stdout
     assert "(default: 1000)" in result.stdout
+
+
+def test_an_output_folder_inside_a_git_tree_is_pointed_out(tmp_path):
+    from captum_tracin_we._jobs.demo_run import working_tree_note
+
+    (tmp_path / "repo" / ".git").mkdir(parents=True)
+    inside = tmp_path / "repo" / "tracin_we_demo"
+    note = working_tree_note(str(inside))
+    assert str(inside) in note and str(tmp_path / "repo") in note
+    assert ".gitignore" in note and "--out" in note
+    assert working_tree_note(str(tmp_path / "elsewhere" / "demo")) == ""

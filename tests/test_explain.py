@@ -459,8 +459,9 @@ def test_progress_output_suits_a_log(run, capsys):
     _explain(run, "--text", "goal team match")  # --no-progress
     assert "Loading weights" not in capsys.readouterr().err
     out = str(root / "with_bars")
+    index = str(root / "bars_index")
     main(["explain", "--model", run_dir, "--train", train_csv, "--text", "goal",
-          "--top-k", "2", "--out", out, "--index", str(root / "bars_index")])  # fmt: skip
+          "--top-k", "2", "--out", out, "--index", index])  # fmt: skip
     captured = capsys.readouterr()
     assert "\x1b[A" not in captured.err  # no nested bars' cursor codes in a log
     assert "Building the TracIn-WE index" in captured.err

@@ -121,6 +121,9 @@ def run_demo(settings: DemoSettings) -> Dict[str, Any]:
         )
     )
     print_written([train_csv, test_csv, run_dir])
+    note = working_tree_note(settings.out)
+    if note:
+        print(note)
     print(USAGE)
     print(f"Demo done in {time.perf_counter() - started:.0f} s.")
     return summary
@@ -242,6 +245,25 @@ def prepare_run_folder(settings: DemoSettings, setup: Dict[str, Any]) -> bool:
     print(f"Deleting the unfinished run in {run_dir} (same setup) to fine-tune again.")
     _delete(run_dir)
     return False
+
+
+def working_tree_note(out: str) -> str:
+    r"""
+    A line saying that ``out`` lies inside a git working tree (where the
+    demo's run, hundreds of MB, would show as untracked files), and what to
+    do; ``""`` when it does not.
+    """
+    folder = os.path.abspath(out)
+    parent = os.path.dirname(folder)
+    while parent != os.path.dirname(parent):
+        if os.path.exists(os.path.join(parent, ".git")):
+            return (
+                f"Note: {folder} is inside the git working tree {parent}, where "
+                "it shows as untracked files. Add it to .gitignore, or give --out "
+                "a folder outside the tree (for example ~/tracin_we_demo)."
+            )
+        parent = os.path.dirname(parent)
+    return ""
 
 
 def read_setup(out: str) -> Optional[Dict[str, Any]]:
