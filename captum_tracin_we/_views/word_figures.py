@@ -54,7 +54,7 @@ def plot_word_contributions(
         word_influence, test_index, pair_index, tokenizer, side
     )
     if merge:
-        tokens, values = merge_subwords(tokens, values, tokenizer, name_pieces=True)
+        tokens, values = merge_subwords(tokens, values, tokenizer)
     fig, ax = plt_fig_axis or plt.subplots(figsize=(max(4, 0.6 * len(tokens)), 2.2))
     bound = max((abs(v) for v in values), default=0.0) or 1.0
     if method == "heat_map":
@@ -127,7 +127,7 @@ def plot_pair_contributions(
             word_influence, test_index, pair_index, tokenizer, side
         )
         if merge:
-            tokens, values = merge_subwords(tokens, values, tokenizer, name_pieces=True)
+            tokens, values = merge_subwords(tokens, values, tokenizer)
         sides.append((tokens, values))
     bound = max((abs(v) for _, vs in sides for v in vs), default=0.0) or 1.0
     lines = [max(1, -(-len(tokens) // words_per_line)) for tokens, _ in sides]
