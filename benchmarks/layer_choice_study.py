@@ -13,10 +13,11 @@ combined by Mean (the study's baseline), Rank or Vote, and training texts are
 ranked ascending (most harmful first). Reported: NDR@30 and AUC-NDR
 (``evaluation.noise_detection_rate``).
 
-Methods: TracIn-WE (the embedding, plain and with ``idf_power=1``); exact
-TracIn (``TracInLayers``) on the attention query and value projections of
-the early (blocks 0-1), middle (2-3) and late (4-5) blocks, on the
-classifier, and on all of them ("all layers": Rank and Vote then take every
+Methods: TracIn-WE (the embedding, plain and with ``idf_power=1``, each also
+with ``normalize="cosine"``); exact TracIn (``TracInLayers``, plain and
+cosine) on the attention query and value projections of the early (blocks
+0-1), middle (2-3) and late (4-5) blocks, on the classifier, and on all of
+them ("all layers": Rank and Vote then take every
 (layer, influence text) pair as a column); controls: TracIn-WE self-influence
 and the training loss (higher = more suspicious), RepSim (cosine of the
 mean-pooled last hidden state, its sign flipped where the labels differ) and
@@ -137,10 +138,56 @@ def method_scores(seed: int, n_train: int, n_influence: int) -> Dict[str, torch.
         n_train, generator=torch.Generator().manual_seed(seed)
     )
     scores["timings"] = torch.tensor([timings[k] for k in sorted(timings)])
+    scores.update(normalised_scores(model, train_loader, paths, influence, groups))
     torch.save(scores, cache)
     with open(os.path.join(folder, "timings.json"), "w") as stream:
         json.dump(timings, stream, indent=1)
     return scores
+
+
+def normalised_scores(model, train_loader, paths, influence, groups):
+    r"""The ``normalize="cosine"`` variants (issue 26)."""
+    scores = {}
+    for name, options in (
+        ("TracIn-WE, cosine", {}),
+        ("TracIn-WE, idf_power=1, cosine", {"idf_power": 1.0}),
+    ):
+        method = TracInWE(
+            model, train_loader, paths, batch_size=None, normalize="cosine", **options
+        )
+        scores[name] = method.influence(influence)
+    for group, names in groups.items():
+        method = TracInLayers(
+            model, train_loader, paths, names, batch_size=None, normalize="cosine"
+        )
+        by_layer = method.layer_influence(influence)
+        scores[f"layer: {group}, cosine"] = torch.stack([by_layer[n] for n in names])
+    return scores
+
+
+def with_normalised(seed: int, scores, n_train: int, n_influence: int):
+    r"""Adds the cosine variants to scores cached before they existed."""
+    if "TracIn-WE, cosine" in scores:
+        return scores
+    folder = os.path.join(OUT, f"seed{seed}")
+    cache = os.path.join(folder, f"normalised_{n_train}_{n_influence}.pt")
+    if not os.path.isfile(cache):
+        tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+        train, valid = load_rotten_tomatoes(n_train, 200, seed=seed)
+        labels = torch.tensor([label for _, label in train])
+        noisy_labels, _ = flip_labels(labels, 0.2, 2, seed=seed)
+        train = [(text, int(y)) for (text, _), y in zip(train, noisy_labels)]
+        train_features = encode(tokenizer, train)
+        model, paths = fine_tuned(seed, train_features, tokenizer, folder)
+        influence = next(
+            iter(loader(tokenizer, encode(tokenizer, valid[:n_influence]), 500))
+        )
+        extra = normalised_scores(
+            model, loader(tokenizer, train_features, 16), paths, influence,
+            layer_groups(model, blocks=3),
+        )  # fmt: skip
+        torch.save(extra, cache)
+    return {**scores, **torch.load(cache, weights_only=True)}
 
 
 def rows(scores: Dict[str, torch.Tensor]) -> Dict[str, Dict[str, float]]:
@@ -198,6 +245,7 @@ def main() -> None:
     for seed in args.seeds:
         start = time.perf_counter()
         scores = method_scores(seed, args.train, args.influence)
+        scores = with_normalised(seed, scores, args.train, args.influence)
         results.append(rows(scores))
         accuracies.append(float(scores["accuracy"]))
         print(
