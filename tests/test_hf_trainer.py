@@ -261,3 +261,29 @@ def test_readme_side_by_side_snippet_runs_on_a_trainer_folder(run):
     assert comparison.k == 10 and comparison.names == ["TracIn-WE", "last layer"]
     assert comparison.proponents["TracIn-WE"].indices.shape == (12, 10)
     plt.close("all")
+
+
+def test_the_readme_layer_snippet_runs_on_a_trainer_run(run):
+    import re
+
+    from captum_tracin_we import TracInLayers, aggregate_columns, layer_groups
+
+    model, run_dir = run
+    readme = open(
+        os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md"),
+        encoding="utf-8",
+    ).read()
+    section = readme[readme.index("## First, middle or last") :]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    train, test = _texts(40, seed=1), _texts(12, 5)
+    scope = {"model": model, "train_data": train, "test": test}
+    with pytest.raises(KeyError, match="'attention middle' is not a layer group"):
+        layer_groups(model)["attention middle"]  # this tiny model has 2 blocks
+    code = code.replace("attention middle", "attention late")
+    exec(code.replace("RUN_DIR", str(run_dir)), scope)
+    layers = layer_groups(model)["attention late"]
+    expected = TracInLayers(model, train, str(run_dir), layers).influence(test)
+    assert torch.allclose(scope["scores"], expected, rtol=1e-5, atol=1e-9)
+    order = aggregate_columns(expected, "vote").argsort()
+    assert torch.equal(scope["harmful_first"], order)
+    assert sorted(order.tolist()) == list(range(40))

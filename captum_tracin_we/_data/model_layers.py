@@ -129,6 +129,18 @@ def _frozen_layer(name: str, named: Dict[str, Module]) -> TracInWEError:
     )
 
 
+class LayerGroups(dict):
+    r"""Group name -> module names; a name the model has no group for is a
+    ``KeyError`` that lists the groups it has (a 2-block model has no
+    ``"attention middle"``)."""
+
+    def __missing__(self, name: str) -> List[str]:
+        raise KeyError(
+            f"{name!r} is not a layer group of this model; it has {list(self)} "
+            "(the block ranges depend on its number of blocks: pass blocks=...)."
+        )
+
+
 def layer_groups(
     model: Module,
     blocks: Optional[Union[int, Sequence[Sequence[int]]]] = None,
@@ -170,7 +182,7 @@ def layer_groups(
     if blocks is None:
         blocks = min(3, len(block_names))
     ranges = _block_ranges(len(block_names), blocks)
-    groups: Dict[str, List[str]] = {}
+    groups: Dict[str, List[str]] = LayerGroups()
     for label, indices in ranges:
         names = [
             layer
