@@ -71,8 +71,13 @@ def wait_for(url: str, server: subprocess.Popen, seconds: float = 600) -> None:
 
 
 def top_pair(url: str) -> int:
-    query = urllib.parse.urlencode({"text": TEXT, "k": 1})
-    with urllib.request.urlopen(f"{url}api/query?{query}", timeout=300) as answer:
+    request = urllib.request.Request(
+        url + "api/query",
+        data=json.dumps({"text": TEXT, "k": 1}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=300) as answer:
         return json.load(answer)["methods"][0]["proponents"][0]["index"]
 
 
