@@ -85,6 +85,30 @@ def fine_tuned(seed: int, train_features, tokenizer, folder: str):
     return model.eval(), paths
 
 
+def noisy_setup(seed: int, n_train: int, n_influence: int, folder: str):
+    r"""One seed's data with 20% of the training labels flipped, the model
+    fine-tuned on them (cached), and the influence and held-out batches.
+
+    Returns:
+        (tokenizer, noisy, model, paths, train_loader, influence, held_out)
+    """
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    train, valid = load_rotten_tomatoes(n_train, 200, seed=seed)
+    labels = torch.tensor([label for _, label in train])
+    noisy_labels, noisy = flip_labels(labels, 0.2, 2, seed=seed)
+    train = [(text, int(y)) for (text, _), y in zip(train, noisy_labels)]
+    train_features = encode(tokenizer, train)
+    model, paths = fine_tuned(seed, train_features, tokenizer, folder)
+    influence = next(
+        iter(loader(tokenizer, encode(tokenizer, valid[:n_influence]), 500))
+    )
+    held_out = next(
+        iter(loader(tokenizer, encode(tokenizer, valid[n_influence:]), 500))
+    )
+    train_loader = loader(tokenizer, train_features, 16)
+    return tokenizer, noisy, model, paths, train_loader, influence, held_out
+
+
 def method_scores(seed: int, n_train: int, n_influence: int) -> Dict[str, torch.Tensor]:
     r"""Every method's score columns for one seed (cached)."""
     folder = os.path.join(OUT, f"seed{seed}")
@@ -92,22 +116,10 @@ def method_scores(seed: int, n_train: int, n_influence: int) -> Dict[str, torch.
     if os.path.isfile(cache):
         return torch.load(cache, weights_only=True)
     os.makedirs(folder, exist_ok=True)
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
-    train, valid = load_rotten_tomatoes(n_train, 200, seed=seed)
-    labels = torch.tensor([label for _, label in train])
-    noisy_labels, noisy = flip_labels(labels, 0.2, 2, seed=seed)
-    train = [(text, int(y)) for (text, _), y in zip(train, noisy_labels)]
-    train_features = encode(tokenizer, train)
     start = time.perf_counter()
-    model, paths = fine_tuned(seed, train_features, tokenizer, folder)
+    setup = noisy_setup(seed, n_train, n_influence, folder)
+    tokenizer, noisy, model, paths, train_loader, influence, held_out = setup
     timings = {"fine-tune": time.perf_counter() - start}
-    train_loader = loader(tokenizer, train_features, 16)
-    influence = next(
-        iter(loader(tokenizer, encode(tokenizer, valid[:n_influence]), 500))
-    )
-    held_out = next(
-        iter(loader(tokenizer, encode(tokenizer, valid[n_influence:]), 500))
-    )
     scores: Dict[str, torch.Tensor] = {"noisy": noisy}
 
     def timed(name, compute):
@@ -172,20 +184,11 @@ def with_normalised(seed: int, scores, n_train: int, n_influence: int):
     folder = os.path.join(OUT, f"seed{seed}")
     cache = os.path.join(folder, f"normalised_{n_train}_{n_influence}.pt")
     if not os.path.isfile(cache):
-        tokenizer = AutoTokenizer.from_pretrained(minilm_path())
-        train, valid = load_rotten_tomatoes(n_train, 200, seed=seed)
-        labels = torch.tensor([label for _, label in train])
-        noisy_labels, _ = flip_labels(labels, 0.2, 2, seed=seed)
-        train = [(text, int(y)) for (text, _), y in zip(train, noisy_labels)]
-        train_features = encode(tokenizer, train)
-        model, paths = fine_tuned(seed, train_features, tokenizer, folder)
-        influence = next(
-            iter(loader(tokenizer, encode(tokenizer, valid[:n_influence]), 500))
+        _, _, model, paths, train_loader, influence, _ = noisy_setup(
+            seed, n_train, n_influence, folder
         )
-        extra = normalised_scores(
-            model, loader(tokenizer, train_features, 16), paths, influence,
-            layer_groups(model, blocks=3),
-        )  # fmt: skip
+        groups = layer_groups(model, blocks=3)
+        extra = normalised_scores(model, train_loader, paths, influence, groups)
         torch.save(extra, cache)
     return {**scores, **torch.load(cache, weights_only=True)}
 

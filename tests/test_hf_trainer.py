@@ -239,8 +239,18 @@ def test_datasets_that_cannot_go_in_as_they_are(run):
         TracInWE(model, named, str(run_dir))
 
 
-def test_readme_side_by_side_snippet_runs_on_a_trainer_folder(run):
+def _readme_code(heading: str) -> str:
+    r"""The first Python block of the README section under ``heading``."""
     import re
+
+    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")
+    with open(path, encoding="utf-8") as stream:
+        readme = stream.read()
+    section = readme[readme.index(heading) :]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_readme_side_by_side_snippet_runs_on_a_trainer_folder(run):
 
     import matplotlib
 
@@ -248,12 +258,7 @@ def test_readme_side_by_side_snippet_runs_on_a_trainer_folder(run):
     import matplotlib.pyplot as plt
 
     model, run_dir = run
-    readme = open(
-        os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md"),
-        encoding="utf-8",
-    ).read()
-    section = readme[readme.index("## Side by side with Captum") :]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    code = _readme_code("## Side by side with Captum")
     assert len([line for line in code.splitlines() if line.strip()]) == 6
     scope = {"model": model, "train_data": _texts(40, seed=1), "test": _texts(12, 5)}
     exec(code.replace("RUN_DIR", str(run_dir)), scope)
@@ -264,17 +269,11 @@ def test_readme_side_by_side_snippet_runs_on_a_trainer_folder(run):
 
 
 def test_the_readme_layer_snippet_runs_on_a_trainer_run(run):
-    import re
 
     from captum_tracin_we import TracInLayers, aggregate_columns, layer_groups
 
     model, run_dir = run
-    readme = open(
-        os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md"),
-        encoding="utf-8",
-    ).read()
-    section = readme[readme.index("## First, middle or last") :]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    code = _readme_code("## First, middle or last")
     train, test = _texts(40, seed=1), _texts(12, 5)
     scope = {"model": model, "train_data": train, "test": test}
     with pytest.raises(KeyError, match="'attention middle' is not a layer group"):
