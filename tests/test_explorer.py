@@ -762,6 +762,15 @@ def test_normalize_and_repsim_reach_the_explorer(run, tmp_path):
         _settings(run, index=str(tmp_path / "index"), normalize="cosine", repsim=True)
     )
     assert explorer.methods["TracIn-WE"].normalize == "cosine"
+    # the audit ranks by the unnormalised self-influence (normalised, it is flat)
+    plain = explorer.methods["TracIn-WE"].self_influence()
+    assert torch.unique(plain).numel() == 1  # cosine: each text's lr sum
+    audit = explorer.audit(limit=3)["rows"]
+    expected = explorer._self_influence
+    assert torch.unique(expected).numel() > 1
+    assert [row["self_influence"] for row in audit] == sorted(
+        expected.tolist(), reverse=True
+    )[:3]
     name = "RepSim (last hidden state)"
     method = explorer.methods[name]
     assert isinstance(method, RepresentationSimilarity)

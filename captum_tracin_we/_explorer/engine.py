@@ -157,9 +157,7 @@ class Explorer:
                 _Example(ids, label, full is not None and len(full[i]) > len(ids))
                 for i, (ids, label) in enumerate(read)
             ]
-            self._self_influence = self.tracin.self_influence(
-                show_progress=show_progress
-            )
+            self._self_influence = _plain_self_influence(self.tracin, show_progress)
             _check_finite(self._self_influence.tolist(), "Self-influence")
             logits = self._training_logits()
             self._train_predicted = logits.argmax(-1)
@@ -577,3 +575,17 @@ class _TestText:
                 {"label": names[i], "p": p} for i, p in enumerate(self.probabilities)
             ],
         }
+
+
+def _plain_self_influence(tracin: Any, show_progress: bool) -> Tensor:
+    r"""The training set's self-influence for the audit, unnormalised: with
+    ``normalize`` every example's score with itself is its learning-rate sum
+    (``"cosine"``), which ranks nothing (:doc:`method`)."""
+    normalize = getattr(tracin, "normalize", None)
+    if normalize is None:
+        return tracin.self_influence(show_progress=show_progress)
+    tracin.normalize = None
+    try:
+        return tracin.self_influence(show_progress=show_progress)
+    finally:
+        tracin.normalize = normalize

@@ -77,6 +77,8 @@ class StreamedTraining:
         return blocks
 
     def _self_scores(self, rows: WordRows, weights: Optional[Tensor]) -> Tensor:
+        if self.normalize is None:
+            return self_scores(rows, weights)
         factor = self_score_factor(self_scores(rows), self.normalize)
         return self_scores(rows, weights) * factor
 
