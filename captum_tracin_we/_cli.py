@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Any, Dict, List, NoReturn, Optional
 
-from captum_tracin_we._jobs.demo_run import DemoSettings
+from captum_tracin_we._jobs.demo_settings import DemoSettings
 
 
 class _DefaultsOnce(argparse.ArgumentDefaultsHelpFormatter):

@@ -100,3 +100,30 @@ def test_public_modules_only_re_export():
             and node.name != "__getattr__"  # the demo's lazy re-export
         ]
         assert not defined, f"{path} defines {defined}; move them to a private module"
+
+
+def test_import_and_help_load_no_model_library():
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, contextlib, io\n"
+        "import captum_tracin_we\n"
+        "from captum_tracin_we._cli import main\n"
+        "for command in (['--help'], ['explain', '--help'], ['explore', '--help'],"
+        " ['demo', '--help']):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()):\n"
+        "        try:\n"
+        "            main(command)\n"
+        "        except SystemExit:\n"
+        "            pass\n"
+        "heavy = [m for m in ('torch', 'transformers', 'captum') if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]", out
+    import captum_tracin_we
+
+    assert captum_tracin_we.TracInWE.__name__ == "TracInWE"  # loaded on first use

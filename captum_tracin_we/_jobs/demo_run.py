@@ -14,7 +14,6 @@ import os
 import random
 import shutil
 import time
-from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
@@ -28,6 +27,7 @@ from captum_tracin_we._jobs.demo_models import (
     small_bert_classifier,
     train_wordpiece_tokenizer,
 )
+from captum_tracin_we._jobs.demo_settings import DemoSettings
 from captum_tracin_we._jobs.explain import REPORT_FILES, ExplainSettings, run_explain
 from captum_tracin_we._jobs.report import print_replaced, print_written
 
@@ -44,24 +44,6 @@ or from Python:
     worst = tracin.influence(test_batch, k=5, proponents=False)
     words = tracin.word_influence(test_batch, top.indices)     # which words
 """
-
-
-@dataclass
-class DemoSettings:
-    r"""Settings of the demo job (see ``captum-tracin-we demo --help``)."""
-
-    model: Optional[str] = None
-    data: Optional[str] = None
-    train_size: int = 1000
-    test_size: int = 4
-    epochs: int = 1
-    k: int = 3
-    top_k_words: Optional[int] = None
-    quick: bool = False
-    seed: int = 0
-    out: str = "tracin_we_demo"
-    overwrite: bool = False
-    show_progress: bool = True
 
 
 TRAINING_LENGTH = 64  # tokens: the demo trains and explains at this limit
