@@ -12,7 +12,12 @@ import warnings
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, IterableDataset, SubsetRandomSampler
+from torch.utils.data import (
+    DataLoader,
+    IterableDataset,
+    SubsetRandomSampler,
+    TensorDataset,
+)
 
 import captum_tracin_we._checkpoints.checkpoints as checkpoints_module
 from captum_tracin_we import (
@@ -21,7 +26,15 @@ from captum_tracin_we import (
     TracInWE,
     TrainingDataError,
 )
-from tests.helpers import BagNet, assert_close, bag_setup, random_ids, save_checkpoints
+from tests.helpers import (
+    PAD,
+    BagNet,
+    assert_close,
+    bag_setup,
+    dense_reference,
+    random_ids,
+    save_checkpoints,
+)
 
 
 @pytest.fixture
@@ -204,7 +217,8 @@ class ExtraPosition(BagNet):
 
 def test_unmappable_layout_is_a_clear_error(tmp_path):
     _, train, test, paths = bag_setup(str(tmp_path), n_train=8, n_test=4, length=6)
-    with pytest.raises(BatchError, match=r"shape \(7, 4\) for a batch of 4"):
+    # the training data's layout is read first (before the test side)
+    with pytest.raises(BatchError, match=r"training data.*shape \(7, 1\) for a batch"):
         TracInWE(ExtraPosition().eval(), train, paths).influence(test)
 
 
@@ -397,3 +411,32 @@ def test_narrow_integer_labels_equal_long_labels_and_bools_are_refused(bag):
     assert_close(tracin.influence((test[0], test[1].int())), tracin.influence(test))
     with pytest.raises(BatchError, match="booleans"):
         tracin.influence((test[0], test[1] > 0))
+
+
+def test_a_left_padded_square_batch_is_read_batch_first(tmp_path):
+    # 9 test texts of 9 positions: the shape cannot tell the layout. Left padding
+    # (pads leading each row) once read as sequence-first (pads trailing each
+    # column) and transposed the batch; the bag model ignores positions, so the
+    # left-padded batch must score as the right-padded one.
+    model, train, test, paths = bag_setup(str(tmp_path), n_train=18, n_test=9, length=9)
+    ids, labels = test
+    left = torch.full_like(ids, PAD)
+    for i, row in enumerate(ids):
+        tokens = row[row != PAD]
+        left[i, ids.shape[1] - len(tokens) :] = tokens
+    expected = TracInWE(model, train, paths, batch_size=4).influence(test)
+    tracin = TracInWE(model, train, paths, batch_size=4)
+    assert_close(tracin.influence((left, labels)), expected)
+
+
+def test_a_pad_id_before_real_tokens_in_a_square_test_batch(tmp_path):
+    # Found by the property test: the test side, read before any training
+    # batch, took a 2 x 2 batch with a leading pad for sequence-first.
+    torch.manual_seed(0)
+    model = BagNet(vocab=12, dim=4).eval()
+    paths = save_checkpoints(model, str(tmp_path), count=2, seed=0)
+    ids = torch.tensor([[0, 0], [0, 0], [0, 0], [0, 0], [0, 1], [0, 0]])
+    labels = torch.zeros(6, dtype=torch.long)
+    train, test = (ids[:4], labels[:4]), (ids[4:], labels[4:])
+    tracin = TracInWE(model, TensorDataset(*train), paths, batch_size=1)
+    assert_close(tracin.influence(test), dense_reference(model, train, test, paths))

@@ -128,6 +128,19 @@ class WordGradientSource:
             )
         return stack_word_gradients(parts, pad_id)
 
+    def learn_layout(self, training_batches: Iterable[Any]) -> None:
+        r"""
+        Reads the token-id layout (batch- or sequence-first) from the first
+        training batch, up to the embedding, before anything else is read, so
+        that a square test batch (as many texts as positions, where the shape
+        cannot tell) is read as the training data are, at every checkpoint.
+        """
+        if self.layout_memory.convention is not None:
+            return
+        first = next(iter(training_batches), None)
+        if first is not None:
+            self.token_ids(first, "training")
+
     def token_ids(
         self, batch: Any, role: str
     ) -> Tuple[Tensor, Tensor, Tensor, List[Tensor]]:

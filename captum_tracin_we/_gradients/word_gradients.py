@@ -171,8 +171,11 @@ class LayoutMemory:
 
 def _trailing_padding(tensor: Tensor, pad_id: Optional[int]) -> Optional[str]:
     r"""
-    ``"batch_first"`` if padding trails along rows only, ``"sequence_first"`` if
-    along columns only, else None (no padding, or both or neither look padded).
+    ``"batch_first"`` if only the rows read as padded sequences,
+    ``"sequence_first"`` if only the columns do, else None (no padding, or
+    both or neither could be). A line reads as a padded sequence when its pads
+    sit at one end: trailing (right padding) or leading (left padding), so a
+    left-padded batch-first batch is not taken for a sequence-first one.
     """
     if pad_id is None:
         return None
@@ -180,10 +183,14 @@ def _trailing_padding(tensor: Tensor, pad_id: Optional[int]) -> Optional[str]:
     if not bool(pads.any()):
         return None
 
-    def trailing(mask: Tensor) -> bool:  # every pad is followed only by pads
-        return bool((mask.int().cummax(dim=1).values == mask.int()).all())
+    def at_an_end(mask: Tensor) -> bool:  # each line's pads: a suffix or a prefix
+        ones = mask.int()
+        suffix = (ones.cummax(dim=1).values == ones).all(dim=1)
+        flipped = ones.flip(1)
+        prefix = (flipped.cummax(dim=1).values == flipped).all(dim=1)
+        return bool((suffix | prefix).all())
 
-    along_rows, along_columns = trailing(pads), trailing(pads.t())
+    along_rows, along_columns = at_an_end(pads), at_an_end(pads.t())
     if along_rows != along_columns:
         return "batch_first" if along_rows else "sequence_first"
     return None

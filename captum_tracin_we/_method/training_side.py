@@ -217,6 +217,7 @@ def summed_scores(
         tracin.normalize,
     )  # fmt: skip
     unit_norm = tracin.normalize == "cosine"
+    source.learn_layout(tracin.training_data.batches())  # before the test side
     test_passes = SamePasses(role="test")
     streamed = tracin.index is None
     blocks: List[Tensor] = []

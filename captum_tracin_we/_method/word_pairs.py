@@ -49,6 +49,7 @@ def pair_word_influence(
     source = tracin.gradient_source
     pad_id = padding_id(tracin.model, tracin.embedding_layer)
     test_c = train_c = None
+    source.learn_layout(tracin.training_data.batches())  # before the test side
     test_passes = SamePasses(role="test")
     for loaded in tracin.checkpoint_pass():
         digests = test_passes.start()
