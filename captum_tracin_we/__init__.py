@@ -23,6 +23,7 @@ _EXPORTS = {
     "InfluenceComparison": "captum_tracin_we._evaluation.comparison",
     "KMostInfluentialResults": "captum.influence._utils.common",
     "RepresentationSimilarity": "captum_tracin_we._baselines.representation_similarity",
+    "StoredTracInCPFast": "captum_tracin_we._baselines.stored_last_layer",
     "TracInLayers": "captum_tracin_we._method.tracin_layers",
     "TracInWE": "captum_tracin_we._method.tracin_we",
     "TracInWEError": "captum_tracin_we._errors",
@@ -38,6 +39,7 @@ _EXPORTS = {
     "layer_groups": "captum_tracin_we._data.model_layers",
     "load_checkpoint_with_lr": "captum_tracin_we._checkpoints.checkpoints",
     "merge_subwords": "captum_tracin_we._scoring.word_contributions",
+    "stored_tracincp_fast": "captum_tracin_we._baselines.stored_last_layer",
     "top_words": "captum_tracin_we._scoring.word_contributions",
     "tracincp": "captum_tracin_we._baselines.captum_methods",
     "tracincp_fast": "captum_tracin_we._baselines.captum_methods",
@@ -54,6 +56,7 @@ __all__ = [
     "InfluenceComparison",
     "KMostInfluentialResults",
     "RepresentationSimilarity",
+    "StoredTracInCPFast",
     "TracInLayers",
     "TracInWE",
     "TracInWEError",
@@ -69,6 +72,7 @@ __all__ = [
     "layer_groups",
     "load_checkpoint_with_lr",
     "merge_subwords",
+    "stored_tracincp_fast",
     "top_words",
     "tracincp",
     "tracincp_fast",
@@ -89,6 +93,10 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
     from captum_tracin_we._baselines.feature_attributions import embedding_attributions
     from captum_tracin_we._baselines.representation_similarity import (
         RepresentationSimilarity,
+    )
+    from captum_tracin_we._baselines.stored_last_layer import (
+        StoredTracInCPFast,
+        stored_tracincp_fast,
     )
     from captum_tracin_we._checkpoints.checkpoints import load_checkpoint_with_lr
     from captum_tracin_we._data.model_layers import layer_groups

@@ -170,13 +170,26 @@ def test_explain_reuses_an_index(run, tmp_path, capsys):
         assert list(phases) == ["load", "index", "query", "report"]
         assert all(value > 0 for value in phases.values())
     assert sum(second["seconds"].values()) <= wall
-    for method in ("TracIn-WE proponents", "TracIn-WE opponents"):
-        assert [e["row"] for e in first["tests"][0][method]] == [
-            e["row"] for e in second["tests"][0][method]
-        ]
-        assert [e["score"] for e in first["tests"][0][method]] == pytest.approx(
-            [e["score"] for e in second["tests"][0][method]], rel=1e-5
-        )
+    # The last layer's training side is kept beside the index and read back;
+    # its scores equal Captum's TracInCPFast recomputed without an index.
+    side = os.path.join(index, "tracincp_fast.pt")
+    written = os.stat(side).st_mtime_ns
+    third, _ = _explain(run, "--text", "goal team match", "--index", index)
+    assert os.stat(side).st_mtime_ns == written
+    captum, _ = _explain(run, "--text", "goal team match")
+    assert "kept in the index folder" in str(third["settings"])
+    assert "recomputed" in str(captum["settings"]["Last layer"])
+    methods = ["TracIn-WE", "TracInCPFast (last layer)"]
+    for method in [
+        f"{m} {side}" for m in methods for side in ("proponents", "opponents")
+    ]:
+        for other in (second, third, captum):
+            assert [e["row"] for e in first["tests"][0][method]] == [
+                e["row"] for e in other["tests"][0][method]
+            ]
+            assert [e["score"] for e in first["tests"][0][method]] == pytest.approx(
+                [e["score"] for e in other["tests"][0][method]], rel=1e-5
+            )
 
 
 def test_explain_with_idf_weighting_and_frequent_tokens_excluded(run, capsys):
@@ -466,4 +479,5 @@ def test_progress_output_suits_a_log(run, capsys):
     assert "\x1b[A" not in captured.err  # no nested bars' cursor codes in a log
     assert "Building the TracIn-WE index" in captured.err
     assert "(rank 0" not in captured.err  # one process: no rank
-    assert "Computing TracInCPFast (last layer) (Captum)..." in captured.out
+    # With --index the last layer's training side is computed once, with a bar.
+    assert "TracInCPFast (classifier): training side" in captured.err

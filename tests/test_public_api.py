@@ -37,9 +37,39 @@ def split_line(line: str) -> Tuple[str, List[str], str]:
     raise ValueError(f"unbalanced signature: {line}")
 
 
+def sorted_unions(text: str) -> str:
+    r"""
+    ``text`` with the members of every ``Union[...]`` sorted: typing caches a
+    Union by its set of members, so ``Union[A, B, None]`` prints as
+    ``Union[B, A, NoneType]`` when an equal Union was made first elsewhere
+    (the order depends on what was imported before).
+    """
+    start = text.find("Union[")
+    if start < 0:
+        return text
+    depth, members, current = 0, [], ""
+    for index in range(start + len("Union["), len(text)):
+        char = text[index]
+        if char == "[":
+            depth += 1
+        elif char == "]" and not depth:
+            members.append(current.strip())
+            inner = ", ".join(sorted(sorted_unions(m) for m in members))
+            rest = sorted_unions(text[index + 1 :])
+            return f"{text[:start]}Union[{inner}]{rest}"
+        elif char == "]":
+            depth -= 1
+        elif char == "," and not depth:
+            members.append(current.strip())
+            current = ""
+            continue
+        current += char
+    raise ValueError(f"unbalanced Union: {text}")
+
+
 def incompatible(before: str, now: Dict[str, Tuple[List[str], str]]) -> str:
     r"""Why ``before`` no longer works with the API ``now`` ('' if it does)."""
-    name, parameters, returns = split_line(before)
+    name, parameters, returns = split_line(sorted_unions(before))
     if name not in now:
         return "gone"
     new_parameters, new_returns = now[name]
@@ -56,7 +86,9 @@ def incompatible(before: str, now: Dict[str, Tuple[List[str], str]]) -> str:
 def current_api() -> Dict[str, Tuple[List[str], str]]:
     return {
         name: (parameters, returns)
-        for name, parameters, returns in map(split_line, public_api())
+        for name, parameters, returns in (
+            split_line(sorted_unions(line)) for line in public_api()
+        )
     }
 
 
@@ -66,6 +98,19 @@ def test_every_public_name_keeps_a_compatible_signature():
     now = current_api()
     broken = [f"{line}: {why}" for line in before if (why := incompatible(line, now))]
     assert not broken, "Public names lost or changed:\n" + "\n".join(broken)
+
+
+def test_union_members_compare_in_any_order():
+    assert sorted_unions("f(a: Union[str, Module, NoneType] = None)") == (
+        "f(a: Union[Module, NoneType, str] = None)"
+    )
+    nested = "f(a: Union[int, Tuple[Union[str, bytes], int]]) -> Union[b, a]"
+    assert sorted_unions(nested) == (
+        "f(a: Union[Tuple[Union[bytes, str], int], int]) -> Union[a, b]"
+    )
+    now = {"m.f": (["a: Union[Module, NoneType, str] = None"], "-> int")}
+    assert incompatible("m.f(a: Union[str, Module, NoneType] = None) -> int", now) == ""
+    assert incompatible("m.f(a: Union[str, int] = None) -> int", now) != ""
 
 
 def test_the_compatibility_rule_fails_what_breaks_a_caller():

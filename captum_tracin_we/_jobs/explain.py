@@ -20,6 +20,7 @@ from captum_tracin_we._baselines.captum_methods import tracincp_fast
 from captum_tracin_we._baselines.representation_similarity import (
     RepresentationSimilarity,
 )
+from captum_tracin_we._baselines.stored_last_layer import stored_tracincp_fast
 from captum_tracin_we._data.model_layers import layer_groups
 from captum_tracin_we._errors import TracInWEError
 from captum_tracin_we._evaluation.comparison import compare_influence
@@ -129,18 +130,10 @@ def run_explain(settings: ExplainSettings) -> Dict[str, Any]:
     k = min(settings.top_k, scores.shape[1])
     all_scores = {"TracIn-WE": scores}
     if settings.last_layer:
-        fast = tracincp_fast(
-            folder.model,
-            _loader(folder.tokenizer, train_encoded, settings.batch_size),
-            folder.checkpoints,
-            folder.load_func,
+        timer = time.perf_counter()
+        all_scores[LAST_LAYER] = last_layer_scores(
+            settings, folder, train_encoded, tracin, test_batch
         )
-        timer = time.perf_counter()  # the scores only, as for TracIn-WE
-        # Captum nests its bars, which print cursor codes into a log file.
-        nested = settings.show_progress and sys.stderr.isatty()
-        if settings.show_progress and not nested:
-            print(f"Computing {LAST_LAYER} (Captum)...", flush=True)
-        all_scores[LAST_LAYER] = fast.influence(test_batch, show_progress=nested)
         seconds[LAST_LAYER] = time.perf_counter() - timer
     for name, method in extra_methods(settings, folder, train_encoded).items():
         timer = time.perf_counter()
@@ -405,6 +398,37 @@ def _tracin(settings: ExplainSettings, folder: ModelFolder, encoded: Encoded):
     return tracin
 
 
+def last_layer_scores(
+    settings: ExplainSettings,
+    folder: ModelFolder,
+    encoded: Encoded,
+    tracin: TracInWE,
+    test_batch: Dict[str, Tensor],
+) -> Tensor:
+    r"""
+    The ``(n_test, n_train)`` scores of the side-by-side last layer,
+    ``TracInCPFast`` on the classifier head, all from one call (proponents and
+    opponents are read from them). With ``--index`` its training side is kept
+    beside the index (:func:`stored_tracincp_fast`: computed on the first run,
+    read on later ones, bound to the same data and checkpoints), so a new text
+    costs its own passes only; without, Captum's ``TracInCPFast`` recomputes it.
+    """
+    if settings.index:
+        stored = stored_tracincp_fast(tracin, show_progress=settings.show_progress)
+        return stored.influence(test_batch)
+    fast = tracincp_fast(
+        folder.model,
+        _loader(folder.tokenizer, encoded, settings.batch_size),
+        folder.checkpoints,
+        folder.load_func,
+    )
+    # Captum nests its bars, which print cursor codes into a log file.
+    nested = settings.show_progress and sys.stderr.isatty()
+    if settings.show_progress and not nested:
+        print(f"Computing {LAST_LAYER} (Captum)...", flush=True)
+    return fast.influence(test_batch, show_progress=nested)
+
+
 def _accuracy(tests: List[TestText]) -> Optional[float]:
     labelled = [t for t in tests if t.given_label is not None]
     if not labelled:
@@ -463,6 +487,16 @@ def extra_methods(
     return extra
 
 
+def _last_layer_note(settings: ExplainSettings) -> str:
+    r"""The report's "Last layer" row: shown or not, and where its training side
+    comes from."""
+    if not settings.last_layer:
+        return "not shown (--no-last-layer)"
+    if settings.index:
+        return "TracInCPFast, training side kept in the index folder"
+    return "TracInCPFast (Captum), training side recomputed"
+
+
 def _excluded_note(settings: ExplainSettings, excluded: int) -> str:
     r"""The report's "Excluded tokens" row, in words."""
     if not excluded:
@@ -496,6 +530,7 @@ def _settings_rows(settings, folder, train: TextData, encoded, max_length, traci
         else f"idf^{settings.idf_power:g} (TracIn-WE-IDF)",
         "Excluded tokens": _excluded_note(settings, excluded),
         "Index": settings.index or "none (training side recomputed)",
+        "Last layer": _last_layer_note(settings),
         "Gradient normalisation": settings.normalize or "none (the paper's TracIn-WE)",
         "Layer group": settings.layer_group or "none",
         "RepSim": "shown (final model)" if settings.repsim else "not shown",
