@@ -181,7 +181,7 @@ def test_explain_reuses_an_index(run, tmp_path, capsys):
     assert "recomputed" in str(captum["settings"]["Last layer"])
     methods = ["TracIn-WE", "TracInCPFast (last layer)"]
     for method in [
-        f"{m} {side}" for m in methods for side in ("proponents", "opponents")
+        f"{m} {part}" for m in methods for part in ("proponents", "opponents")
     ]:
         for other in (second, third, captum):
             assert [e["row"] for e in first["tests"][0][method]] == [
