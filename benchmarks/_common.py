@@ -124,3 +124,37 @@ def ratio_lines(result: Any, method: str = "TracIn-WE") -> List[str]:
             f"- AUC-{metric}: {method} {a:+.4f} vs TracInCPFast {b:+.4f}: {verdict}"
         )
     return lines
+
+
+def previous_package(revision: str) -> str:
+    r"""
+    A folder whose ``captum_tracin_we`` is the package at git ``revision`` of
+    this repository (a detached worktree under benchmarks/_out), to put first
+    on ``PYTHONPATH`` of a subprocess, so that a benchmark measures the
+    previous code path beside the current one in the same run.
+
+    Returns:
+        path (str): The folder (it holds only a link to that package).
+    """
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    commit = subprocess.run(
+        ["git", "-C", root, "rev-parse", "--short", revision],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    tree = os.path.join(root, "benchmarks", "_out", f"previous-{commit}")
+    if not os.path.isdir(tree):
+        subprocess.run(
+            ["git", "-C", root, "worktree", "add", "--detach", tree, commit],
+            check=True,
+            capture_output=True,
+        )
+    folder = tree + "-path"
+    os.makedirs(folder, exist_ok=True)
+    link = os.path.join(folder, "captum_tracin_we")
+    if not os.path.islink(link):
+        os.symlink(os.path.join(tree, "captum_tracin_we"), link)
+    return folder

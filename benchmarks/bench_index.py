@@ -14,13 +14,18 @@ The persistent word-gradient index at scale.
 4. Memory: an index of 100,000 synthetic texts is built and queried; the peak
    RSS of a query process is compared for 10,000 and 100,000 texts.
 
-Run:  python -m benchmarks.bench_index [--device cuda]   (about 25 minutes)
+Run:  python -m benchmarks.bench_index [--device cuda] [--previous REV]
+      (about 25 minutes; --skip-minilm leaves out part 1 and 2). With
+      --previous, parts 3 and 4 also run the package at git revision REV (a
+      worktree under benchmarks/_out) in a subprocess: the previous code path,
+      measured in the same run.
 """
 
 import argparse
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -36,6 +41,7 @@ from benchmarks._common import (
     LogitsOnly,
     conditions,
     load_into_wrapper,
+    previous_package,
     timed,
     tuple_loader,
 )
@@ -48,6 +54,7 @@ from captum_tracin_we.kernels import (
 )
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_out")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def folder_bytes(path: str, names=("tokens", "examples", "vectors", "offsets")) -> int:
@@ -176,6 +183,26 @@ def synthetic_rows(n_texts: int, vocab: int, dim: int, seed: int, first: int = 0
 
 
 def throughput(args) -> None:
+    r"""The scoring rate, this tree's and (``--previous``) the previous one's."""
+    _throughput(args)
+    if args.previous:
+        print(f"\nThe same with the package at {args.previous} (previous code path):")
+        print(_previous_run(args, "--throughput-only"), end="")
+
+
+def _previous_run(args, *options: str) -> str:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [previous_package(args.previous), ROOT, env.get("PYTHONPATH", "")]
+    )
+    command = [sys.executable, "-m", "benchmarks.bench_index", *options]
+    command += ["--device", args.device, "--synthetic", str(args.synthetic)]
+    return subprocess.run(
+        command, capture_output=True, text=True, check=True, cwd=ROOT, env=env
+    ).stdout
+
+
+def _throughput(args) -> None:
     vocab, dim = 30522, 384
     queries = synthetic_rows(100, vocab, dim, seed=1).to(args.device)
     a = torch.randn(2048, 2048, device=args.device)
@@ -243,25 +270,31 @@ def memory(args) -> None:
         start = time.perf_counter()
         tracin.build_index(index, shard_size=10000, show_progress=False)
         t_build = time.perf_counter() - start
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "benchmarks.bench_index",
-                "--query-rss",
-                index,
-                str(n),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=os.path.dirname(OUT) + "/..",
-        ).stdout.strip()
         print(
             f"Index of {n:,} synthetic texts (d=384): built in {t_build:.0f} s, "
-            f"{folder_bytes(index) / 2**30:.2f} GiB; query of 10 texts: {out}"
+            f"{folder_bytes(index) / 2**30:.2f} GiB; top-5 query of 10 texts, "
+            f"median of {QUERIES} after one warm-up, in a new process:"
         )
+        runs = [("this tree", None)]
+        if args.previous:
+            runs.append((f"previous ({args.previous})", args.previous))
+        for _ in range(2):  # alternating, twice, so that drift shows
+            for name, previous in runs:
+                print(f"  {name}: {_query_process(args, index, n, previous)}")
     shutil.rmtree(folder)
+
+
+QUERIES = 7
+
+
+def _query_process(args, index: str, n: int, previous) -> str:
+    options = ["--query-rss", index, str(n)]
+    if previous:
+        return _previous_run(args, *options).strip()
+    command = [sys.executable, "-m", "benchmarks.bench_index", *options]
+    return subprocess.run(
+        command, capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout.strip()
 
 
 def query_rss(index: str, n: int) -> None:
@@ -269,16 +302,18 @@ def query_rss(index: str, n: int) -> None:
     path = os.path.join(os.path.dirname(index), "checkpoint.pt")
     tracin = TracInWE(model, synthetic_dataset(n), path, batch_size=1000, index=index)
     test = synthetic_dataset(10, seed=7).tensors
-    _, t = timed(lambda: tracin.influence(test, k=5))
+    tracin.influence(test, k=5)  # warm: the checkpoint's fingerprint, the maps
+    times = [timed(lambda: tracin.influence(test, k=5))[1] for _ in range(QUERIES)]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     with open("/proc/self/status") as status:
         fields = dict(line.split(":", 1) for line in status)
     anonymous = int(fields["RssAnon"].split()[0]) / 1024
     mapped = int(fields["RssFile"].split()[0]) / 1024
     print(
-        f"{t:.2f} s, peak RSS {peak:.0f} MiB; after the query: private "
-        f"(anonymous) {anonymous:.0f} MiB, file-backed (the memory map and "
-        f"libraries) {mapped:.0f} MiB"
+        f"{statistics.median(times):.3f} s (min {min(times):.3f}, max "
+        f"{max(times):.3f}), peak RSS {peak:.0f} MiB; after: private (anonymous) "
+        f"{anonymous:.0f} MiB, file-backed (the memory map and libraries) "
+        f"{mapped:.0f} MiB"
     )
 
 
@@ -288,10 +323,21 @@ def main() -> None:
     parser.add_argument("--synthetic", type=int, default=100000)
     parser.add_argument("--skip-minilm", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument(
+        "--previous",
+        help="a git revision: also measure its package (the previous code path) "
+        "in the same run, for the scoring rate and the 100k query",
+    )
     parser.add_argument("--query-rss", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--throughput-only", action="store_true", help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.query_rss:
         query_rss(args.query_rss[0], int(args.query_rss[1]))
+        return
+    if args.throughput_only:
+        _throughput(args)
         return
     print(f"Conditions: {conditions()}, device {args.device}")
     if not args.skip_minilm:

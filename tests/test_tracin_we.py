@@ -289,3 +289,35 @@ def test_grouped_and_sparse_scoring_agree():
     assert_close(
         grouped_token_scores(queries, train), shared_token_scores(queries, train)
     )
+
+
+@pytest.mark.parametrize("dense_share", [0.0, 0.5, 2.0])
+def test_each_way_of_adding_a_tokens_products_gives_the_same_scores(
+    dense_share, monkeypatch
+):
+    r"""By columns (a token in every query, in order or not; in some) or by
+    flat positions: each adds every product once."""
+    from captum_tracin_we._gradients.word_rows import word_rows_from_positions
+    from captum_tracin_we._scoring.shared_tokens import (
+        QueryGroups,
+        WordRows,
+        grouped_token_scores,
+        shared_token_scores,
+    )
+
+    monkeypatch.setattr(QueryGroups, "dense_share", dense_share)
+    gen = torch.Generator().manual_seed(1)
+    n_query = 6
+    # token 3 in every query (rows out of example order), tokens 4-9 in some
+    examples = torch.cat([torch.randperm(n_query, generator=gen), torch.arange(6)])
+    tokens = torch.cat([torch.full((n_query,), 3), torch.arange(4, 10)])
+    queries = WordRows(examples, tokens, torch.randn(12, 5, generator=gen), n_query)
+    train = word_rows_from_positions(
+        torch.randint(0, 40, (400,), generator=gen),
+        torch.randint(0, 12, (400,), generator=gen),
+        torch.randn(400, 5, generator=gen),
+        num_examples=40,
+    )
+    expected = shared_token_scores(queries, train)
+    assert expected.abs().min() >= 0 and expected.count_nonzero() > 100
+    assert_close(grouped_token_scores(queries, train), expected)

@@ -5,6 +5,7 @@ Scoring against a word-gradient index: pure functions of the stored arrays
 and the query rows, on one process or summed over ``torch.distributed`` ranks.
 """
 
+import warnings
 from typing import Tuple
 
 import numpy as np
@@ -85,8 +86,8 @@ def unit_scores(unit: UnitArrays, groups: QueryGroups) -> Tensor:
         start, stop = int(unit.offsets[token]), int(unit.offsets[token + 1])
         if stop <= start:
             continue
-        rows = torch.from_numpy(np.array(unit.vectors[start:stop], dtype=np.float32))
-        owners = torch.from_numpy(np.array(unit.examples[start:stop])) - unit.first
+        rows = _mapped_rows(unit.vectors[start:stop])
+        owners = _mapped_rows(unit.examples[start:stop]) - unit.first
         if int(owners.min()) < 0 or int(owners.max()) >= unit.count:
             raise IndexCorruptedError(
                 "An index unit stores rows of examples outside its shard; the index "
@@ -94,6 +95,20 @@ def unit_scores(unit: UnitArrays, groups: QueryGroups) -> Tensor:
             )
         groups.add_token_scores(scores, group, rows, owners)
     return scores
+
+
+def _mapped_rows(array: np.ndarray) -> Tensor:
+    r"""
+    A tensor over part of a memory map, read where it lies (no copy) when it is
+    float32 or int64; float16 rows are widened to float32. The index's files
+    are opened read-only and the tensor is only read, so torch's warning about
+    non-writable arrays does not apply.
+    """
+    if array.dtype == np.float16:
+        return torch.from_numpy(array.astype(np.float32))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*not writable")
+        return torch.from_numpy(array)
 
 
 def indexed_self_scores(index: WordIndex, checkpoint: int, rate: float) -> Tensor:

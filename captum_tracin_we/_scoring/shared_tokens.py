@@ -127,7 +127,15 @@ class QueryGroups:
     one small matrix product ``Q_w R_w^T`` between the queries and training
     rows that hold ``w``. Work is the sum over shared tokens of
     ``n_query(w) * n_train(w) * dim``, the least any exact method does.
+
+    The products are added into the scores by columns when the token's
+    queries are at least ``dense_share`` of all queries (one ``index_add_``
+    along the training examples, the block's missing query rows zero), and by
+    flat positions otherwise; both add each product once, so the scores are
+    the same either way.
     """
+
+    dense_share = 0.5
 
     def __init__(self, queries: WordRows) -> None:
         order = torch.argsort(queries.token_ids, stable=True)
@@ -144,10 +152,37 @@ class QueryGroups:
     def add_token_scores(
         self, scores: Tensor, group: int, train_vectors: Tensor, train_examples: Tensor
     ) -> None:
-        r"""``scores[q, j] += <query row, train row>`` for one token's rows."""
+        r"""
+        ``scores[q, j] += <query row, train row>`` for one token's rows.
+
+        Args:
+            scores (Tensor): ``(n_query, n_columns)``, added to in place.
+            group (int): The token's position in :attr:`tokens`.
+            train_vectors (Tensor): ``(m, dim)`` training rows of the token.
+            train_examples (Tensor): ``(m,)`` long, their columns in
+                        ``scores``, distinct (one row per example and token).
+        """
         start, stop = self.spans[group]
-        block = self.vectors[start:stop] @ train_vectors.T
-        scores[self.example_index[start:stop, None], train_examples[None, :]] += block
+        # (rows, queries) then viewed transposed: a tall matrix times a few
+        # query columns runs about twice as fast on CPUs as the other order.
+        block = (train_vectors @ self.vectors[start:stop].T).T
+        owners = self.example_index[start:stop]
+        if stop - start >= self.dense_share * self.num_examples:
+            if not _is_each_row_in_order(owners, self.num_examples):
+                full = block.new_zeros(self.num_examples, len(train_examples))
+                block = full.index_copy_(0, owners, block)
+            scores.index_add_(1, train_examples, block)
+            return
+        width = scores.shape[1]
+        where = (owners[:, None] * width + train_examples[None, :]).reshape(-1)
+        scores.view(-1).index_add_(0, where, block.reshape(-1))
+
+
+def _is_each_row_in_order(owners: Tensor, count: int) -> bool:
+    r"""True when ``owners`` is ``0, 1, ..., count - 1``."""
+    return len(owners) == count and bool(
+        (owners == torch.arange(count, device=owners.device)).all()
+    )
 
 
 def grouped_token_scores(queries: WordRows, train: WordRows) -> Tensor:
@@ -167,6 +202,9 @@ def grouped_token_scores(queries: WordRows, train: WordRows) -> Tensor:
         if stop > start:
             rows = order[start:stop]
             groups.add_token_scores(
-                scores, group, train.vectors[rows], train.example_index[rows]
+                scores,
+                group,
+                torch.index_select(train.vectors, 0, rows),
+                torch.index_select(train.example_index, 0, rows),
             )
     return scores
