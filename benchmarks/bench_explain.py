@@ -8,16 +8,20 @@ Setup: the demo's pipeline fine-tunes all-MiniLM-L6-v2 with transformers'
 Trainer on 2,000 Rotten Tomatoes sentences (1 epoch, 3 checkpoints; cached in
 benchmarks/_out/explain), then ``explain --index`` builds the index once.
 Measured: ``--repeats`` re-runs, each a new ``python -m captum_tracin_we
-explain`` process with a new ``--text``, ``--top-k 5``, ``--no-last-layer``
-(the last-layer comparison recomputes the whole training side and is not
-served from the index): the wall time of the command (Python's start and the
-imports of torch and transformers included), and the phases the command
-itself reports in ``scores.json`` under ``"seconds"``: "load" (model,
-tokenizer, data, tokenization, predictions), "index" (TracInWE and the index,
-verified: checksums and the training data), "query" (influence and word
-influence) and "report" (figures and report.html).
+explain`` process with a new ``--text`` and ``--top-k 5``, with the report's
+default side-by-side last layer (TracInCPFast, its training side kept beside
+the index: computed by the first run, read by later ones), and once more with
+``--no-last-layer``; with ``--previous REV`` also the package at git revision
+REV (the previous code path), alternating. For each: the wall time of the
+command (Python's start and the imports of torch and transformers included),
+and the phases the command itself reports in ``scores.json`` under
+``"seconds"``: "load" (model, tokenizer, data, tokenization, predictions),
+"index" (TracInWE and the index, verified: checksums and the training data),
+"query" (every method's scores and the word influence) and "report" (figures
+and report.html). Also the floor: a new process that only imports torch and
+transformers and loads the model and tokenizer.
 
-Run:  python -m benchmarks.bench_explain [--repeats 5]
+Run:  python -m benchmarks.bench_explain [--repeats 5] [--previous REV]
 """
 
 import argparse
@@ -29,7 +33,7 @@ import subprocess
 import sys
 import time
 
-from benchmarks._common import conditions
+from benchmarks._common import conditions, previous_package
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_out", "explain")
 TEXTS = [
@@ -67,44 +71,101 @@ def _listdir(path: str):
     return os.listdir(path) if os.path.isdir(path) else []
 
 
-def explain(run_dir: str, text: str, index: str) -> dict:
-    r"""Runs the command once; returns its wall time and its reported phases."""
+def explain(
+    run_dir: str, text: str, index: str, previous=None, last_layer: bool = True
+) -> dict:
+    r"""
+    Runs the command once as a new process (with the package at git revision
+    ``previous`` when given); returns its wall time and its reported phases.
+    """
     out = os.path.join(OUT, "report")
     command = [
         sys.executable, "-m", "captum_tracin_we", "explain", "--model", run_dir,
         "--train", os.path.join(OUT, "train.csv"), "--text", text, "--top-k", "5",
-        "--index", index, "--no-last-layer", "--no-progress", "--out", out,
+        "--index", index, "--no-progress", "--out", out,
     ]  # fmt: skip
+    if not last_layer:
+        command.append("--no-last-layer")
+    cwd, env = None, None
+    if previous:  # `python -m` puts the working folder first on sys.path
+        cwd = previous_package(previous)
+        env = {**os.environ, "PYTHONPATH": cwd}
     start = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True)
+    subprocess.run(command, check=True, capture_output=True, cwd=cwd, env=env)
     wall = time.perf_counter() - start
     with open(os.path.join(out, "scores.json"), encoding="utf-8") as stream:
         phases = json.load(stream)["seconds"]
     return {**phases, "command": wall}
 
 
+FLOOR = (
+    "import torch; from transformers import AutoModelForSequenceClassification, "
+    "AutoTokenizer; AutoModelForSequenceClassification.from_pretrained({0!r}); "
+    "AutoTokenizer.from_pretrained({0!r})"
+)
+
+
+def floor(run_dir: str) -> float:
+    r"""
+    Wall time of a new process that only imports torch and transformers and
+    loads the final checkpoint and its tokenizer: what any command that
+    answers with this model pays before it computes anything.
+    """
+    final = sorted(
+        (n for n in os.listdir(run_dir) if n.startswith("checkpoint-")),
+        key=lambda n: int(n.split("-")[1]),
+    )[-1]
+    code = FLOOR.format(os.path.join(run_dir, final))
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--train", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--previous",
+        help="a git revision: also run its package's command (the previous code "
+        "path) in the same run, alternating with this tree's",
+    )
     args = parser.parse_args()
     run_dir = prepare(args.train)
     index = os.path.join(OUT, "index")
     first = explain(run_dir, "a first question builds the index", index)
-    print(f"First run (builds the index if missing): {first['command']:.1f} s")
+    print(
+        f"First run (builds what is missing beside the index): {first['command']:.1f} s"
+    )
     with open(os.path.join(OUT, "train.csv"), encoding="utf-8") as stream:
         count = sum(1 for _ in csv.DictReader(stream))
-    runs = [explain(run_dir, TEXTS[i % len(TEXTS)], index) for i in range(args.repeats)]
+    paths = {"this tree": {}, "this tree, --no-last-layer": {"last_layer": False}}
+    if args.previous:
+        paths[f"previous ({args.previous})"] = {"previous": args.previous}
+    runs = {name: [] for name in paths}
+    floors = []
+    for i in range(args.repeats):  # alternating, so that drift hits all alike
+        for name, options in paths.items():
+            runs[name].append(explain(run_dir, TEXTS[i % len(TEXTS)], index, **options))
+        floors.append(floor(run_dir))
     print(f"Conditions: {conditions()}")
     print(
         f"MiniLM, {count} training texts, 3 checkpoints, one new --text per run, "
-        f"--top-k 5, --no-last-layer, index attached with verify=True; "
-        f"median of {args.repeats}"
+        "--top-k 5, index attached with verify=True, the report's default "
+        f"side-by-side last layer (TracInCPFast) unless said; median of "
+        f"{args.repeats}"
     )
-    for phase in ("load", "index", "query", "report", "command"):
-        values = [run[phase] for run in runs]
-        print(f"  {phase:8s}: {statistics.median(values):.2f} s "
-              f"(min {min(values):.2f}, max {max(values):.2f})")  # fmt: skip
+    for name, values in runs.items():
+        print(f"{name}:")
+        for phase in ("load", "index", "query", "report", "command"):
+            times = [run[phase] for run in values]
+            print(f"  {phase:8s}: {statistics.median(times):.2f} s "
+                  f"(min {min(times):.2f}, max {max(times):.2f})")  # fmt: skip
+    print(
+        f"Floor (a new process importing torch and transformers and loading the "
+        f"model and tokenizer, nothing else): {statistics.median(floors):.2f} s "
+        f"(min {min(floors):.2f}, max {max(floors):.2f})"
+    )
 
 
 if __name__ == "__main__":

@@ -184,21 +184,26 @@ def synthetic_rows(n_texts: int, vocab: int, dim: int, seed: int, first: int = 0
 
 def throughput(args) -> None:
     r"""The scoring rate, this tree's and (``--previous``) the previous one's."""
-    _throughput(args)
-    if args.previous:
-        print(f"\nThe same with the package at {args.previous} (previous code path):")
-        print(_previous_run(args, "--throughput-only"), end="")
+    for _ in range(2 if args.previous else 1):  # alternating, so drift shows
+        print("\nThis tree:")
+        _throughput(args)
+        if args.previous:
+            print(f"\nThe package at {args.previous} (the previous code path):")
+            print(_previous_run(args, "--throughput-only"), end="")
 
 
 def _previous_run(args, *options: str) -> str:
+    # Run from the folder holding the previous package: `python -m` puts the
+    # working folder first on sys.path, before PYTHONPATH (which adds this
+    # tree's benchmarks).
+    folder = previous_package(args.previous)
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [previous_package(args.previous), ROOT, env.get("PYTHONPATH", "")]
-    )
+    env["PYTHONPATH"] = os.pathsep.join([folder, ROOT, env.get("PYTHONPATH", "")])
     command = [sys.executable, "-m", "benchmarks.bench_index", *options]
     command += ["--device", args.device, "--synthetic", str(args.synthetic)]
+    command += ["--check-package", os.path.join(folder, "captum_tracin_we")]
     return subprocess.run(
-        command, capture_output=True, text=True, check=True, cwd=ROOT, env=env
+        command, capture_output=True, text=True, check=True, cwd=folder, env=env
     ).stdout
 
 
@@ -332,7 +337,14 @@ def main() -> None:
     parser.add_argument(
         "--throughput-only", action="store_true", help=argparse.SUPPRESS
     )
+    parser.add_argument("--check-package", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.check_package:  # the previous package, not this tree's, is measured
+        import captum_tracin_we
+
+        found = os.path.dirname(captum_tracin_we.__file__)
+        if os.path.abspath(found) != os.path.abspath(args.check_package):
+            raise SystemExit(f"measuring {found}, not {args.check_package}")
     if args.query_rss:
         query_rss(args.query_rss[0], int(args.query_rss[1]))
         return

@@ -9,7 +9,7 @@ influence) out, side by side with Captum's last-layer ``TracInCPFast``.
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
@@ -105,6 +105,42 @@ def run_explain(settings: ExplainSettings) -> Dict[str, Any]:
         OSError: If an output cannot be written (the message names the file).
     """
     started = time.perf_counter()
+    check_request(settings)
+    prepared = prepare_explain(settings, read_tests=True)
+    return answer_explain(prepared, settings, started)
+
+
+@dataclass
+class PreparedExplain:
+    r"""
+    What every question to one model and training set needs, loaded once:
+    the model folder, the training data as the model sees it, TracIn-WE with
+    its index, and the side-by-side methods. A warm process
+    (``--keep-warm``) keeps one and answers many questions with it.
+    """
+
+    settings: ExplainSettings
+    folder: ModelFolder
+    names: List[str]
+    train: TextData
+    train_labels: List[int]
+    max_length: int
+    encoded: Encoded
+    tracin: TracInWE
+    methods: Dict[str, Any]
+    seconds: Dict[str, float]
+    tests: Optional[List[TestText]] = None  # the first question's, read early
+
+
+def check_request(settings: ExplainSettings) -> None:
+    r"""
+    Checks a question's own settings (test texts, ``--top-k``, the output
+    folder) before any work.
+
+    Raises:
+        ValueError: If there are no test texts, an empty one, or ``top_k < 1``.
+        TracInWEError: If ``out`` cannot hold the report.
+    """
     if not settings.test and not settings.texts:
         raise ValueError("Give test texts: --test FILE, or --text '...' (repeatable).")
     if any(not text.strip() for text in settings.texts):
@@ -112,30 +148,87 @@ def run_explain(settings: ExplainSettings) -> Dict[str, Any]:
     if settings.top_k < 1:
         raise ValueError(f"--top-k must be at least 1; got {settings.top_k}.")
     check_output_folder(settings.out, REPORT_FILES, "--out")
+
+
+def prepare_explain(
+    settings: ExplainSettings, read_tests: bool = False
+) -> PreparedExplain:
+    r"""
+    Loads the model folder and training data, and sets up TracIn-WE (its index
+    attached or built) and the side-by-side methods (the last layer's stored
+    training side read or computed with ``--index``).
+
+    Args:
+        settings (ExplainSettings): The job's settings.
+        read_tests (bool, optional): Also read and check ``settings``' test
+                    texts, before the index is built (a bad test file fails
+                    early). Default: False
+
+    Returns:
+        prepared (PreparedExplain): With ``seconds`` holding "load" and "index".
+    """
+    started = time.perf_counter()
     check_index_folder(settings.index)
-    folder, names, train, train_labels, max_length, train_encoded = load_training(
-        settings
-    )
-    tests = _test_texts(settings, folder, names, max_length)
+    folder, names, train, train_labels, max_length, encoded = load_training(settings)
+    tests = _test_texts(settings, folder, names, max_length) if read_tests else None
     if settings.layer_group:
         group_layers(folder.model, settings.layer_group)  # before any scoring
-    phases = {"load": time.perf_counter() - started}
-    tracin = _tracin(settings, folder, train_encoded)
+    seconds = {"load": time.perf_counter() - started}
+    tracin = _tracin(settings, folder, encoded)
+    methods: Dict[str, Any] = {}
+    if settings.last_layer and settings.index:
+        methods[LAST_LAYER] = stored_tracincp_fast(
+            tracin, show_progress=settings.show_progress
+        )
+    methods.update(extra_methods(settings, folder, encoded))
+    seconds["index"] = time.perf_counter() - started - seconds["load"]
+    return PreparedExplain(
+        settings, folder, names, train, train_labels, max_length, encoded, tracin,
+        methods, seconds, tests,
+    )  # fmt: skip
+
+
+def answer_explain(
+    prepared: PreparedExplain,
+    request: ExplainSettings,
+    started: Optional[float] = None,
+) -> Dict[str, Any]:
+    r"""
+    Explains the test texts of ``request`` (its ``test``, ``texts``, ``top_k``
+    and ``out``; the rest is ``prepared``'s) and writes the report.
+
+    Args:
+        prepared (PreparedExplain): From :func:`prepare_explain`.
+        request (ExplainSettings): The question.
+        started (float, optional): ``time.perf_counter()`` at the start of the
+                    command, for "Done in". Default: None (now)
+
+    Returns:
+        summary (dict): What ``scores.json`` holds.
+    """
+    started = time.perf_counter() if started is None else started
+    settings, folder, names = prepared.settings, prepared.folder, prepared.names
+    tracin, train_encoded = prepared.tracin, prepared.encoded
     query_started = time.perf_counter()
-    phases["index"] = query_started - started - phases["load"]
+    phases = dict(prepared.seconds)
+    tests, prepared.tests = prepared.tests, None  # read early for the first
+    if tests is None or request is not settings:
+        tests = _test_texts(request, folder, names, prepared.max_length)
+        phases["load"] += time.perf_counter() - query_started
+    query_started = time.perf_counter()
     test_batch = _collate(folder.tokenizer, [t.features for t in tests])
     timer = time.perf_counter()
     scores = tracin.influence(test_batch, show_progress=settings.show_progress)
     seconds = {"TracIn-WE": time.perf_counter() - timer}
-    k = min(settings.top_k, scores.shape[1])
+    k = min(request.top_k, scores.shape[1])
     all_scores = {"TracIn-WE": scores}
-    if settings.last_layer:
+    if settings.last_layer and LAST_LAYER not in prepared.methods:
         timer = time.perf_counter()
-        all_scores[LAST_LAYER] = last_layer_scores(
-            settings, folder, train_encoded, tracin, test_batch
+        all_scores[LAST_LAYER] = captum_last_layer_scores(
+            settings, folder, train_encoded, test_batch
         )
         seconds[LAST_LAYER] = time.perf_counter() - timer
-    for name, method in extra_methods(settings, folder, train_encoded).items():
+    for name, method in prepared.methods.items():
         timer = time.perf_counter()
         all_scores[name] = method.influence(
             test_batch, show_progress=settings.show_progress
@@ -148,7 +241,7 @@ def run_explain(settings: ExplainSettings) -> Dict[str, Any]:
             all_scores,
             test_batch,
             k=min(10, scores.shape[1] // 2),
-            train_labels=train_labels,
+            train_labels=prepared.train_labels,
         )
         comparison.seconds.update(seconds)  # the full scores, as measured here
     pairs = torch.cat(
@@ -159,16 +252,22 @@ def run_explain(settings: ExplainSettings) -> Dict[str, Any]:
     print()
     given = [t.given_label is not None for t in tests]
     print(format_sides(words, k, folder.tokenizer, names, given))
+    described = replace(settings, test=request.test, texts=request.texts)
     explanation = Explanation(
         title="TracIn-WE: which training texts made the model say this",
         settings=_settings_rows(
-            settings, folder, train, train_encoded, max_length, tracin
-        ),
+            described,
+            folder,
+            prepared.train,
+            train_encoded,
+            prepared.max_length,
+            tracin,
+        ),  # fmt: skip
         label_names=names,
         train_texts=train_encoded.seen_texts,
         train_truncated=train_encoded.truncated,
-        train_labels=train_labels,
-        train_rows=list(range(len(train))),
+        train_labels=prepared.train_labels,
+        train_rows=list(range(len(prepared.train))),
         tests=tests,
         methods=methods,
         scores=all_scores,
@@ -177,7 +276,7 @@ def run_explain(settings: ExplainSettings) -> Dict[str, Any]:
         comparison=comparison,
         seconds=phases,
     )
-    summary = write_report(explanation, folder.tokenizer, settings.out)
+    summary = write_report(explanation, folder.tokenizer, request.out)
     print(f"Done in {time.perf_counter() - started:.1f} s.")
     return summary
 
@@ -398,24 +497,20 @@ def _tracin(settings: ExplainSettings, folder: ModelFolder, encoded: Encoded):
     return tracin
 
 
-def last_layer_scores(
+def captum_last_layer_scores(
     settings: ExplainSettings,
     folder: ModelFolder,
     encoded: Encoded,
-    tracin: TracInWE,
     test_batch: Dict[str, Tensor],
 ) -> Tensor:
     r"""
-    The ``(n_test, n_train)`` scores of the side-by-side last layer,
-    ``TracInCPFast`` on the classifier head, all from one call (proponents and
-    opponents are read from them). With ``--index`` its training side is kept
-    beside the index (:func:`stored_tracincp_fast`: computed on the first run,
-    read on later ones, bound to the same data and checkpoints), so a new text
-    costs its own passes only; without, Captum's ``TracInCPFast`` recomputes it.
+    The side-by-side last layer without an index: Captum's ``TracInCPFast``
+    on the classifier head, which reads the whole training set; all
+    ``(n_test, n_train)`` scores from one call (proponents and opponents are
+    read from them). With ``--index`` the report uses
+    :func:`stored_tracincp_fast` instead: the same scores, its training side
+    kept beside the index, so a new text costs its own passes only.
     """
-    if settings.index:
-        stored = stored_tracincp_fast(tracin, show_progress=settings.show_progress)
-        return stored.influence(test_batch)
     fast = tracincp_fast(
         folder.model,
         _loader(folder.tokenizer, encoded, settings.batch_size),
