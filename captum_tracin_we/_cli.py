@@ -76,6 +76,18 @@ def _explain_parser(commands: argparse._SubParsersAction) -> None:
     explain.add_argument(
         "--no-progress", action="store_true", help="hide progress bars"
     )
+    explain.add_argument(
+        "--keep-warm",
+        type=_non_negative,
+        default=0,
+        metavar="MINUTES",
+        help="keep the model, data and index loaded in a background process for "
+        "MINUTES after the last question: later explain commands with the same "
+        "model, data and settings (other test texts, --top-k or --out) are "
+        "answered by it without loading them (about 2 s for MiniLM and 2,000 "
+        "texts with --index); it stops when a file it loaded changes (default: "
+        "0, no background process)",
+    )
 
 
 def _model_and_data_options(parser: argparse.ArgumentParser) -> None:
@@ -382,7 +394,7 @@ def _model_and_data(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def _explain(args: argparse.Namespace) -> None:
-    from captum_tracin_we._jobs.explain import ExplainSettings, run_explain
+    from captum_tracin_we._jobs.explain_settings import ExplainSettings
 
     settings = ExplainSettings(
         **_model_and_data(args),
@@ -390,7 +402,33 @@ def _explain(args: argparse.Namespace) -> None:
         texts=args.text,
         out=args.out,
     )
+    if args.keep_warm and _answered_warm(settings):
+        return
+    from captum_tracin_we._jobs.explain import run_explain
+
     run_explain(settings)
+    if args.keep_warm:
+        from captum_tracin_we._jobs.warm_client import start
+
+        start(settings, args.keep_warm)
+        print(
+            f"A warm process keeps this model, data and index loaded for "
+            f"{args.keep_warm:g} minutes after the last question (--keep-warm)."
+        )
+
+
+def _answered_warm(settings: Any) -> bool:
+    r"""True when a warm process answered (its output printed); a question it
+    refuses raises ValueError with its reason."""
+    from captum_tracin_we._jobs.warm_client import ask
+
+    answer = ask(settings)
+    if answer is None:
+        return False
+    print(answer.get("output", ""), end="")
+    if not answer.get("ok"):
+        raise ValueError(str(answer.get("error")))
+    return True
 
 
 def _explore(args: argparse.Namespace) -> None:

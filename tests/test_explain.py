@@ -481,3 +481,124 @@ def test_progress_output_suits_a_log(run, capsys):
     assert "(rank 0" not in captured.err  # one process: no rank
     # With --index the last layer's training side is computed once, with a bar.
     assert "TracInCPFast (classifier): training side" in captured.err
+
+
+@pytest.fixture()
+def private_tmp(tmp_path, monkeypatch):
+    r"""Warm processes' sockets in this test's own temporary folder."""
+    import pathlib
+    import tempfile
+
+    # Short: a Unix socket's path has at most 107 bytes.
+    folder = pathlib.Path(tempfile.mkdtemp(prefix="w", dir="/tmp"))
+    monkeypatch.setenv("TMPDIR", str(folder))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    yield folder
+    for name in os.listdir(folder / f"captum-tracin-we-{os.getuid()}"):
+        if name.endswith(".log"):  # a failure in a warm process shows here
+            print((folder / f"captum-tracin-we-{os.getuid()}" / name).read_text())
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _wait_for(condition, seconds=120.0):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.1)
+
+
+def _sockets(folder):
+    private = folder / f"captum-tracin-we-{os.getuid()}"
+    return (
+        [n for n in os.listdir(private) if n.endswith(".sock")]
+        if private.exists()
+        else []
+    )
+
+
+def test_keep_warm_answers_as_the_command_does(run, tmp_path, private_tmp, capsys):
+    root, run_dir, train_csv, _ = run
+    index = str(tmp_path / "index")
+
+    def explain(text, out, *extra):
+        main(["explain", "--model", run_dir, "--train", train_csv, "--text", text,
+              "--index", index, "--top-k", "3", "--no-progress", "--out",
+              str(tmp_path / out), "--keep-warm", "0.1", *extra])  # fmt: skip
+        with open(tmp_path / out / "scores.json", encoding="utf-8") as stream:
+            return json.load(stream), capsys.readouterr().out
+
+    cold, printed = explain("goal team match", "cold")
+    assert "Using the index" not in printed and "A warm process keeps" in printed
+    _wait_for(lambda: _sockets(private_tmp))
+    warm, printed = explain("goal team match", "warm")
+    assert "Built the index" not in printed and "Using the index" not in printed
+    assert "A warm process keeps" not in printed  # answered by it
+    assert warm["seconds"]["load"] < 1 and warm["seconds"]["index"] == 0
+    for method in ("TracIn-WE", "TracInCPFast (last layer)"):
+        for part in ("proponents", "opponents"):
+            key = f"{method} {part}"
+            assert [e["row"] for e in warm["tests"][0][key]] == [
+                e["row"] for e in cold["tests"][0][key]
+            ]
+            assert [e["score"] for e in warm["tests"][0][key]] == pytest.approx(
+                [e["score"] for e in cold["tests"][0][key]], rel=1e-6
+            )
+    # A bad question is refused by the warm process as by the command.
+    with pytest.raises(SystemExit) as stop:
+        explain("goal", "bad", "--test", str(tmp_path / "missing.csv"))
+    assert stop.value.code == 2 and "missing.csv" in str(stop.value)
+    # A changed training file: the warm process stops, the command answers.
+    os.utime(train_csv, ns=(time.time_ns(), time.time_ns()))
+    _, printed = explain("goal team match", "after_change")
+    assert "Using the index" in printed and "A warm process keeps" in printed
+    # Idle for --keep-warm minutes (6 s here): it stops and removes its socket.
+    _wait_for(lambda: _sockets(private_tmp))
+    (name,) = _sockets(private_tmp)
+    _wait_for(lambda: not _sockets(private_tmp), seconds=60)
+    # A socket left by a killed process: the command answers, a new one starts.
+    import socket
+
+    left = private_tmp / f"captum-tracin-we-{os.getuid()}" / name
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as dead:
+        dead.bind(str(left))
+    _, printed = explain("goal team match", "after_kill")
+    assert "A warm process keeps" in printed
+    _wait_for(lambda: _listening(left))
+    warm, printed = explain("goal team match", "warm_again")
+    assert "A warm process keeps" not in printed
+    _wait_for(lambda: not _sockets(private_tmp), seconds=60)
+
+
+def _listening(path):
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+        return True
+
+
+def test_a_socket_path_too_long_is_said_before_starting(tmp_path, monkeypatch):
+    import tempfile
+
+    from captum_tracin_we._jobs.warm_client import socket_path
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path / ("x" * 90)))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    (tmp_path / ("x" * 90)).mkdir()
+    with pytest.raises(OSError, match="TMPDIR to a shorter folder"):
+        socket_path("0" * 20)
+
+
+def test_the_warm_folder_must_be_private(private_tmp):
+    from captum_tracin_we._jobs.warm_client import private_folder
+
+    folder = private_folder()
+    assert os.stat(folder).st_mode & 0o777 == 0o700
+    os.chmod(folder, 0o755)
+    with pytest.raises(PermissionError, match="not a private folder"):
+        private_folder()
+    os.chmod(folder, 0o700)
