@@ -11,8 +11,10 @@ Measured: ``--repeats`` re-runs, each a new ``python -m captum_tracin_we
 explain`` process with a new ``--text`` and ``--top-k 5``, with the report's
 default side-by-side last layer (TracInCPFast, its training side kept beside
 the index: computed by the first run, read by later ones), and once more with
-``--no-last-layer``; with ``--previous REV`` also the package at git revision
-REV (the previous code path), alternating. For each: the wall time of the
+``--no-last-layer``, and with ``--keep-warm 10`` once a warm process runs (it
+answers the command, which then imports nothing heavy); with ``--previous
+REV`` also the package at git revision REV (the previous code path),
+alternating. For each: the wall time of the
 command (Python's start and the imports of torch and transformers included),
 and the phases the command itself reports in ``scores.json`` under
 ``"seconds"``: "load" (model, tokenizer, data, tokenization, predictions),
@@ -72,7 +74,12 @@ def _listdir(path: str):
 
 
 def explain(
-    run_dir: str, text: str, index: str, previous=None, last_layer: bool = True
+    run_dir: str,
+    text: str,
+    index: str,
+    previous=None,
+    last_layer: bool = True,
+    keep_warm: float = 0,
 ) -> dict:
     r"""
     Runs the command once as a new process (with the package at git revision
@@ -86,6 +93,8 @@ def explain(
     ]  # fmt: skip
     if not last_layer:
         command.append("--no-last-layer")
+    if keep_warm:
+        command += ["--keep-warm", str(keep_warm)]
     cwd, env = None, None
     if previous:  # `python -m` puts the working folder first on sys.path
         cwd = previous_package(previous)
@@ -139,9 +148,15 @@ def main() -> None:
     )
     with open(os.path.join(OUT, "train.csv"), encoding="utf-8") as stream:
         count = sum(1 for _ in csv.DictReader(stream))
-    paths = {"this tree": {}, "this tree, --no-last-layer": {"last_layer": False}}
+    paths = {
+        "this tree": {},
+        "this tree, --no-last-layer": {"last_layer": False},
+        "this tree, --keep-warm 10 (answered by the warm process)": {"keep_warm": 10},
+    }
     if args.previous:
         paths[f"previous ({args.previous})"] = {"previous": args.previous}
+    explain(run_dir, "a question that starts the warm process", index, keep_warm=10)
+    time.sleep(60)  # it loads the model, data and index in the background
     runs = {name: [] for name in paths}
     floors = []
     for i in range(args.repeats):  # alternating, so that drift hits all alike
