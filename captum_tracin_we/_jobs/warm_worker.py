@@ -32,11 +32,13 @@ from captum_tracin_we._jobs.warm_client import (
     warm_key,
 )
 
-Signature = List[Tuple[str, int, int, int]]
+Signature = List[Tuple[str, int, int, int, int]]
 
 
 def file_signature(paths: List[Optional[str]]) -> Signature:
-    r"""Size, modification time and inode of every file at or under ``paths``."""
+    r"""Size, modification and change times and inode of every file at or
+    under ``paths`` (the change time moves on every write and cannot be set
+    back)."""
     found: Signature = []
     for path in paths:
         if not path or not os.path.exists(path):
@@ -51,7 +53,15 @@ def file_signature(paths: List[Optional[str]]) -> Signature:
             )
         for name in files:
             status = os.stat(name)
-            found.append((name, status.st_size, status.st_mtime_ns, status.st_ino))
+            found.append(
+                (
+                    name,
+                    status.st_size,
+                    status.st_mtime_ns,
+                    status.st_ctime_ns,
+                    status.st_ino,
+                )
+            )
     return found
 
 
