@@ -602,3 +602,17 @@ def test_the_warm_folder_must_be_private(private_tmp):
     with pytest.raises(PermissionError, match="not a private folder"):
         private_folder()
     os.chmod(folder, 0o700)
+
+
+def test_a_file_rewritten_with_its_old_times_is_still_seen_changed(tmp_path):
+    from captum_tracin_we._jobs.warm_worker import file_signature
+
+    path = tmp_path / "train.csv"
+    path.write_text("text,label\na,b\n")
+    before = file_signature([str(tmp_path)])
+    status = os.stat(path)
+    time.sleep(0.01)
+    path.write_text("text,label\na,c\n")  # same size
+    os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns))
+    assert os.stat(path).st_mtime_ns == status.st_mtime_ns
+    assert file_signature([str(tmp_path)]) != before
