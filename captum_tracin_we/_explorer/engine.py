@@ -110,8 +110,8 @@ class Explorer:
     and may be changed between queries. Each query's answer is the one it
     gets alone: scores do not depend on the padding or the other texts of a
     test batch, up to float rounding from other matrix shapes (about 1e-7
-    relative on the test model; tested to 1e-6), which can change the last
-    of 7 rounded digits.
+    relative on the tests' small model, more than 1e-6 for some scores on
+    MiniLM), which can change the last of 7 rounded digits.
     """
 
     def __init__(
