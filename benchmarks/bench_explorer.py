@@ -14,8 +14,13 @@ index and by Captum's last-layer TracInCPFastRandProj):
 
 - one client, ``--queries`` held-out sentences one after another (a user
   typing): p50, p95, max, and each method's share;
-- 8 concurrent clients, ``--queries`` in all (the model serves one request at
-  a time, so a query waits for the ones before it);
+- 8 concurrent clients, ``--queries`` in all;
+- both of these twice in the same run, on the same server: with the previous
+  path (``max_batch=1``: each query alone under the model lock, so a query
+  waits for the ones before it) and with queries answered together
+  (``max_batch=16``, ``max_wait=0.03``: the queries waiting while the model
+  is busy go in one test batch); the batch sizes seen, and every batched
+  answer compared with the same text's answer alone;
 - 50 word views of a (text, training text) pair, as a click asks for them.
 
 Alternatives measured in the same run, per query, on ``--baselines`` texts:
@@ -24,6 +29,7 @@ training set per query), and TracIn-WE without the index (the training side
 recomputed).
 
 Run:  python -m benchmarks.bench_explorer [--queries 200] [--baselines 3]
+(``--baselines 0`` skips the alternatives, about 3 minutes per text)
 """
 
 import argparse
@@ -32,6 +38,7 @@ import os
 import statistics
 import time
 import urllib.request
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -70,6 +77,47 @@ def summary(name: str, seconds: list) -> str:
     )
 
 
+def ranked(answer: dict) -> list:
+    return [
+        [(r["index"], r["score"]) for r in m["proponents"] + m["opponents"]]
+        for m in answer["methods"]
+    ]
+
+
+def same(got: list, alone: list, rel: float = 1e-6) -> bool:
+    r"""The same training examples in the same order, scores to ``rel``."""
+    for mine, theirs in zip(got, alone, strict=True):
+        if [i for i, _ in mine] != [i for i, _ in theirs]:
+            return False
+        for (_, a), (_, b) in zip(mine, theirs):
+            if abs(a - b) > rel * max(abs(a), abs(b), 1e-30):
+                return False
+    return True
+
+
+def one_client(url: str, texts: list) -> tuple:
+    seconds, answers = [], {}
+    for text in texts:
+        answer, took = post(url, {"text": text, "k": 10})
+        seconds.append(took)
+        answers[text] = answer
+    return seconds, answers
+
+
+def clients_8(url: str, texts: list) -> tuple:
+    seconds, answers = [], {}
+
+    def client(n: int) -> None:
+        for text in texts[n::8]:
+            answer, took = post(url, {"text": text, "k": 10})
+            seconds.append(took)
+            answers[text] = answer
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(client, range(8)))
+    return seconds, answers
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--queries", type=int, default=200)
@@ -99,20 +147,27 @@ def main() -> None:
     server = ExplorerServer(explorer).start()
     url = server.url + "api/query"
     post(url, {"text": "a warm-up query", "k": 10})
-    one, shares = [], {name: [] for name in explorer.methods}
-    for text in texts:
-        answer, seconds = post(url, {"text": text, "k": 10})
-        one.append(seconds)
+    modes = {
+        "previous path (max_batch=1)": (1, explorer.max_wait),
+        "batched (max_batch=16, max_wait=0.03 s)": (16, 0.03),
+    }
+    measured, answers = {}, {}
+    for mode, (max_batch, max_wait) in modes.items():
+        explorer.max_batch, explorer.max_wait = max_batch, max_wait
+        one, answers[mode, 1] = one_client(url, texts)
+        before = len(explorer.batches)
+        many, answers[mode, 8] = clients_8(url, texts)
+        sizes = [b.size for b in explorer.batches][before:]
+        measured[mode] = (one, many, sizes)
+    shares = {name: [] for name in explorer.methods}
+    for answer in answers[next(iter(modes)), 1].values():
         for method in answer["methods"]:
             shares[method["name"]].append(method["seconds"])
-    many = []
-
-    def client(n: int) -> None:
-        for text in texts[n::8]:
-            many.append(post(url, {"text": text, "k": 10})[1])
-
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(client, range(8)))
+    alone = answers[next(iter(modes)), 1]
+    differ = {
+        key: sum(not same(ranked(a), ranked(alone[t])) for t, a in found.items())
+        for key, found in answers.items()
+    }
     pairs = []
     for text in texts[:50]:
         answer, _ = post(url, {"text": text, "k": 1})
@@ -125,20 +180,23 @@ def main() -> None:
         "TracIn-WE, no index": [],
     }
     tracin = explorer.tracin
-    fast = tracincp_fast(
-        tracin.model,
-        tracin.train_dataloader,
-        tracin.checkpoints,
-        tracin.checkpoints_load_func,
-    )
-    plain = TracInWE(
-        tracin.model,
-        tracin.train_dataloader,
-        tracin.checkpoints,
-        tracin.checkpoints_load_func,
-        batch_size=None,
-    )
-    for text in texts[: args.baselines]:
+    texts_b = texts[: args.baselines]
+    fast = plain = None
+    if texts_b:
+        fast = tracincp_fast(
+            tracin.model,
+            tracin.train_dataloader,
+            tracin.checkpoints,
+            tracin.checkpoints_load_func,
+        )
+        plain = TracInWE(
+            tracin.model,
+            tracin.train_dataloader,
+            tracin.checkpoints,
+            tracin.checkpoints_load_func,
+            batch_size=None,
+        )
+    for text in texts_b:
         test = explorer._test(text, None)
         start = time.perf_counter()
         fast.influence(test.batch, k=10, proponents=True)
@@ -151,12 +209,25 @@ def main() -> None:
         baseline["TracIn-WE, no index"].append(time.perf_counter() - start)
 
     print(f"Conditions: {conditions()}; MiniLM, 2,000 training texts, 4 checkpoints")
-    print(summary("One client, query (k=10, both methods)", one))
+    print(f"Queries: {len(texts)} held-out texts, k=10, both methods, over HTTP")
+    for mode, (one, many, sizes) in measured.items():
+        print(f"[{mode}]")
+        print(summary("  One client, query", one))
+        print(summary("  8 concurrent clients, query", many))
+        if max(sizes, default=1) > 1:
+            print(
+                f"  8 clients: {len(sizes)} batches, sizes "
+                f"{dict(sorted(Counter(sizes).items()))} (size: count)"
+            )
     for name, values in shares.items():
-        print(f"  {name}: mean {statistics.mean(values):.3f} s per query")
-    print(summary("8 concurrent clients, query", many))
+        print(f"  {name}: mean {statistics.mean(values):.3f} s per query (alone)")
+    for (mode, clients), count in differ.items():
+        print(
+            f"Answers unlike the same text's alone (previous path, one client), "
+            f"{mode}, {clients} client(s): {count} of {len(texts)}"
+        )
     print(summary("One client, word view of a pair", pairs))
-    p50 = statistics.median(one)
+    p50 = statistics.median(measured[next(iter(modes))][0])
     for name, values in baseline.items():
         if not values:
             continue

@@ -779,3 +779,118 @@ def test_normalize_and_repsim_reach_the_explorer(run, tmp_path):
     top = method.influence(batch)[0].topk(3)
     (shown,) = answer["methods"]
     assert [r["index"] for r in shown["proponents"]] == top.indices.tolist()
+
+
+# ------------------------------------------------- queries answered together
+BATCH_TEXTS = [
+    f"{TEXT} {w}" * n
+    for n, w in zip(
+        (1, 2, 1, 3, 1, 2, 1, 1), "market profit chip phone data team goal bank".split()
+    )
+]
+
+
+def _concurrently(explorer, bodies):
+    r"""Each body sent to ``explorer.query`` from its own thread at once; each
+    answer or the exception it raised, in order (bounded waits)."""
+
+    def ask(body):
+        try:
+            return explorer.query(**body)
+        except Exception as error:  # noqa: BLE001 - compared by the test
+            return error
+
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        return list(pool.map(ask, bodies, timeout=300))
+
+
+def _assert_same_answer(got, expected):
+    assert [p["p"] for p in got["probabilities"]] == pytest.approx(
+        [p["p"] for p in expected["probabilities"]], rel=1e-6, abs=1e-9
+    )
+    assert got["label"] == expected["label"] and got["words"] == expected["words"]
+    for mine, alone in zip(got["methods"], expected["methods"], strict=True):
+        assert mine["name"] == alone["name"]
+        for side in ("proponents", "opponents"):
+            assert [r["index"] for r in mine[side]] == [r["index"] for r in alone[side]]
+            assert [r["score"] for r in mine[side]] == pytest.approx(
+                [r["score"] for r in alone[side]], rel=1e-6, abs=1e-12
+            )
+            assert [r["words"] for r in mine[side]] == [r["words"] for r in alone[side]]
+
+
+def test_concurrent_queries_answered_together_equal_one_at_a_time(served, monkeypatch):
+    explorer, _ = served
+    bodies = [
+        {"text": t, "k": 2 + i % 4, "label": None if i % 3 else i % 2}
+        for i, t in enumerate(BATCH_TEXTS)
+    ] + [{"text": BATCH_TEXTS[0], "k": 3, "methods": ["TracIn-WE"]}]
+    monkeypatch.setattr(explorer, "max_batch", 1)  # the path before batching
+    alone = [explorer.query(**body) for body in bodies]
+    monkeypatch.setattr(explorer, "max_batch", 16)
+    before = len(explorer.batches)
+    for _ in range(2):  # the first runs alone, the others wait and go together
+        together = _concurrently(explorer, bodies)
+        for got, expected in zip(together, alone, strict=True):
+            _assert_same_answer(got, expected)
+    sizes = [b.size for b in explorer.batches][before:]
+    assert sum(sizes) == 2 * len(bodies) and max(sizes) > 1
+
+
+def test_a_batch_holds_at_most_max_batch_queries(served, monkeypatch):
+    explorer, _ = served
+    monkeypatch.setattr(explorer, "max_batch", 3)
+    before = len(explorer.batches)
+    bodies = [{"text": t, "k": 3} for t in BATCH_TEXTS]
+    answers = _concurrently(explorer, bodies)
+    assert all(isinstance(a, dict) for a in answers)
+    sizes = [b.size for b in explorer.batches][before:]
+    assert sum(sizes) == len(bodies) and max(sizes) == 3
+    assert all(b.waited <= explorer.max_wait + 0.5 for b in explorer.batches)
+
+
+class _FailsOn:
+    r"""A method that raises on any test batch holding one given text."""
+
+    def __init__(self, method, ids):
+        self.method, self.ids = method, ids
+
+    def influence(self, batch, **kwargs):
+        rows = [
+            r[m.bool()].tolist()
+            for r, m in zip(batch["input_ids"], batch["attention_mask"])
+        ]
+        if self.ids in rows:
+            raise RuntimeError("this text breaks the method")
+        return self.method.influence(batch, **kwargs)
+
+
+def test_one_bad_query_among_good_ones_fails_alone(served, monkeypatch):
+    explorer, _ = served
+    bad, broken = "a text the method cannot score", "a text whose prediction fails"
+    good = [{"text": t, "k": 3} for t in BATCH_TEXTS[:5]]
+    monkeypatch.setattr(explorer, "max_batch", 1)
+    alone = [explorer.query(**body) for body in good]
+    monkeypatch.setattr(explorer, "max_batch", 16)
+    ids = explorer.encode([bad], torch.tensor([0]))
+    ids = ids["input_ids"][0][ids["attention_mask"][0].bool()].tolist()
+    monkeypatch.setitem(
+        explorer.methods, "TracIn-WE", _FailsOn(explorer.methods["TracIn-WE"], ids)
+    )
+    test = explorer._test
+
+    def failing_test(text, label):
+        if text == broken:
+            raise ValueError("no prediction for this text")
+        return test(text, label)
+
+    monkeypatch.setattr(explorer, "_test", failing_test)
+    bodies = (
+        good[:2] + [{"text": bad}, {"text": broken}, {"text": "ok", "k": 0}] + good[2:]
+    )
+    answers = _concurrently(explorer, bodies)
+    assert isinstance(answers[2], RuntimeError) and "breaks" in str(answers[2])
+    assert isinstance(answers[3], ValueError) and "prediction" in str(answers[3])
+    assert "`k`" in str(answers[4])  # refused before it waits for a batch
+    for got, expected in zip(answers[:2] + answers[5:], alone, strict=True):
+        _assert_same_answer(got, expected)
