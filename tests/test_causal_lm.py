@@ -363,3 +363,46 @@ def test_no_token_to_predict_is_refused_by_the_loss(setup):
         tracin.influence({**test, "labels": test["labels"].clamp(max=VOCAB) + 1})
     with pytest.raises(BatchError, match="one label per position"):
         tracin.influence({**test, "labels": test["labels"][:, :4]})
+
+
+# Side by side (item 6): Captum's TracInCP on a middle layer, the exact
+# middle-layer method and compare_influence, on the same causal LM.
+
+MIDDLE = "transformer.h.1.mlp.c_fc"  # a Conv1D, untouched by the tying
+
+
+def test_middle_layer_methods_equal_tracincp(setup):
+    from captum_tracin_we import TracInLayers, tracincp
+
+    model, paths, train, test, _ = setup
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = TracInCP(
+            LMLogits(model),
+            TensorDataset(*as_tuple(train)),
+            list(paths),
+            untied_loader,
+            layers=["hf." + MIDDLE],
+            loss_fn=OracleLoss(),
+            batch_size=4,
+        ).influence(as_tuple(test))
+    loss = CausalLMLoss()
+    captum = tracincp(model, rows(train), paths, [MIDDLE], loss_fn=loss)
+    assert_close(captum.influence(test), reference)
+    layers = TracInLayers(model, rows(train), paths, [MIDDLE], loss_fn=loss)
+    assert_close(layers.influence(test), reference)
+
+
+def test_compare_influence_on_a_causal_lm(setup):
+    from captum_tracin_we import compare_influence, tracincp
+
+    model, paths, train, test, expected = setup
+    methods = {
+        "TracIn-WE": TracInWECausalLM(model, rows(train), paths, batch_size=4),
+        "middle": tracincp(model, rows(train), paths, [MIDDLE], loss_fn=CausalLMLoss()),
+    }
+    comparison = compare_influence(methods, test, k=3)
+    top = expected.topk(3, dim=1).indices
+    assert torch.equal(comparison.proponents["TracIn-WE"].indices, top)
+    assert "TracIn-WE" in comparison.table()
+    assert comparison.label_agreement("TracIn-WE") is None  # tokens, not classes
