@@ -406,3 +406,115 @@ def test_compare_influence_on_a_causal_lm(setup):
     assert torch.equal(comparison.proponents["TracIn-WE"].indices, top)
     assert "TracIn-WE" in comparison.table()
     assert comparison.label_agreement("TracIn-WE") is None  # tokens, not classes
+
+
+# Views (item 3): per-token text, and windows for documents of hundreds of
+# tokens.
+
+
+def test_window_spans_cover_the_largest_contributions():
+    from captum_tracin_we._views.token_windows import window_spans, windowed
+
+    values = [0.0] * 100
+    values[10], values[13], values[80] = 5.0, -4.0, 3.0
+    assert window_spans(values, 5, 3) == [(8, 16), (78, 83)]
+    assert window_spans(values, None, 3) == [(0, 100)]
+    assert window_spans(values[:12], 4, 3) == [(0, 12)]  # fits: whole text
+    tokens = [f"w{i}" for i in range(100)]
+    words, scores, skipped = windowed(tokens, values, 5, 3)
+    assert skipped == [8] + [0] * 8 + [62] + [0] * 5 + [17]
+    assert words[1] == "w8" and scores[3] == 5.0
+    assert sum(skipped) + sum(1 for n in skipped if n == 0) == 100
+
+
+@pytest.fixture(scope="module")
+def long_setup(tmp_path_factory):
+    import transformers as hf
+
+    torch.manual_seed(0)
+    config = hf.GPT2Config(
+        n_layer=1,
+        n_embd=16,
+        n_head=2,
+        n_positions=256,
+        vocab_size=VOCAB,
+        pad_token_id=PAD,
+        bos_token_id=BOS,
+        eos_token_id=EOS,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = hf.GPT2LMHeadModel(config).eval()
+    paths = save_checkpoints(model, str(tmp_path_factory.mktemp("long")), count=1)
+    gen = torch.Generator().manual_seed(7)
+    ids = torch.randint(3, VOCAB, (4, 200), generator=gen)
+    mask = torch.ones_like(ids)
+    train = {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "position_ids": (mask.cumsum(1) - 1),
+        "labels": ids.clone(),
+    }
+    test = {key: value[:1, :12].clone() for key, value in train.items()}
+    test["labels"][:, :6] = -100
+    tracin = TracInWECausalLM(model, rows(train), paths, batch_size=2)
+    return tracin, train, test
+
+
+def names(ids):
+    return [f"t{int(i)}" for i in ids]
+
+
+def test_html_view_of_long_documents_shows_windows(long_setup):
+    from captum_tracin_we.visualization import visualize_word_influence
+
+    tracin, train, test = long_setup
+    words = tracin.word_influence(test, torch.tensor([[0, 1]]))
+    whole = str(visualize_word_influence(words, names, merge=False))
+    short = str(visualize_word_influence(words, names, merge=False, window=9))
+    assert whole.count("<mark") == 12 + 2 * 200
+    # the 12-token test text fits in 3 windows; each document shows 9 to 27
+    assert 12 + 2 * 9 <= short.count("<mark") <= 12 + 2 * 27
+    assert short.count("tw-gap") >= 2 and "words" in short
+    assert "<td><bdi>text</bdi></td>" in short  # the label column of an LM
+    with pytest.raises(ValueError, match="window"):
+        visualize_word_influence(words, names, window=0)
+
+
+def test_figure_of_long_document_shows_windows(long_setup):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from captum_tracin_we.visualization import plot_word_contributions
+
+    tracin, train, test = long_setup
+    words = tracin.word_influence(test, torch.tensor([[0]]))
+    fig, ax = plot_word_contributions(words, 0, 0, names, merge=False, window=7)
+    labels = [tick.get_text() for tick in ax.get_xticklabels()]
+    plt.close(fig)
+    assert len(labels) <= 21 + 4 and any(
+        label.startswith("\u2026 (") for label in labels
+    )
+    values = words.train_contributions[0, 0]
+    top = int(values.abs().argmax())
+    assert f"t{int(train['input_ids'][0, top])}" in labels
+
+
+def test_token_view_names_raising_and_lowering_documents(long_setup):
+    from captum_tracin_we.visualization import format_token_influence
+
+    tracin, train, test = long_setup
+    tokens = tracin.token_influence(test)
+    assert tokens.scores.shape == (6, 4)
+    assert_close(tokens.scores.sum(0), tracin.influence(test)[0])
+    text = format_token_influence(tokens, names, k=1)
+    lines = text.splitlines()
+    assert len(lines) == 1 + 6
+    for r, line in enumerate(lines[1:]):
+        best, worst = int(tokens.scores[r].argmax()), int(tokens.scores[r].argmin())
+        if tokens.scores[r, best] > 0:
+            assert f"raised by #{best} " in line
+        if tokens.scores[r, worst] < 0:
+            assert f"lowered by #{worst} " in line
