@@ -7,6 +7,7 @@ parameter, on the tied model), independent of batch size and padding side;
 word and token contributions add up to the score; bad input refused early.
 """
 
+import os
 import warnings
 
 import pytest
@@ -518,3 +519,72 @@ def test_token_view_names_raising_and_lowering_documents(long_setup):
             assert f"raised by #{best} " in line
         if tokens.scores[r, worst] < 0:
             assert f"lowered by #{worst} " in line
+
+
+def test_left_padding_without_position_ids_is_refused(setup):
+    model, paths, train, test, _ = setup
+    left = lm_batch(documents(10, 1), "left")
+    del left["position_ids"]
+    with pytest.raises(BatchError, match="left-padded.*position_ids"):
+        TracInWECausalLM(model, DataLoader([left], batch_size=None), paths)
+    tracin = TracInWECausalLM(model, rows(train), paths)
+    left_test = lm_batch(documents(3, 2), "left", prompt=2)
+    del left_test["position_ids"]
+    with pytest.raises(BatchError, match="test batch is left-padded"):
+        tracin.influence(left_test)
+    right = {k: v for k, v in test.items() if k != "position_ids"}
+    assert tracin.influence(right).shape == (3, 10)  # right padding needs none
+
+
+# explain for a causal LM (item 4): a Trainer run, a JSON Lines corpus.
+
+
+def test_explain_on_a_causal_lm_trainer_run(tmp_path, capsys):
+    import json
+
+    import transformers as hf
+
+    from captum_tracin_we._cli import main
+    from captum_tracin_we.hf import LearningRateCallback
+
+    tokenizer = word_tokenizer()
+    texts = ["the cat sat on the mat", "a dog sat", "the dog sat on a mat", "a cat"]
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    config = tiny_gpt2().config
+    config.vocab_size = len(tokenizer)
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = hf.GPT2LMHeadModel(config)
+        run = str(tmp_path / "run")
+        args = hf.TrainingArguments(
+            output_dir=run, max_steps=2, save_steps=1, logging_steps=1,
+            per_device_train_batch_size=2, report_to=[], use_cpu=True,
+            disable_tqdm=True,
+        )  # fmt: skip
+        encoded = [{"input_ids": tokenizer(t)["input_ids"]} for t in texts]
+        collator = hf.DataCollatorForLanguageModeling(tokenizer, mlm=False)
+        hf.Trainer(
+            model=model, args=args, train_dataset=encoded, data_collator=collator,
+            processing_class=tokenizer, callbacks=[LearningRateCallback()],
+        ).train()  # fmt: skip
+    out = str(tmp_path / "out")
+    command = ["explain", "--model", run, "--train", str(corpus), "--top-k", "2"]
+    main(command + ["--prompt", "the cat", "--completion", "sat on", "--out", out,
+                    "--no-progress"])  # fmt: skip
+    printed = capsys.readouterr().out
+    summary = json.loads(open(os.path.join(out, "scores.json")).read())
+    page = open(os.path.join(out, "report.html"), encoding="utf-8").read()
+    # the report's ranking is the method's, on the same checkpoints
+    loaded = hf.GPT2LMHeadModel.from_pretrained(run + "/checkpoint-2").eval()
+    docs = causal_lm_batch(tokenizer, texts)
+    tracin = TracInWECausalLM(loaded, rows(docs), run)
+    scores = tracin.influence(causal_lm_batch(tokenizer, ["the cat"], ["sat on"]))[0]
+    assert summary["proponents"][0][0]["index"] == int(scores.argmax())
+    assert summary["opponents"][0][0]["index"] == int(scores.argmin())
+    assert "proponents" in printed and "raised by" in printed
+    assert "<mark" in page and "Per completion token" in page
+    with pytest.raises(SystemExit):
+        main(command + ["--prompt", "the cat", "--completion", "", "--out", out])
+    assert "Completion 0 is empty" in capsys.readouterr().err

@@ -258,3 +258,31 @@ def per_token_batch(batch: Any) -> Tuple[Dict[str, Tensor], Tensor, Tensor]:
     kept[rows, position] = labels[example, position].long()
     expanded["labels"] = kept
     return expanded, example, position
+
+
+def check_left_padding(batch: Any, role: str) -> None:
+    r"""
+    Raises for a left-padded dict batch without ``position_ids``: Hugging Face
+    causal LMs (GPT-2, Llama...) number positions from 0 whatever the mask says,
+    so its tokens would sit at other positions than unpadded, and its scores
+    would depend on the padding.
+
+    Raises:
+        BatchError: With the fix (``position_ids`` counting real tokens).
+    """
+    if not isinstance(batch, dict) or "position_ids" in batch:
+        return
+    mask = batch.get("attention_mask")
+    if not isinstance(mask, Tensor) or mask.dim() != 2 or mask.shape[1] < 2:
+        return
+    real = mask.bool()
+    left = real[:, 1:] & ~real[:, :-1]  # a real token right after padding
+    if bool(left.any()):
+        row = int(left.any(1).nonzero()[0])
+        raise BatchError(
+            f"The {role} batch is left-padded (example {row} starts with padding) "
+            "but has no `position_ids`, so the model would number its tokens from "
+            "the padding and the scores would depend on it. Add `position_ids = "
+            "(attention_mask.cumsum(-1) - 1).clamp(min=0)`, as causal_lm_batch "
+            "does, or pad on the right."
+        )

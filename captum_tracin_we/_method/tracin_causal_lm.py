@@ -18,7 +18,11 @@ from torch.utils.data import DataLoader, Dataset
 from captum_tracin_we._checkpoints.checkpoint_pass import one_call_per_model
 from captum_tracin_we._checkpoints.checkpoints import load_checkpoint_with_lr
 from captum_tracin_we._data.batch_labels import IGNORE_INDEX
-from captum_tracin_we._data.causal_lm_data import check_lm_head, per_token_batch
+from captum_tracin_we._data.causal_lm_data import (
+    check_left_padding,
+    check_lm_head,
+    per_token_batch,
+)
 from captum_tracin_we._data.model_adapter import find_embedding_layer
 from captum_tracin_we._errors import TracInWEError
 from captum_tracin_we._gradients.causal_lm_loss import CausalLMLoss
@@ -110,6 +114,8 @@ class TracInWECausalLM(TracInWE):
         Raises:
             TracInWEError: If the model has no language-model head (before any
                         data is read).
+            BatchError: If the first training batch is left-padded without
+                        ``position_ids`` (test batches are checked likewise).
         """
         embedding = find_embedding_layer(model, embedding_layer)
         check_lm_head(model, embedding)
@@ -128,6 +134,8 @@ class TracInWECausalLM(TracInWE):
             idf_power,
             normalize,
         )
+        first = next(iter(self.train_dataloader), None)  # collated, not run
+        check_left_padding(first, "first training")
 
     @property
     def tied_embeddings(self) -> bool:
@@ -181,3 +189,10 @@ class TracInWECausalLM(TracInWE):
             scores = scores / counts[example].to(scores.dtype).unsqueeze(1)
         token_ids = expanded["labels"][torch.arange(example.numel()), position]
         return TokenInfluence(scores, example, position, token_ids, expanded)
+
+    def _as_batches(self, inputs: Any) -> Union[DataLoader, List[Any]]:
+        batches = super()._as_batches(inputs)
+        if isinstance(batches, list):
+            for batch in batches:
+                check_left_padding(batch, "test")
+        return batches
