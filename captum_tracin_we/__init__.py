@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "BatchError": "captum_tracin_we._errors",
     "CaptumInfluence": "captum_tracin_we._baselines.captum_methods",
+    "CausalLMLoss": "captum_tracin_we._gradients.causal_lm_loss",
     "CheckpointError": "captum_tracin_we._errors",
     "ExactNearestNeighbors": "captum_tracin_we._baselines.captum_methods",
     "IndexCorruptedError": "captum_tracin_we._errors",
@@ -25,12 +26,16 @@ _EXPORTS = {
     "RepresentationSimilarity": "captum_tracin_we._baselines.representation_similarity",
     "StoredTracInCPFast": "captum_tracin_we._baselines.stored_last_layer",
     "TracInLayers": "captum_tracin_we._method.tracin_layers",
+    "TokenInfluence": "captum_tracin_we._method.tracin_causal_lm",
     "TracInWE": "captum_tracin_we._method.tracin_we",
+    "TracInWECausalLM": "captum_tracin_we._method.tracin_causal_lm",
     "TracInWEError": "captum_tracin_we._errors",
     "TrainingDataError": "captum_tracin_we._errors",
     "WordIndex": "captum_tracin_we._index.word_index",
     "WordInfluence": "captum_tracin_we._scoring.word_contributions",
     "aggregate_columns": "captum_tracin_we._scoring.layer_aggregation",
+    "causal_lm_batch": "captum_tracin_we._data.causal_lm_data",
+    "causal_lm_loss": "captum_tracin_we._gradients.causal_lm_loss",
     "combine_layers": "captum_tracin_we._scoring.layer_aggregation",
     "compare_influence": "captum_tracin_we._evaluation.comparison",
     "embedding_attributions": "captum_tracin_we._baselines.feature_attributions",
@@ -49,6 +54,7 @@ _EXPORTS = {
 __all__ = [
     "BatchError",
     "CaptumInfluence",
+    "CausalLMLoss",
     "CheckpointError",
     "ExactNearestNeighbors",
     "IndexCorruptedError",
@@ -58,12 +64,16 @@ __all__ = [
     "RepresentationSimilarity",
     "StoredTracInCPFast",
     "TracInLayers",
+    "TokenInfluence",
     "TracInWE",
+    "TracInWECausalLM",
     "TracInWEError",
     "TrainingDataError",
     "WordIndex",
     "WordInfluence",
     "aggregate_columns",
+    "causal_lm_batch",
+    "causal_lm_loss",
     "combine_layers",
     "compare_influence",
     "embedding_attributions",
@@ -99,6 +109,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
         stored_tracincp_fast,
     )
     from captum_tracin_we._checkpoints.checkpoints import load_checkpoint_with_lr
+    from captum_tracin_we._data.causal_lm_data import causal_lm_batch
     from captum_tracin_we._data.model_layers import layer_groups
     from captum_tracin_we._errors import (
         BatchError,
@@ -112,8 +123,16 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
         InfluenceComparison,
         compare_influence,
     )
+    from captum_tracin_we._gradients.causal_lm_loss import (
+        CausalLMLoss,
+        causal_lm_loss,
+    )
     from captum_tracin_we._gradients.token_frequency import frequent_token_ids
     from captum_tracin_we._index.word_index import WordIndex
+    from captum_tracin_we._method.tracin_causal_lm import (
+        TokenInfluence,
+        TracInWECausalLM,
+    )
     from captum_tracin_we._method.tracin_layers import TracInLayers
     from captum_tracin_we._method.tracin_we import TracInWE
     from captum_tracin_we._scoring.layer_aggregation import (

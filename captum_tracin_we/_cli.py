@@ -64,6 +64,16 @@ def _explain_parser(commands: argparse._SubParsersAction) -> None:
         default=[],
         help="a test text, explained at the model's prediction (repeatable)",
     )
+    explain.add_argument(
+        "--prompt",
+        action="append",
+        default=[],
+        help="causal LM: a prompt (context only) whose --completion is explained; "
+        "repeatable, one --completion each",
+    )
+    explain.add_argument(
+        "--completion", action="append", default=[], help="causal LM: a completion"
+    )
     _token_options(explain)
     explain.add_argument(
         "--top-k",
@@ -394,6 +404,8 @@ def _model_and_data(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def _explain(args: argparse.Namespace) -> None:
+    if args.prompt or args.completion:
+        return _explain_causal(args)
     from captum_tracin_we._jobs.explain_settings import ExplainSettings
 
     settings = ExplainSettings(
@@ -429,6 +441,27 @@ def _answered_warm(settings: Any) -> bool:
     if not answer.get("ok"):
         raise ValueError(str(answer.get("error")))
     return True
+
+
+def _explain_causal(args: argparse.Namespace) -> None:
+    from captum_tracin_we._jobs.explain_causal import (
+        CausalExplainSettings,
+        run_explain_causal,
+    )
+
+    settings = CausalExplainSettings(
+        model=args.model,
+        train=args.train,
+        prompts=args.prompt,
+        completions=args.completion,
+        text_column=args.text_column,
+        max_length=args.max_length,
+        top_k=args.top_k,
+        batch_size=args.batch_size,
+        out=args.out,
+        show_progress=not args.no_progress,
+    )
+    run_explain_causal(settings)
 
 
 def _explore(args: argparse.Namespace) -> None:

@@ -17,6 +17,7 @@ from captum_tracin_we._views.comparison_views import (
     plot_influence_comparison,
 )
 from captum_tracin_we._views.text_view import format_word_influence_text
+from captum_tracin_we._views.token_view import format_token_influence
 from captum_tracin_we._views.word_figures import (
     plot_method_comparison,
     plot_pair_contributions,
@@ -34,6 +35,7 @@ __all__ = [
     "STYLE",
     "WordInfluenceHTML",
     "comparison_html",
+    "format_token_influence",
     "format_word_influence_text",
     "plot_attributions_side_by_side",
     "plot_influence_comparison",

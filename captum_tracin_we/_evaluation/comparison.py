@@ -346,10 +346,12 @@ def _labels_of(inputs: Any) -> Optional[Tensor]:
         return None if column is None else torch.as_tensor(inputs[column]).reshape(-1)
     batches = inputs if _many_batches(inputs) else [inputs]
     try:
-        parts = [torch.as_tensor(_raw_labels(batch)).reshape(-1) for batch in batches]
+        parts = [torch.as_tensor(_raw_labels(batch)) for batch in batches]
     except Exception:  # labels are optional for the diagnostics
         return None
-    return torch.cat(parts).cpu() if parts else None
+    if any(part.dim() > 1 and part.shape[1:].numel() > 1 for part in parts):
+        return None  # several per example (a language model's tokens): no classes
+    return torch.cat([part.reshape(-1) for part in parts]).cpu() if parts else None
 
 
 def _many_batches(inputs: Any) -> bool:

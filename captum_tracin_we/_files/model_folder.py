@@ -76,7 +76,9 @@ def training_length(path: str) -> Optional[int]:
     return length
 
 
-def load_model_folder(path: str, show_progress: bool = True) -> ModelFolder:
+def load_model_folder(
+    path: str, show_progress: bool = True, causal_lm: bool = False
+) -> ModelFolder:
     r"""
     Loads the model and tokenizer of a Trainer run or model folder
     (transformers' loading bar only with ``show_progress``).
@@ -86,13 +88,19 @@ def load_model_folder(path: str, show_progress: bool = True) -> ModelFolder:
     checkpoint. A plain model folder is its own single checkpoint with
     learning rate 1.0 (scores then rank examples, unscaled).
 
+    With ``causal_lm`` the model is loaded as ``AutoModelForCausalLM``, else
+    as a sequence classifier.
+
     Raises:
         CheckpointError: If the folder holds no model, or no tokenizer.
     """
     if not os.path.isdir(path):
         raise CheckpointError(f"Model folder {path!r} does not exist.")
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
     from transformers.utils import logging
+
+    auto = AutoModelForCausalLM if causal_lm else AutoModelForSequenceClassification
+    kind = "a causal language model" if causal_lm else "a sequence classifier"
 
     logging.set_verbosity_error()
     if trainer_runs.is_trainer_run(path):
@@ -135,12 +143,10 @@ def load_model_folder(path: str, show_progress: bool = True) -> ModelFolder:
     if not show_progress:
         logging.disable_progress_bar()
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            final, local_files_only=True
-        ).eval()
+        model = auto.from_pretrained(final, local_files_only=True).eval()
     except Exception as error:  # transformers and safetensors raise many types
         raise CheckpointError(
-            f"Cannot load the model in {final!r} as a sequence classifier: "
+            f"Cannot load the model in {final!r} as {kind}: "
             f"{type(error).__name__}: {str(error)[:300]}"
         ) from None
     finally:

@@ -426,8 +426,23 @@ def stack_word_gradients(parts: List[WordGradients], pad_id: int) -> WordGradien
         gradients=torch.cat([pad(p.gradients, 0.0) for p in parts]),
         mask=torch.cat([pad(p.mask, False) for p in parts]),
         real=torch.cat([pad(p.real, False) for p in parts]),
-        labels=torch.cat([p.labels for p in parts]),
+        labels=_stacked_labels([p.labels for p in parts]),
     )
+
+
+def _stacked_labels(labels: List[Tensor]) -> Tensor:
+    r"""Labels of batches along examples; ``(B, L)`` language-model labels of
+    different widths are right-padded with -100 (not predicted)."""
+    width = max(label.shape[1] if label.dim() == 2 else 0 for label in labels)
+    if all(label.dim() != 2 or label.shape[1] == width for label in labels):
+        return torch.cat(labels)
+    padded = []
+    for label in labels:
+        missing = width - label.shape[1]
+        padded.append(
+            torch.cat([label, label.new_full((label.shape[0], missing), -100)], 1)
+        )
+    return torch.cat(padded)
 
 
 def keep_top_positions(gradients: Tensor, mask: Tensor, k: int) -> Tensor:

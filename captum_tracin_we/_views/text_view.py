@@ -95,7 +95,10 @@ def format_word_influence_text(
 
 
 def label_name(value: Any, names: Optional[LabelNames]) -> str:
-    r"""The name of label id ``value`` as a string, or the id if it has none."""
+    r"""The name of label id ``value`` as a string, or the id if it has none;
+    ``"text"`` for a language model's labels (the text's own tokens)."""
+    if getattr(value, "numel", lambda: 1)() > 1:
+        return "text"
     index = int(value)
     if isinstance(names, Mapping):  # ids as ints, or as strings (JSON configs)
         name = names.get(index, names.get(str(index), index))

@@ -14,6 +14,7 @@ from captum_tracin_we._scoring.word_contributions import (
 )
 from captum_tracin_we._views.figure_text import LITERAL_TEXT
 from captum_tracin_we._views.text_view import LabelNames, label_name
+from captum_tracin_we._views.token_windows import GAP, checked_window, windowed
 from captum_tracin_we._views.word_html import word_rgb
 
 
@@ -26,6 +27,8 @@ def plot_word_contributions(
     method: str = "heat_map",
     merge: bool = True,
     plt_fig_axis: Optional[Tuple[Any, Any]] = None,
+    window: Optional[int] = None,
+    windows: int = 3,
 ) -> Tuple[Any, Any]:
     r"""
     The word contributions of one (test, training) pair as a heat map in
@@ -43,6 +46,12 @@ def plot_word_contributions(
                     ``"heat_map"``
         merge (bool, optional): Merge sub-word pieces. Default: True
         plt_fig_axis (tuple, optional): ``(fig, ax)`` to draw into. Default: None
+        window (int, optional): For long texts: draw only windows of this many
+                    words around the ``windows`` largest ``|contributions|``,
+                    joined by a tick ``"... (n)"`` for the ``n`` words left out;
+                    the colour scale is the whole text's. Default: None (every
+                    word)
+        windows (int, optional): Windows at most. Default: 3
 
     Returns:
         (fig, ax): The matplotlib figure and axes.
@@ -50,17 +59,23 @@ def plot_word_contributions(
     import matplotlib.pyplot as plt
     from matplotlib.colors import LinearSegmentedColormap
 
+    checked_window(window, windows)
     tokens, values = pair_tokens(
         word_influence, test_index, pair_index, tokenizer, side
     )
     if merge:
         tokens, values = merge_subwords(tokens, values, tokenizer)
+    scale = max((abs(v) for v in values), default=0.0) or 1.0
+    tokens, values, skipped = windowed(tokens, values, window, windows)
+    tokens = [f"{GAP} ({n})" if n else token for token, n in zip(tokens, skipped)]
     fig, ax = plt_fig_axis or plt.subplots(figsize=(max(4, 0.6 * len(tokens)), 2.2))
-    bound = max((abs(v) for v in values), default=0.0) or 1.0
+    bound = scale
     if method == "heat_map":
         cmap = LinearSegmentedColormap.from_list("RdWhGn", ["red", "white", "green"])
         image = ax.imshow([values], cmap=cmap, vmin=-bound, vmax=bound, aspect="auto")
         for x, value in enumerate(values):
+            if skipped[x]:
+                continue
             ax.text(
                 x,
                 0,

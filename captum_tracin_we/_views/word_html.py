@@ -18,6 +18,7 @@ from captum_tracin_we._views.text_view import (  # split out
     LabelNames,
     label_name,
 )
+from captum_tracin_we._views.token_windows import GAP, checked_window, windowed
 
 
 class WordInfluenceHTML:
@@ -51,6 +52,8 @@ def visualize_word_influence(
     label_names: Optional[LabelNames] = None,
     merge: bool = True,
     legend: bool = True,
+    window: Optional[int] = None,
+    windows: int = 3,
 ) -> WordInfluenceHTML:
     r"""
     Renders a :class:`WordInfluence` as an HTML table in the visual language of
@@ -74,11 +77,19 @@ def visualize_word_influence(
         merge (bool, optional): Merge sub-word pieces into words. Default: True
         legend (bool, optional): Add Captum's Negative/Neutral/Positive legend.
                     Default: True
+        window (int, optional): For long texts (documents of a language
+                    model): show only windows of this many words around each
+                    text's ``windows`` largest ``|contributions|``, with a mark
+                    saying how many words are left out between them; colours
+                    keep the whole text's scale. Default: None (every word)
+        windows (int, optional): Windows per text at most. Default: 3
 
     Returns:
         view (WordInfluenceHTML): ``str(view)`` is the HTML; works without
                     IPython; ``view.save(path)`` writes a standalone file.
     """
+    checked_window(window, windows)
+    shown = (window, windows)
     header = "".join(
         f"<th>{name}</th>"
         for name in (
@@ -99,7 +110,7 @@ def visualize_word_influence(
             f"<tr><td><b>{test_label}</b></td><td>test</td><td></td>"
             f"<td>sum of the rows below: {float(word_influence.scores[i].sum()):+.4g}"
             "</td>"
-            f"{word_cells(tokens, values, merge, tokenizer)}</tr>"
+            f"{word_cells(tokens, values, merge, tokenizer, shown)}</tr>"
         )
         for j in range(m):
             tokens, values = pair_tokens(word_influence, i, j, tokenizer, "train")
@@ -108,7 +119,7 @@ def visualize_word_influence(
                 f"<tr><td></td><td>{train_label}</td>"
                 f"<td>{int(word_influence.train_indices[i, j])}</td>"
                 f"<td>{float(word_influence.scores[i, j]):+.4g}</td>"
-                f"{word_cells(tokens, values, merge, tokenizer)}</tr>"
+                f"{word_cells(tokens, values, merge, tokenizer, shown)}</tr>"
             )
     rows.append("</table>")
     if legend:
@@ -128,6 +139,7 @@ STYLE = (
     ".tw-method{width:50%}"
     ".tw-entry{margin:2px 0}"
     ".tw-label{padding:0 3px}"
+    ".tw-gap{color:gray;font-style:italic;padding:0 4px}"
     "</style>"
 )
 
@@ -152,15 +164,22 @@ def word_rgb(value: float) -> Tuple[float, float, float]:
 
 
 def word_cells(
-    tokens: List[str], values: List[float], merge: bool, tokenizer: Any = None
+    tokens: List[str],
+    values: List[float],
+    merge: bool,
+    tokenizer: Any = None,
+    shown: Tuple[Optional[int], int] = (None, 3),
 ) -> str:
     if merge:
         tokens, values = merge_subwords(tokens, values, tokenizer, name_pieces=True)
     scale = max((abs(v) for v in values), default=0.0) or 1.0
+    words, scores, skipped = windowed(tokens, values, *shown)
     marks = " ".join(
-        f'<mark class="tw-word" style="background-color:{word_color(v / scale)}" '
+        f"<span class='tw-gap'>[{GAP} {left} words {GAP}]</span>"
+        if left
+        else f'<mark class="tw-word" style="background-color:{word_color(v / scale)}" '
         f'title="{v:+.3g}">{isolated_html(token)}</mark>'
-        for token, v in zip(tokens, values)
+        for token, v, left in zip(words, scores, skipped)
     )
     return f"<td>{marks}</td>"
 
