@@ -403,7 +403,7 @@ def test_the_max_length_comes_from_the_runs_record_or_is_said_unknown(
 
 
 def test_a_missing_data_file_is_named_before_the_model_loads(run, monkeypatch):
-    import captum_tracin_we._jobs.explain as explain_job
+    import captum_tracin_we._jobs.explain_data as explain_job
 
     def no_model(path):
         raise AssertionError("the model was loaded before the data was checked")
