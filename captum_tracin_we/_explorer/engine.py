@@ -24,18 +24,24 @@ from torch import Tensor
 
 from captum_tracin_we._checkpoints.checkpoint_pass import model_lock, scoring_mode
 from captum_tracin_we._data.model_adapter import ModelAdapter
+from captum_tracin_we._explorer.answers import _answer, _Query, _TestText
+from captum_tracin_we._explorer.audit import _plain_self_influence, audit_order
 from captum_tracin_we._explorer.query_batching import QueryBatcher
 from captum_tracin_we._explorer.requests import (  # split out
     Limits,
     RequestError,
     _check_finite,
     _checked_int,
+    checked_methods,
+    checked_text,
 )
 from captum_tracin_we._explorer.texts import (
     Encoder,  # split out
     _colored,
     _counts,
     _label_names,
+    check_training_texts,
+    full_token_ids,
     hf_encoder,
 )
 from captum_tracin_we._files.model_folder import model_token_limit
@@ -339,15 +345,10 @@ class Explorer:
         limit = _checked_int(limit, "limit", 1, self.limits.max_page)
         if not isinstance(disagree, bool):
             raise RequestError("`disagree` must be true or false.")
-        order = torch.argsort(self._self_influence, descending=True, stable=True)
-        chosen = [
-            int(i)
-            for i in order
-            if (label is None or self._examples[i].label == label)
-            and (
-                not disagree or int(self._train_predicted[i]) != self._examples[i].label
-            )
-        ]
+        labels = [example.label for example in self._examples]
+        chosen = audit_order(
+            self._self_influence, labels, self._train_predicted, label, disagree
+        )
         rows = []
         for rank, i in enumerate(chosen[offset : offset + limit], start=offset + 1):
             example = self._examples[i]
@@ -600,39 +601,12 @@ class Explorer:
         return full is not None and len(full[0]) > seen
 
     def _full_ids(self, texts: List[str]) -> Optional[List[List[int]]]:
-        r"""The token ids of whole texts; None without a Hugging Face tokenizer."""
-        if not (
-            callable(self.tokenizer) and hasattr(self.tokenizer, "all_special_ids")
-        ):
-            return None
-        return self.tokenizer(
-            texts, truncation=False, verbose=False, split_special_tokens=True
-        )["input_ids"]
+        return full_token_ids(self.tokenizer, texts)
 
     def _check_texts(
         self, read: List[Tuple[List[int], int]], full: List[List[int]]
     ) -> None:
-        r"""Checks that each training text tokenizes to its example's tokens (the
-        example may be cut; special tokens are not compared)."""
-        special = set(self.tokenizer.all_special_ids)
-        left = getattr(self.tokenizer, "truncation_side", "right") == "left"
-        wrong = []
-        for i, ((ids, _), whole) in enumerate(zip(read, full)):
-            seen = [t for t in ids if t not in special]
-            words = [t for t in whole if t not in special]
-            kept = words[len(words) - len(seen) :] if left else words[: len(seen)]
-            if kept != seen:
-                wrong.append(i)
-        if wrong:
-            i = wrong[0]
-            raise ValueError(
-                f"{len(wrong)} of {len(read)} training texts do not match their "
-                f"training example's tokens, first train_texts[{i}] = "
-                f"{self.train_texts[i][:60]!r}. Pass the texts of the training "
-                "data, one per example, in its order (for data not made by this "
-                "tokenizer from these texts, such as text pairs, pass `encode=`, "
-                "which skips this check)."
-            )
+        check_training_texts(self.tokenizer, self.train_texts, read, full)
 
     # ------------------------------------------------------------ validation
     def _require_prepared(self) -> None:
@@ -642,25 +616,7 @@ class Explorer:
             )
 
     def _checked_text(self, text: Any) -> str:
-        if not isinstance(text, str):
-            raise RequestError("`text` must be a string.")
-        if not text.strip():
-            raise RequestError("`text` is empty; type a sentence to explain.")
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise RequestError(
-                "`text` holds an unpaired surrogate (\\ud800-\\udfff), which is "
-                "not text; send it as UTF-8."
-            ) from None
-        if len(text) > self.limits.max_text_chars:
-            raise RequestError(
-                f"`text` has {len(text)} characters; the explorer takes at most "
-                f"{self.limits.max_text_chars} (the model reads only its first "
-                f"{self.max_length} tokens anyway).",
-                status=413,
-            )
-        return text
+        return checked_text(text, self.limits.max_text_chars, self.max_length)
 
     def _checked_k(self, k: Any) -> int:
         return _checked_int(k, "k", 1, self.limits.max_k)
@@ -672,83 +628,4 @@ class Explorer:
         return _checked_int(index, "index", 0, len(self._examples) - 1)
 
     def _checked_methods(self, methods: Any) -> List[str]:
-        if methods is None:
-            return list(self.methods)
-        if not isinstance(methods, list) or not methods:
-            raise RequestError("`methods` must be a non-empty list of method names.")
-        if not all(isinstance(m, str) for m in methods):
-            raise RequestError("`methods` must be a list of method names (strings).")
-        unknown = [m for m in methods if m not in self.methods]
-        if unknown:
-            raise RequestError(
-                f"Unknown method {unknown[0]!r}; choose from {list(self.methods)}."
-            )
-        return list(dict.fromkeys(methods))
-
-
-@dataclass(frozen=True)
-class _Query:
-    r"""One validated query, as it waits for its batch."""
-
-    text: str
-    label: Optional[int]
-    k: int
-    names: List[str]
-
-
-def _answer(
-    test: "_TestText",
-    names: List[str],
-    k: int,
-    results: List[Dict[str, Any]],
-    started: float,
-) -> Dict[str, Any]:
-    r"""A query's answer: its text's summary and each method's view."""
-    return {
-        **test.summary(names),
-        "k": k,
-        "methods": results,
-        "seconds": time.perf_counter() - started,
-    }
-
-
-@dataclass
-class _TestText:
-    text: str
-    batch: Any
-    token_ids: List[int]
-    counted: set
-    words: List[Dict[str, Any]]
-    truncated: bool
-    label: int
-    predicted: int
-    probabilities: List[float]
-
-    def summary(self, names: List[str]) -> Dict[str, Any]:
-        return {
-            "text": self.text,
-            "truncated": self.truncated,
-            "num_tokens": len(self.token_ids),
-            "words": self.words,
-            "label": self.label,
-            "label_name": names[self.label],
-            "predicted": self.predicted,
-            "predicted_name": names[self.predicted],
-            "probabilities": [
-                {"label": names[i], "p": p} for i, p in enumerate(self.probabilities)
-            ],
-        }
-
-
-def _plain_self_influence(tracin: Any, show_progress: bool) -> Tensor:
-    r"""The training set's self-influence for the audit, unnormalised: with
-    ``normalize`` every example's score with itself is its learning-rate sum
-    (``"cosine"``), which ranks nothing (:doc:`method`)."""
-    normalize = getattr(tracin, "normalize", None)
-    if normalize is None:
-        return tracin.self_influence(show_progress=show_progress)
-    tracin.normalize = None
-    try:
-        return tracin.self_influence(show_progress=show_progress)
-    finally:
-        tracin.normalize = normalize
+        return checked_methods(methods, list(self.methods))

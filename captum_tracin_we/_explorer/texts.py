@@ -5,7 +5,7 @@ How the explorer reads texts and labels: the tokenizer's encoder, label
 names, coloured words and label counts.
 """
 
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from torch import Tensor
 
@@ -65,3 +65,46 @@ def _counts(labels: List[int]) -> Dict[str, int]:
     for label in labels:
         counts[str(label)] = counts.get(str(label), 0) + 1
     return counts
+
+
+def full_token_ids(tokenizer: Any, texts: List[str]) -> Optional[List[List[int]]]:
+    r"""The token ids of whole texts; None without a Hugging Face tokenizer."""
+    if not (callable(tokenizer) and hasattr(tokenizer, "all_special_ids")):
+        return None
+    return tokenizer(texts, truncation=False, verbose=False, split_special_tokens=True)[
+        "input_ids"
+    ]
+
+
+def check_training_texts(
+    tokenizer: Any,
+    train_texts: List[str],
+    read: List[Tuple[List[int], int]],
+    full: List[List[int]],
+) -> None:
+    r"""
+    Checks that each training text tokenizes to its example's tokens (the
+    example may be cut; special tokens are not compared).
+
+    Raises:
+        ValueError: Counting the texts that do not match, naming the first.
+    """
+    special = set(tokenizer.all_special_ids)
+    left = getattr(tokenizer, "truncation_side", "right") == "left"
+    wrong = []
+    for i, ((ids, _), whole) in enumerate(zip(read, full)):
+        seen = [t for t in ids if t not in special]
+        words = [t for t in whole if t not in special]
+        kept = words[len(words) - len(seen) :] if left else words[: len(seen)]
+        if kept != seen:
+            wrong.append(i)
+    if wrong:
+        i = wrong[0]
+        raise ValueError(
+            f"{len(wrong)} of {len(read)} training texts do not match their "
+            f"training example's tokens, first train_texts[{i}] = "
+            f"{train_texts[i][:60]!r}. Pass the texts of the training "
+            "data, one per example, in its order (for data not made by this "
+            "tokenizer from these texts, such as text pairs, pass `encode=`, "
+            "which skips this check)."
+        )
