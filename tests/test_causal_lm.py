@@ -23,6 +23,7 @@ from captum_tracin_we import (
     TracInWEError,
     causal_lm_batch,
     causal_lm_loss,
+    frequent_token_ids,
 )
 from tests.helpers import assert_close, save_checkpoints
 
@@ -539,12 +540,12 @@ def test_left_padding_without_position_ids_is_refused(setup):
 # explain for a causal LM (item 4): a Trainer run, a JSON Lines corpus.
 
 
-def test_explain_on_a_causal_lm_trainer_run(tmp_path, capsys):
+def causal_trainer_run(tmp_path):
+    r"""A 2-step Trainer run of a tiny GPT-2 and its corpus file."""
     import json
 
     import transformers as hf
 
-    from captum_tracin_we._cli import main
     from captum_tracin_we.hf import LearningRateCallback
 
     tokenizer = word_tokenizer()
@@ -569,6 +570,17 @@ def test_explain_on_a_causal_lm_trainer_run(tmp_path, capsys):
             model=model, args=args, train_dataset=encoded, data_collator=collator,
             processing_class=tokenizer, callbacks=[LearningRateCallback()],
         ).train()  # fmt: skip
+    return run, corpus, tokenizer, texts
+
+
+def test_explain_on_a_causal_lm_trainer_run(tmp_path, capsys):
+    import json
+
+    import transformers as hf
+
+    from captum_tracin_we._cli import main
+
+    run, corpus, tokenizer, texts = causal_trainer_run(tmp_path)
     out = str(tmp_path / "out")
     command = ["explain", "--model", run, "--train", str(corpus), "--top-k", "2"]
     main(command + ["--prompt", "the cat", "--completion", "sat on", "--out", out,
@@ -588,3 +600,51 @@ def test_explain_on_a_causal_lm_trainer_run(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(command + ["--prompt", "the cat", "--completion", "", "--out", out])
     assert "Completion 0 is empty" in capsys.readouterr().err
+
+
+def test_causal_explain_passes_method_options_and_reports_probabilities(
+    tmp_path, capsys
+):
+    import json
+
+    import transformers as hf
+
+    from captum_tracin_we._cli import main
+
+    run, corpus, tokenizer, texts = causal_trainer_run(tmp_path)
+    out = str(tmp_path / "out")
+    command = ["explain", "--model", run, "--train", str(corpus), "--top-k", "4"]
+    main(command + ["--prompt", "the cat", "--completion", "sat on", "--out", out,
+                    "--normalize", "cosine", "--exclude-frequent", "1",
+                    "--no-progress"])  # fmt: skip
+    printed = capsys.readouterr().out
+    summary = json.loads(open(os.path.join(out, "scores.json")).read())
+    final = hf.GPT2LMHeadModel.from_pretrained(run + "/checkpoint-2").eval()
+    docs = causal_lm_batch(tokenizer, texts)
+    test = causal_lm_batch(tokenizer, ["the cat"], ["sat on"])
+    # the probabilities are the final model's, of each completion token
+    with torch.no_grad():
+        logits = final(**{k: v for k, v in test.items() if k != "labels"}).logits
+    ids = tokenizer("the cat sat on", add_special_tokens=False)["input_ids"]
+    expected = [float(logits[0, t - 1].softmax(-1)[ids[t]]) for t in (2, 3)]
+    assert summary["token_scores"]["probability"] == pytest.approx(expected)
+    assert f"'sat' {expected[0]:.3f}" in printed
+    # the options reach the method: cosine, without the most frequent token
+    real = [
+        ids[mask.bool()] for ids, mask in zip(docs["input_ids"], docs["attention_mask"])
+    ]
+    frequent = frequent_token_ids(real, 1)
+    assert summary["settings"]["excluded_token_ids"] == frequent
+    tracin = TracInWECausalLM(
+        final, rows(docs), run, normalize="cosine", exclude_token_ids=frequent
+    )
+    scores = tracin.influence(test)[0]
+    shown = [row["score"] for row in summary["proponents"][0]]
+    assert shown == pytest.approx(scores.sort(descending=True).values.tolist(), 1e-5)
+    plain = TracInWECausalLM(final, rows(docs), run).influence(test)[0]
+    assert not torch.allclose(plain.sort().values, scores.sort().values)
+    # options the causal report does not offer are refused, not ignored
+    for extra in (["--index", str(tmp_path / "idx")], ["--text", "a cat"]):
+        with pytest.raises(SystemExit):
+            main(command + ["--prompt", "a", "--completion", "cat", *extra])
+        assert "cannot be used with --prompt" in capsys.readouterr().err

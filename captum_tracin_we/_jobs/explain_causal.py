@@ -14,11 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 import torch
+from torch import Tensor
 
+from captum_tracin_we._data.batch_labels import IGNORE_INDEX
 from captum_tracin_we._data.causal_lm_data import causal_lm_batch
 from captum_tracin_we._files.atomic_files import check_output_folder, write_files
 from captum_tracin_we._files.data_files import read_text_data
 from captum_tracin_we._files.model_folder import load_model_folder, model_token_limit
+from captum_tracin_we._gradients.token_frequency import frequent_token_ids
 from captum_tracin_we._method.tracin_causal_lm import TracInWECausalLM
 from captum_tracin_we._views.text_view import format_word_influence_text
 from captum_tracin_we._views.token_view import format_token_influence
@@ -38,6 +41,11 @@ class CausalExplainSettings:
     text_column: str = "text"
     max_length: Optional[int] = None
     top_k: int = 5
+    top_k_words: Optional[int] = None
+    idf_power: Optional[float] = None
+    normalize: Optional[str] = None
+    exclude_special_tokens: bool = False
+    exclude_frequent: int = 0
     batch_size: int = 32
     window: int = 15
     out: str = "tracin_we_explain"
@@ -48,8 +56,9 @@ def run_explain_causal(settings: CausalExplainSettings) -> Dict[str, Any]:
     r"""
     Scores the training documents for each prompt's completion and writes
     ``report.html`` (top proponents and opponents with their shared tokens,
-    windowed, and per-token scores) and ``scores.json`` into ``settings.out``;
-    prints the text report.
+    windowed, each completion token's probability under the final model and
+    per-token scores) and ``scores.json`` into ``settings.out``; prints the
+    text report.
 
     Returns:
         summary (dict): What ``scores.json`` holds.
@@ -87,12 +96,17 @@ def run_explain_causal(settings: CausalExplainSettings) -> Dict[str, Any]:
     )
     train = causal_lm_batch(tokenizer, data.texts, max_length=length)
     rows = [{key: value[i] for key, value in train.items()} for i in range(len(data))]
+    probabilities = completion_probabilities(folder.model, test)  # final weights
     tracin = TracInWECausalLM(
         folder.model,
         rows,
         folder.checkpoints,
         folder.load_func,
         batch_size=settings.batch_size,
+        top_k_words=settings.top_k_words,
+        exclude_token_ids=_excluded_ids(settings, tokenizer, train),
+        idf_power=settings.idf_power,
+        normalize=settings.normalize,
     )
     scores = tracin.influence(test, show_progress=settings.show_progress)
     k = min(settings.top_k, scores.shape[1])
@@ -106,6 +120,8 @@ def run_explain_causal(settings: CausalExplainSettings) -> Dict[str, Any]:
     text = format_word_influence_text(
         words, tokenizer, title=f"top {k} proponents, then top {k} opponents"
     )
+    said = _probability_text(tokens, probabilities, tokenizer, folder.description)
+    token_text = f"{said}\n\n{token_text}"
     print(text)
     print()
     print(token_text)
@@ -130,7 +146,17 @@ def run_explain_causal(settings: CausalExplainSettings) -> Dict[str, Any]:
             "example": tokens.example.tolist(),
             "position": tokens.position.tolist(),
             "token_ids": tokens.token_ids.tolist(),
+            "probability": [
+                float(probabilities[e, p])
+                for e, p in zip(tokens.example.tolist(), tokens.position.tolist())
+            ],
             "top_document": tokens.scores.argmax(1).tolist(),
+        },
+        "settings": {
+            "top_k_words": settings.top_k_words,
+            "idf_power": settings.idf_power,
+            "normalize": settings.normalize,
+            "excluded_token_ids": tracin.exclude_token_ids.tolist(),
         },
         "seconds": time.perf_counter() - started,
     }
@@ -151,3 +177,53 @@ def _ranked(indices: torch.Tensor, values: torch.Tensor) -> List[List[Dict]]:
         [{"index": int(i), "score": float(v)} for i, v in zip(row_i, row_v)]
         for row_i, row_v in zip(indices.tolist(), values.tolist())
     ]
+
+
+def completion_probabilities(model: torch.nn.Module, test: Dict[str, Any]) -> Tensor:
+    r"""
+    The probability the model gives each predicted token of a test batch.
+
+    Args:
+        model (torch.nn.Module): The causal LM, with the weights to report.
+        test (dict): A :func:`causal_lm_batch` batch.
+
+    Returns:
+        probabilities (Tensor): ``(B, L)`` float32, at each position ``t``
+                    with a label the probability of ``labels[:, t]`` from the
+                    logits at ``t - 1``; 0 where nothing is predicted.
+    """
+    inputs = {k: v for k, v in test.items() if k != "labels"}
+    with torch.no_grad():
+        logits = model(**inputs).logits.float()
+    labels = test["labels"]
+    chosen = labels[:, 1:].clamp(min=0).unsqueeze(-1)
+    shifted = logits[:, :-1].softmax(-1).gather(-1, chosen).squeeze(-1)
+    probabilities = torch.zeros(labels.shape, dtype=torch.float32)
+    probabilities[:, 1:] = shifted * (labels[:, 1:] != IGNORE_INDEX)
+    return probabilities
+
+
+def _probability_text(tokens, probabilities: Tensor, tokenizer, model: str) -> str:
+    lines = [f"Probability of each completion token ({model}):"]
+    for e in sorted(set(tokens.example.tolist())):
+        mine = (tokens.example == e).nonzero().flatten().tolist()
+        said = ", ".join(
+            f"{tokenizer.decode([int(tokens.token_ids[r])]).strip()!r} "
+            f"{float(probabilities[e, int(tokens.position[r])]):.3f}"
+            for r in mine
+        )
+        lines.append(f"  completion {e}: {said}")
+    return "\n".join(lines)
+
+
+def _excluded_ids(
+    settings: CausalExplainSettings, tokenizer: Any, train: Dict[str, Tensor]
+) -> List[int]:
+    excluded = set()
+    if settings.exclude_special_tokens:
+        excluded |= set(tokenizer.all_special_ids)
+    if settings.exclude_frequent:
+        real = train["attention_mask"].bool()
+        ids = [row[mask] for row, mask in zip(train["input_ids"], real)]
+        excluded |= set(frequent_token_ids(ids, settings.exclude_frequent))
+    return sorted(excluded)
