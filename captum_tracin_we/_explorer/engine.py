@@ -9,12 +9,12 @@ layer (:mod:`captum_tracin_we._explorer.server`) only routes requests here.
 
 The model is used by one request at a time (a lock). Queries that arrive
 while it is busy are answered together (:mod:`~captum_tracin_we._explorer.
-query_batching`): one test batch per checkpoint pass for all of them, each
-answer the one it would get alone. Everything returned is data, never markup:
+query_batching`, :mod:`~captum_tracin_we._explorer.method_views`): one
+checkpoint pass for all of them, each text on its own batch, so each answer
+is bitwise the one it gets alone. Everything returned is data, never markup:
 the front end puts training text into the page as text.
 """
 
-import math
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -25,6 +25,12 @@ from captum_tracin_we._checkpoints.checkpoint_pass import model_lock, scoring_mo
 from captum_tracin_we._data.model_adapter import ModelAdapter
 from captum_tracin_we._explorer.answers import _Query, _TestText
 from captum_tracin_we._explorer.audit import _plain_self_influence, audit_order
+from captum_tracin_we._explorer.batch_bounds import (
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_WAIT,
+    checked_max_batch,
+    checked_max_wait,
+)
 from captum_tracin_we._explorer.method_views import TRACIN_WE, answer_queries
 from captum_tracin_we._explorer.query_batching import QueryBatcher
 from captum_tracin_we._explorer.requests import (  # split out
@@ -77,8 +83,10 @@ class Explorer:
                     None, meaning the model's ``config.id2label`` where it has
                     one, else the ids.
         last_layer (DataInfluence, optional): The side-by-side method, for
-                    example :func:`tracincp_fast_rand_proj` (its ``influence``
-                    must take ``k`` and ``proponents``). Default: None (TracIn-WE
+                    example :func:`stored_tracincp_fast` on ``tracin`` (which
+                    shares its checkpoint pass) or
+                    :func:`tracincp_fast_rand_proj` (its ``influence`` must
+                    take ``k`` and ``proponents``). Default: None (TracIn-WE
                     only)
         last_layer_name (str, optional): Its name in the views.
         extra_methods (dict, optional): More methods side by side, name ->
@@ -97,23 +105,23 @@ class Explorer:
                     Default: 10
         description (str, optional): What the header shows about the model.
         limits (Limits, optional): Request bounds. Default: ``Limits()``
-        max_batch (int, optional): The most queries answered together: queries
-                    that arrive while the model is busy wait, then go in one
-                    test batch (one pass per checkpoint per method for all of
-                    them). 1 answers each query alone, as before. Default: 1
-                    (off: batched scores equal the ones alone only to float
-                    rounding, about 1e-7 relative; set 16 to batch)
+        max_batch (int, optional): The most queries answered together, in
+                    ``[1, 4096]``: queries that arrive while the model is busy
+                    wait, then share one checkpoint pass (each checkpoint
+                    loaded once for all of them), each text on its own test
+                    batch. 1 answers each query alone. Default: 16
         max_wait (float, optional): The most seconds a batch waits for more
-                    queries before it runs, only under load (the last batch
-                    held more queries than are waiting); a lone query never
-                    waits. Default: 0.03
+                    queries before it runs, in ``[0, 10]``, only under load
+                    (the last batch held more queries than are waiting); a
+                    lone query never waits. Default: 0.03
 
     Both bounds are attributes (``explorer.max_batch``, ``explorer.max_wait``)
-    and may be changed between queries. Each query's answer is the one it
-    gets alone: scores do not depend on the padding or the other texts of a
-    test batch, up to float rounding from other matrix shapes (about 1e-7
-    relative on the tests' small model, more than 1e-6 for some scores on
-    MiniLM), which can change the last of 7 rounded digits.
+    and may be changed between queries. Each query's answer is bitwise the
+    one it gets alone, whichever queries waited beside it: every text runs on
+    its own single-text batch and is scored as alone; only checkpoint loads
+    (and index reads) are shared, by TracIn-WE and by a stored last layer on
+    the same TracInWE (:class:`~captum_tracin_we.StoredTracInCPFast`). Other
+    methods are called text by text.
     """
 
     def __init__(
@@ -130,8 +138,8 @@ class Explorer:
         description: str = "",
         limits: Optional[Limits] = None,
         extra_methods: Optional[Dict[str, Any]] = None,
-        max_batch: int = 1,
-        max_wait: float = 0.03,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        max_wait: float = DEFAULT_MAX_WAIT,
     ) -> None:
         self.tracin = tracin
         self.tokenizer = tokenizer
@@ -157,14 +165,8 @@ class Explorer:
         self._given_names = list(label_names) if label_names is not None else None
         self._self_influence: Optional[Tensor] = None
         self._train_predicted: Optional[Tensor] = None
-        self.max_batch = _checked_int(max_batch, "max_batch", 1, 4096)
-        if not (isinstance(max_wait, (int, float)) and math.isfinite(max_wait)):
-            raise ValueError(
-                f"`max_wait` must be a number of seconds; got {max_wait!r}."
-            )
-        if not 0 <= max_wait <= 10:
-            raise ValueError(f"`max_wait` must lie in [0, 10] seconds; got {max_wait}.")
-        self.max_wait = float(max_wait)
+        self.max_batch = checked_max_batch(max_batch)
+        self.max_wait = checked_max_wait(max_wait)
         self._batcher: QueryBatcher = QueryBatcher(
             self._answer_queries, self.max_batch, self.max_wait
         )

@@ -367,7 +367,10 @@ class TracInWE(TracInCPBase):
             label_names (list of str, optional): Class names by id. Default:
                         None (``config.id2label``, else the ids)
             last_layer (bool or DataInfluence, optional): Shown side by side:
-                        True for Captum's exact last-layer TracIn, False for
+                        True for Captum's exact last-layer TracIn
+                        (``TracInCPFast`` on the classifier head, its training
+                        side kept beside the attached index; Captum's
+                        ``TracInCPFastRandProj`` without an index), False for
                         none. Default: True
             k (int, optional): Proponents and opponents shown. Default: 10
             max_length (int, optional): Tokens read of a typed text. Default:
