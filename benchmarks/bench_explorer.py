@@ -22,7 +22,9 @@ beside the index):
   defaults, ``max_batch=16``, ``max_wait=0.03``: the queries waiting while the
   model is busy share one checkpoint pass, each text on its own batch); the
   batch sizes seen, and every answer compared with the same text's answer
-  alone, bitwise and to 1e-6 relative;
+  alone, bitwise and to 1e-6 relative; then batched again with
+  ``max_wait=0.1``, to see whether a longer wait keeps the 8 clients in one
+  batch;
 - 50 word views of a (text, training text) pair, as a click asks for them.
 
 Alternatives measured in the same run, per query, on ``--baselines`` texts:
@@ -152,6 +154,7 @@ def main() -> None:
     modes = {
         "one at a time (max_batch=1)": (1, explorer.max_wait),
         "batched (max_batch=16, max_wait=0.03 s, the defaults)": (16, 0.03),
+        "batched, longer wait (max_batch=16, max_wait=0.1 s)": (16, 0.1),
     }
     measured, answers = {}, {}
     for mode, (max_batch, max_wait) in modes.items():

@@ -287,10 +287,12 @@ def test_host_names_are_read_with_ports_and_ipv6():
 
 
 def test_non_finite_scores_are_an_error_not_a_number(served, monkeypatch):
+    from captum_tracin_we._method.influence_pass import InfluencePass
+
     explorer, server = served
-    real = explorer.tracin.influence
+    real = InfluencePass.results
     monkeypatch.setattr(
-        explorer.tracin, "influence", lambda *a, **k: real(*a, **k) * float("nan")
+        InfluencePass, "results", lambda self: [r * float("nan") for r in real(self)]
     )
     status, answer = _json(server, "/api/query", {"text": TEXT})
     assert status == 500 and "not finite" in answer["error"]
@@ -329,7 +331,7 @@ def test_a_failing_query_is_a_500_and_the_server_keeps_serving(served, monkeypat
     def broken(*args, **kwargs):
         raise RuntimeError("checkpoint file vanished\n" + "x" * 1000)
 
-    monkeypatch.setattr(explorer.tracin, "influence", broken)
+    monkeypatch.setattr(explorer.tracin, "checkpoints_load_func", broken)
     status, answer = _json(server, "/api/query", {"text": TEXT})
     assert status == 500 and "RuntimeError" in answer["error"]
     assert "checkpoint file vanished" in answer["error"] and len(answer["error"]) < 400
