@@ -240,6 +240,23 @@ def _explore_parser(commands: argparse._SubParsersAction) -> None:
         "proxy (IP addresses and localhost always are; repeatable)",
     )
     explore.add_argument(
+        "--max-batch",
+        type=_max_batch,
+        default=16,
+        metavar="N",
+        help="most queries answered together when they arrive while the model is "
+        "busy (one checkpoint pass for all, each answer bitwise the one alone), 1 "
+        "to 4096; 1 answers each query alone",
+    )
+    explore.add_argument(
+        "--max-wait",
+        type=_max_wait,
+        default=0.03,
+        metavar="SECONDS",
+        help="most seconds a batch waits for more queries, 0 to 10, only under "
+        "load (a lone query never waits)",
+    )
+    explore.add_argument(
         "--no-progress", action="store_true", help="hide progress bars"
     )
 
@@ -329,6 +346,39 @@ def _top_k(text: str) -> int:
     if value > 50:
         raise argparse.ArgumentTypeError(f"must be at most 50; got {value}")
     return value
+
+
+def _max_batch(text: str) -> int:
+    from captum_tracin_we._explorer.batch_bounds import checked_max_batch
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number of queries; got {text!r}"
+        ) from None
+    return _within_bounds(checked_max_batch, value)
+
+
+def _max_wait(text: str) -> float:
+    from captum_tracin_we._explorer.batch_bounds import checked_max_wait
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a number of seconds; got {text!r}"
+        ) from None
+    return _within_bounds(checked_max_wait, value)
+
+
+def _within_bounds(check: Any, value: Any) -> Any:
+    r"""``check(value)``, its ValueError as argparse's message (the bound)."""
+    try:
+        return check(value)
+    except ValueError as error:
+        message = str(error).split("` ", 1)[-1].rstrip(".")
+        raise argparse.ArgumentTypeError(message) from None
 
 
 def _positive(text: str) -> int:
@@ -498,6 +548,8 @@ def _explore(args: argparse.Namespace) -> None:
         host=args.host,
         port=args.port,
         allowed_hosts=args.allowed_host,
+        max_batch=args.max_batch,
+        max_wait=args.max_wait,
     )
     try:
         run_explore(settings)

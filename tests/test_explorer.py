@@ -29,6 +29,7 @@ pytest.importorskip("uvicorn")
 
 from captum_tracin_we import TracInWE, TracInWEError, tracincp_fast  # noqa: E402
 from captum_tracin_we._cli import main  # noqa: E402
+from captum_tracin_we._explorer.engine import Explorer  # noqa: E402
 from captum_tracin_we._explorer.server import ExplorerServer  # noqa: E402
 from captum_tracin_we._jobs.explain import _collate, _loader, encode  # noqa: E402
 from captum_tracin_we._jobs.explore import ExploreSettings, prepare_explorer  # noqa: E402
@@ -114,7 +115,10 @@ def test_query_equals_tracin_we_and_captum_called_directly(served, run):
         probabilities.tolist(), abs=1e-6
     )
     tracin_we, last = answer["methods"]
-    assert tracin_we["name"] == "TracIn-WE" and "TracInCPFastRandProj" in last["name"]
+    # the last layer is Captum's TracInCPFast with its side kept beside the index
+    assert (
+        tracin_we["name"] == "TracIn-WE" and last["name"] == "TracInCPFast (classifier)"
+    )
     scores = explorer.tracin.influence(batch)[0]
     # Captum's TracInCPFast on a model loaded afresh, with the training loader
     root, run_dir, train_csv, rows = run
@@ -283,10 +287,12 @@ def test_host_names_are_read_with_ports_and_ipv6():
 
 
 def test_non_finite_scores_are_an_error_not_a_number(served, monkeypatch):
+    from captum_tracin_we._method.influence_pass import InfluencePass
+
     explorer, server = served
-    real = explorer.tracin.influence
+    real = InfluencePass.results
     monkeypatch.setattr(
-        explorer.tracin, "influence", lambda *a, **k: real(*a, **k) * float("nan")
+        InfluencePass, "results", lambda self: [r * float("nan") for r in real(self)]
     )
     status, answer = _json(server, "/api/query", {"text": TEXT})
     assert status == 500 and "not finite" in answer["error"]
@@ -325,7 +331,7 @@ def test_a_failing_query_is_a_500_and_the_server_keeps_serving(served, monkeypat
     def broken(*args, **kwargs):
         raise RuntimeError("checkpoint file vanished\n" + "x" * 1000)
 
-    monkeypatch.setattr(explorer.tracin, "influence", broken)
+    monkeypatch.setattr(explorer.tracin, "checkpoints_load_func", broken)
     status, answer = _json(server, "/api/query", {"text": TEXT})
     assert status == 500 and "RuntimeError" in answer["error"]
     assert "checkpoint file vanished" in answer["error"] and len(answer["error"]) < 400
@@ -804,22 +810,22 @@ def _concurrently(explorer, bodies):
         return list(pool.map(ask, bodies, timeout=300))
 
 
+def _without_seconds(answer):
+    r"""An answer with its timings left out: everything else must be equal."""
+    methods = [
+        {k: v for k, v in m.items() if k != "seconds"} for m in answer["methods"]
+    ]
+    return {**{k: v for k, v in answer.items() if k != "seconds"}, "methods": methods}
+
+
 def _assert_same_answer(got, expected):
-    assert [p["p"] for p in got["probabilities"]] == pytest.approx(
-        [p["p"] for p in expected["probabilities"]], rel=1e-6, abs=1e-9
-    )
-    assert got["label"] == expected["label"] and got["words"] == expected["words"]
-    for mine, alone in zip(got["methods"], expected["methods"], strict=True):
-        assert mine["name"] == alone["name"]
-        for side in ("proponents", "opponents"):
-            assert [r["index"] for r in mine[side]] == [r["index"] for r in alone[side]]
-            assert [r["score"] for r in mine[side]] == pytest.approx(
-                [r["score"] for r in alone[side]], rel=1e-6, abs=1e-12
-            )
-            assert [r["words"] for r in mine[side]] == [r["words"] for r in alone[side]]
+    r"""Bitwise: the same probabilities, rows and scores (floats compared with
+    ==), not to a tolerance."""
+    assert isinstance(got, dict), got
+    assert _without_seconds(got) == _without_seconds(expected)
 
 
-def test_concurrent_queries_answered_together_equal_one_at_a_time(served, monkeypatch):
+def test_queries_answered_together_are_bitwise_the_answers_alone(served, monkeypatch):
     explorer, _ = served
     bodies = [
         {"text": t, "k": 2 + i % 4, "label": None if i % 3 else i % 2}
@@ -894,3 +900,79 @@ def test_one_bad_query_among_good_ones_fails_alone(served, monkeypatch):
     assert "`k`" in str(answers[4])  # refused before it waits for a batch
     for got, expected in zip(answers[:2] + answers[5:], alone, strict=True):
         _assert_same_answer(got, expected)
+
+
+def test_batching_is_on_by_default_and_its_bounds_are_checked(served, run, capsys):
+    explorer, _ = served
+    assert (explorer.max_batch, explorer.max_wait) == (16, 0.03)
+    for bad in (0, 4097, 2.5, True, "8"):
+        with pytest.raises(ValueError, match="`max_batch`"):
+            Explorer(explorer.tracin, explorer.tokenizer, explorer.train_texts,
+                     max_batch=bad)  # fmt: skip
+    for bad in (-0.01, 10.5, float("nan"), float("inf"), None, False):
+        with pytest.raises(ValueError, match="`max_wait`"):
+            Explorer(explorer.tracin, explorer.tokenizer, explorer.train_texts,
+                     max_wait=bad)  # fmt: skip
+    with pytest.raises(ValueError, match="`max_batch` must lie in"):
+        prepare_explorer(_settings(run, max_batch=0))  # before the model loads
+    args = ["explore", "--model", run[1], "--train", run[2], "--index", "unused"]
+    for option, value, message in (
+        ("--max-batch", "0", "must lie in [1, 4096] queries; got 0"),
+        ("--max-batch", "2.5", "must be a whole number of queries"),
+        ("--max-wait", "nan", "must lie in [0, 10] seconds; got nan"),
+        ("--max-wait", "soon", "must be a number of seconds"),
+    ):
+        with pytest.raises(SystemExit):
+            main(args + [option, value])
+        assert f"argument {option}: {message}" in capsys.readouterr().err
+    assert not os.path.exists("unused")
+
+
+def test_waiting_queries_share_one_checkpoint_pass_for_both_methods(
+    served, monkeypatch
+):
+    explorer, _ = served
+    tracin = explorer.tracin
+    assert len(explorer.methods) == 2  # TracIn-WE and the stored last layer
+    load, loads = tracin.checkpoints_load_func, []
+
+    def counting(model, checkpoint):
+        loads.append(checkpoint)
+        return load(model, checkpoint)
+
+    monkeypatch.setattr(tracin, "checkpoints_load_func", counting)
+    before = len(explorer.batches)
+    answers = _concurrently(explorer, [{"text": t, "k": 3} for t in BATCH_TEXTS])
+    assert all(isinstance(a, dict) for a in answers)
+    batches = len(explorer.batches) - before
+    assert batches < len(BATCH_TEXTS)  # some waited and went together
+    # each checkpoint loaded once per batch, for every text and both methods
+    assert len(loads) == batches * len(tracin.checkpoints)
+
+
+def test_a_text_that_fails_inside_the_shared_pass_fails_alone(served, monkeypatch):
+    from captum_tracin_we._method import influence_pass
+
+    explorer, _ = served
+    bad = "a text whose test side cannot be computed"
+    good = [{"text": t, "k": 3} for t in BATCH_TEXTS[:6]]
+    monkeypatch.setattr(explorer, "max_batch", 1)
+    alone = [explorer.query(**body) for body in good]
+    monkeypatch.setattr(explorer, "max_batch", 16)
+    encoded = explorer.encode([bad], torch.tensor([0]))["input_ids"]
+    test_rows = influence_pass.test_rows
+
+    def failing(source, batches, *args, **kwargs):
+        for batch in batches:
+            if batch["input_ids"].shape == encoded.shape and torch.equal(
+                batch["input_ids"], encoded
+            ):
+                raise RuntimeError("this text breaks the test side")
+        return test_rows(source, batches, *args, **kwargs)
+
+    monkeypatch.setattr(influence_pass, "test_rows", failing)
+    for _ in range(2):  # the first runs alone, the others wait and go together
+        answers = _concurrently(explorer, good[:3] + [{"text": bad}] + good[3:])
+        assert isinstance(answers[3], RuntimeError) and "breaks" in str(answers[3])
+        for got, expected in zip(answers[:3] + answers[4:], alone, strict=True):
+            _assert_same_answer(got, expected)

@@ -22,7 +22,7 @@ each checkpoint's fingerprint and learning rate, the loss, and the layer.
 
 import os
 import tempfile
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from captum.influence import DataInfluence
@@ -109,29 +109,34 @@ class StoredTracInCPFast(DataInfluence):
         """
         if k is not None:
             check_k(k, self.num_train_examples)
-        tracin = self.tracin
-        pad_id = padding_id(tracin.model, tracin.embedding_layer)
-        batches = test_batches(inputs, pad_id, tracin.batch_size or 16)
-        total: Optional[Tensor] = None
-        passes = tracin.checkpoint_pass()
+        scores = _LastLayerPass(self, [inputs], isolate=False)
+        passes = self.tracin.checkpoint_pass()
         for loaded in tqdm(passes, disable=not show_progress, desc=self.name):
-            self._check_checkpoint(loaded)
-            test = [
-                layer_sides(tracin, self.layer, b, tracin.test_loss_fn, 0)
-                for b in batches
-            ]
-            gradients = torch.cat([t[0] for t in test]).double()
-            activations = torch.cat([t[1] for t in test]).double()
-            position = loaded.position
-            train_g = self._side["output_gradients"][position].double()
-            train_a = self._side["inputs"][position].double()
-            part = (gradients @ train_g.T) * (activations @ train_a.T)
-            part = part * loaded.learning_rate
-            total = part if total is None else total + part
-        scores = (total if total is not None else torch.zeros(0, 0)).float()
+            scores.add(loaded)
+        (found,) = scores.results()
+        assert isinstance(found, Tensor)
         if k is None:
-            return scores
-        return top_k(scores, k, proponents)  # type: ignore[return-value]
+            return found
+        return top_k(found, k, proponents)  # type: ignore[return-value]
+
+    def influence_pass(self, inputs: Sequence[Any]) -> "_LastLayerPass":
+        r"""
+        The scores of several test inputs from one checkpoint pass of
+        ``tracin`` run by the caller, each input scored exactly as
+        :meth:`influence` scores it alone (bitwise); each checkpoint is loaded
+        once for all of them, and for a TracInWE pass beside it. An input's
+        error is kept as its result. Hold the model's lock for the pass.
+
+        Args:
+            inputs (sequence): Test inputs, each as for :meth:`influence`.
+
+        Returns:
+            scores: ``add(loaded)`` per checkpoint of
+                        ``self.tracin.checkpoint_pass()``, then ``results()``:
+                        per input ``(n_test, n_train)`` float32 scores, or its
+                        exception.
+        """
+        return _LastLayerPass(self, inputs, isolate=True)
 
     def self_influence(
         self, inputs: Optional[Any] = None, show_progress: bool = False
@@ -175,6 +180,73 @@ class StoredTracInCPFast(DataInfluence):
                 f"{loaded.learning_rate}, but {self.path!r} was computed with {rate}. "
                 "Remove that file to compute it again."
             )
+
+
+class _LastLayerPass:
+    r"""
+    :class:`StoredTracInCPFast` scores of several test inputs, built up one
+    loaded checkpoint at a time: each input's own batches through the model
+    and its own products with the stored side, summed over the checkpoints in
+    order (as ``influence`` does for one input).
+    """
+
+    def __init__(
+        self, method: StoredTracInCPFast, inputs: Sequence[Any], isolate: bool
+    ) -> None:
+        self.method = method
+        tracin = method.tracin
+        pad_id = padding_id(tracin.model, tracin.embedding_layer)
+        self.batches = [
+            test_batches(x, pad_id, tracin.batch_size or 16) for x in inputs
+        ]
+        self.isolate = isolate
+        self.errors: Dict[int, Exception] = {}
+        self._totals: List[Optional[Tensor]] = [None for _ in self.batches]
+
+    def add(self, loaded: LoadedCheckpoint) -> None:
+        r"""Adds the loaded checkpoint's part to every input that has not failed."""
+        try:
+            self.method._check_checkpoint(loaded)
+        except Exception as error:
+            if not self.isolate:
+                raise
+            self.errors.update({i: error for i in range(len(self.batches))})
+            return
+        for i, batches in enumerate(self.batches):
+            if i in self.errors:
+                continue
+            try:
+                part = self._part(loaded, batches)
+            except Exception as error:
+                if not self.isolate:
+                    raise
+                self.errors[i] = error
+                continue
+            total = self._totals[i]
+            self._totals[i] = part if total is None else total + part
+
+    def _part(self, loaded: LoadedCheckpoint, batches: Any) -> Tensor:
+        method, tracin = self.method, self.method.tracin
+        test = [
+            layer_sides(tracin, method.layer, b, tracin.test_loss_fn, 0)
+            for b in batches
+        ]
+        gradients = torch.cat([t[0] for t in test]).double()
+        activations = torch.cat([t[1] for t in test]).double()
+        position = loaded.position
+        train_g = method._side["output_gradients"][position].double()
+        train_a = method._side["inputs"][position].double()
+        part = (gradients @ train_g.T) * (activations @ train_a.T)
+        return part * loaded.learning_rate
+
+    def results(self) -> List[Union[Tensor, Exception]]:
+        r"""Per input, its ``(n_test, n_train)`` float32 scores, or its error."""
+        return [
+            self.errors[i]
+            if i in self.errors
+            else (total if total is not None else torch.zeros(0, 0)).float()
+            for i, total in enumerate(self._totals)
+        ]
 
 
 def stored_tracincp_fast(

@@ -9,13 +9,12 @@ layer (:mod:`captum_tracin_we._explorer.server`) only routes requests here.
 
 The model is used by one request at a time (a lock). Queries that arrive
 while it is busy are answered together (:mod:`~captum_tracin_we._explorer.
-query_batching`): one test batch per checkpoint pass for all of them, each
-answer the one it would get alone. Everything returned is data, never markup:
+query_batching`, :mod:`~captum_tracin_we._explorer.method_views`): one
+checkpoint pass for all of them, each text on its own batch, so each answer
+is bitwise the one it gets alone. Everything returned is data, never markup:
 the front end puts training text into the page as text.
 """
 
-import math
-import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -24,8 +23,15 @@ from torch import Tensor
 
 from captum_tracin_we._checkpoints.checkpoint_pass import model_lock, scoring_mode
 from captum_tracin_we._data.model_adapter import ModelAdapter
-from captum_tracin_we._explorer.answers import _answer, _Query, _TestText
+from captum_tracin_we._explorer.answers import _Query, _TestText
 from captum_tracin_we._explorer.audit import _plain_self_influence, audit_order
+from captum_tracin_we._explorer.batch_bounds import (
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_WAIT,
+    checked_max_batch,
+    checked_max_wait,
+)
+from captum_tracin_we._explorer.method_views import TRACIN_WE, answer_queries
 from captum_tracin_we._explorer.query_batching import QueryBatcher
 from captum_tracin_we._explorer.requests import (  # split out
     Limits,
@@ -52,10 +58,6 @@ from captum_tracin_we._scoring.word_contributions import (
     token_strings,
 )
 
-TRACIN_WE = "TracIn-WE"
-# The encoder of typed texts: (texts, labels) -> one batch in the training
-# data's convention.
-
 
 @dataclass
 class _Example:
@@ -81,8 +83,10 @@ class Explorer:
                     None, meaning the model's ``config.id2label`` where it has
                     one, else the ids.
         last_layer (DataInfluence, optional): The side-by-side method, for
-                    example :func:`tracincp_fast_rand_proj` (its ``influence``
-                    must take ``k`` and ``proponents``). Default: None (TracIn-WE
+                    example :func:`stored_tracincp_fast` on ``tracin`` (which
+                    shares its checkpoint pass) or
+                    :func:`tracincp_fast_rand_proj` (its ``influence`` must
+                    take ``k`` and ``proponents``). Default: None (TracIn-WE
                     only)
         last_layer_name (str, optional): Its name in the views.
         extra_methods (dict, optional): More methods side by side, name ->
@@ -101,23 +105,23 @@ class Explorer:
                     Default: 10
         description (str, optional): What the header shows about the model.
         limits (Limits, optional): Request bounds. Default: ``Limits()``
-        max_batch (int, optional): The most queries answered together: queries
-                    that arrive while the model is busy wait, then go in one
-                    test batch (one pass per checkpoint per method for all of
-                    them). 1 answers each query alone, as before. Default: 1
-                    (off: batched scores equal the ones alone only to float
-                    rounding, about 1e-7 relative; set 16 to batch)
+        max_batch (int, optional): The most queries answered together, in
+                    ``[1, 4096]``: queries that arrive while the model is busy
+                    wait, then share one checkpoint pass (each checkpoint
+                    loaded once for all of them), each text on its own test
+                    batch. 1 answers each query alone. Default: 16
         max_wait (float, optional): The most seconds a batch waits for more
-                    queries before it runs, only under load (the last batch
-                    held more queries than are waiting); a lone query never
-                    waits. Default: 0.03
+                    queries before it runs, in ``[0, 10]``, only under load
+                    (the last batch held more queries than are waiting); a
+                    lone query never waits. Default: 0.03
 
     Both bounds are attributes (``explorer.max_batch``, ``explorer.max_wait``)
-    and may be changed between queries. Each query's answer is the one it
-    gets alone: scores do not depend on the padding or the other texts of a
-    test batch, up to float rounding from other matrix shapes (about 1e-7
-    relative on the tests' small model, more than 1e-6 for some scores on
-    MiniLM), which can change the last of 7 rounded digits.
+    and may be changed between queries. Each query's answer is bitwise the
+    one it gets alone, whichever queries waited beside it: every text runs on
+    its own single-text batch and is scored as alone; only checkpoint loads
+    (and index reads) are shared, by TracIn-WE and by a stored last layer on
+    the same TracInWE (:class:`~captum_tracin_we.StoredTracInCPFast`). Other
+    methods are called text by text.
     """
 
     def __init__(
@@ -134,8 +138,8 @@ class Explorer:
         description: str = "",
         limits: Optional[Limits] = None,
         extra_methods: Optional[Dict[str, Any]] = None,
-        max_batch: int = 1,
-        max_wait: float = 0.03,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        max_wait: float = DEFAULT_MAX_WAIT,
     ) -> None:
         self.tracin = tracin
         self.tokenizer = tokenizer
@@ -161,16 +165,10 @@ class Explorer:
         self._given_names = list(label_names) if label_names is not None else None
         self._self_influence: Optional[Tensor] = None
         self._train_predicted: Optional[Tensor] = None
-        self.max_batch = _checked_int(max_batch, "max_batch", 1, 4096)
-        if not (isinstance(max_wait, (int, float)) and math.isfinite(max_wait)):
-            raise ValueError(
-                f"`max_wait` must be a number of seconds; got {max_wait!r}."
-            )
-        if not 0 <= max_wait <= 10:
-            raise ValueError(f"`max_wait` must lie in [0, 10] seconds; got {max_wait}.")
-        self.max_wait = float(max_wait)
+        self.max_batch = checked_max_batch(max_batch)
+        self.max_wait = checked_max_wait(max_wait)
         self._batcher: QueryBatcher = QueryBatcher(
-            self._answer_batch, self.max_batch, self.max_wait
+            self._answer_queries, self.max_batch, self.max_wait
         )
 
     # ----------------------------------------------------------------- setup
@@ -259,12 +257,11 @@ class Explorer:
             k=self.k if k is None else self._checked_k(k),
             names=self._checked_methods(methods),
         )
-        if self.max_batch <= 1:  # one at a time, under the lock
-            with self._lock:
-                started = time.perf_counter()
-                test = self._test(asked.text, asked.label)
-                results = [self._method_view(n, test, asked.k) for n in asked.names]
-            return _answer(test, self.label_names, asked.k, results, started)
+        if self.max_batch <= 1:  # one at a time: the same run, with one text
+            (answer,) = answer_queries(self, [asked])
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
         self._batcher.max_batch = self.max_batch  # the bounds as set now
         self._batcher.max_wait = self.max_wait
         return self._batcher.submit(asked)
@@ -372,6 +369,9 @@ class Explorer:
         }
 
     # --------------------------------------------------------------- helpers
+    def _answer_queries(self, queries: List[_Query]) -> List[Any]:
+        return answer_queries(self, queries)
+
     def _test(self, text: str, label: Any) -> "_TestText":
         probabilities = self._probabilities(text)
         predicted = int(probabilities.argmax())
@@ -390,132 +390,6 @@ class Explorer:
             predicted=predicted,
             probabilities=probabilities.tolist(),
         )
-
-    def _answer_batch(self, queries: List["_Query"]) -> List[Any]:
-        r"""The answers of queries run together, each its own or its error:
-        every text's prediction alone, then one test batch of all the texts
-        per method (a method whose batch fails is run text by text, so only
-        the text that fails gets the error)."""
-        with self._lock:
-            started = time.perf_counter()
-            tests: List[Any] = []
-            for asked in queries:
-                try:
-                    tests.append(self._test(asked.text, asked.label))
-                except Exception as error:  # that query's own error
-                    tests.append(error)
-            views: List[Dict[str, Any]] = [{} for _ in queries]
-            for name in self.methods:
-                chosen = [
-                    i
-                    for i, asked in enumerate(queries)
-                    if name in asked.names and not isinstance(tests[i], Exception)
-                ]
-                if not chosen:
-                    continue
-                found = self._method_views(name, queries, tests, chosen)
-                for i, view in zip(chosen, found):
-                    views[i][name] = view
-        answers: List[Any] = []
-        for asked, test, view in zip(queries, tests, views):
-            failed = [v for v in view.values() if isinstance(v, Exception)]
-            if isinstance(test, Exception) or failed:
-                answers.append(test if isinstance(test, Exception) else failed[0])
-                continue
-            results = [view[name] for name in asked.names]
-            answers.append(_answer(test, self.label_names, asked.k, results, started))
-        return answers
-
-    def _method_views(
-        self,
-        name: str,
-        queries: List["_Query"],
-        tests: List[Any],
-        chosen: List[int],
-    ) -> List[Any]:
-        r"""One method's view (or error) of each chosen test, its ``k`` from its
-        query, from one test batch; text by text where the batch fails."""
-        asked = [(tests[i], queries[i].k) for i in chosen]
-        try:
-            started = time.perf_counter()
-            sides = self._ranked(name, [t for t, _ in asked], [k for _, k in asked])
-            seconds = time.perf_counter() - started
-        except Exception as error:
-            if len(asked) == 1:
-                return [error]
-            return [
-                view
-                for i in chosen
-                for view in self._method_views(name, queries, tests, [i])
-            ]
-        views: List[Any] = []
-        for (test, _), side in zip(asked, sides):
-            try:
-                views.append(self._shown(name, test, side, seconds))
-            except Exception as error:
-                views.append(error)
-        return views
-
-    def _ranked(
-        self, name: str, tests: List["_TestText"], ks: List[int]
-    ) -> List[List[Tuple[List[int], List[float]]]]:
-        r"""Each test's proponents and opponents ``(indices, scores)`` by one
-        method, from one test batch of all the tests (its own batch alone)."""
-        method = self.methods[name]
-        ks = [min(k, len(self._examples)) for k in ks]
-        if len(tests) == 1:
-            batch = tests[0].batch
-        else:
-            labels = torch.tensor([t.label for t in tests])
-            batch = self.encode([t.text for t in tests], labels)
-        if name == TRACIN_WE:  # one pass gives both ends of the ranking
-            scores = method.influence(batch)
-            ranked = []
-            for row, k in zip(scores, ks):
-                sides = [row.topk(k, largest=top) for top in (True, False)]
-                ranked.append([(s.indices.tolist(), s.values.tolist()) for s in sides])
-            return ranked
-        ranked = [[] for _ in tests]
-        most = max(ks)  # the first k of the top `most` are the top k
-        for top in (True, False):
-            found = method.influence(batch, k=most, proponents=top)
-            for i, k in enumerate(ks):
-                ranked[i].append(
-                    (
-                        found.indices[i][:k].tolist(),
-                        found.influence_scores[i][:k].tolist(),
-                    )
-                )
-        return ranked
-
-    def _method_view(self, name: str, test: "_TestText", k: int) -> Dict[str, Any]:
-        started = time.perf_counter()
-        sides = self._ranked(name, [test], [k])[0]
-        return self._shown(name, test, sides, time.perf_counter() - started)
-
-    def _shown(
-        self,
-        name: str,
-        test: "_TestText",
-        sides: List[Tuple[List[int], List[float]]],
-        seconds: float,
-    ) -> Dict[str, Any]:
-        shown = []
-        for (indices, values), sign in zip(sides, (1.0, -1.0)):
-            _check_finite(values, name)
-            shown.append(  # only scores of the side's sign, as in `explain`
-                [
-                    {**self._train_row(i, test.counted), "score": float(v)}
-                    for i, v in zip(indices, values)
-                    if v * sign > 0
-                ]
-            )
-        return {
-            "name": name,
-            "proponents": shown[0],
-            "opponents": shown[1],
-            "seconds": seconds,
-        }
 
     def _train_row(self, index: int, shared_ids: set) -> Dict[str, Any]:
         example = self._examples[index]

@@ -6,9 +6,11 @@ copy of the model, with Captum's last layer beside TracIn-WE, served in a
 background thread.
 """
 
+import os
 import warnings
 from typing import Any, Callable, Dict, List, Optional
 
+from captum_tracin_we._explorer.batch_bounds import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT
 from captum_tracin_we._explorer.engine import Explorer
 from captum_tracin_we._explorer.server import ExplorerServer
 
@@ -65,12 +67,15 @@ def build_explorer(
     encode: Optional[Callable[..., Any]] = None,
     show_progress: bool = True,
     extra_methods: Optional[Dict[str, Any]] = None,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    max_wait: float = DEFAULT_MAX_WAIT,
 ) -> Explorer:
     r"""
     The one way an explorer is made, from Python and from
     ``captum-tracin-we explore``: an :class:`Explorer` over ``tracin``, with
     ``last_layer`` (a ``DataInfluence`` or None) beside TracIn-WE, prepared
-    (its training side read once).
+    (its training side read once), its query batches bounded by
+    ``max_batch`` and ``max_wait`` (see :class:`Explorer`).
 
     Returns:
         explorer (Explorer): Ready to answer queries and to be served.
@@ -87,11 +92,15 @@ def build_explorer(
         k=k,
         description=description,
         extra_methods=extra_methods,
+        max_batch=max_batch,
+        max_wait=max_wait,
     )
     return explorer.prepare(show_progress=show_progress)
 
 
 def _last_layer(tracin: Any, last_layer: Any) -> Any:
+    if last_layer is True and getattr(tracin, "index", None) is not None:
+        return stored_last_layer(tracin)
     if last_layer is True:
         return rand_proj_last_layer(
             tracin.model,
@@ -115,6 +124,28 @@ def _method_name(method: Any) -> str:
         return "Last layer"
     name = getattr(method, "get_name", None)
     return str(name()) if callable(name) else type(method).__name__
+
+
+def stored_last_layer(tracin: Any, show_progress: bool = False) -> Any:
+    r"""
+    Captum's last-layer ``TracInCPFast`` on the classifier head, its training
+    side kept beside ``tracin``'s attached index
+    (:func:`~captum_tracin_we.stored_tracincp_fast`: computed there on first
+    use, one pass per checkpoint, then read). Its scores equal Captum's, and
+    its queries share TracIn-WE's checkpoint pass.
+
+    Returns:
+        method (StoredTracInCPFast): Named ``"TracInCPFast (<layer>)"``.
+    """
+    from captum_tracin_we._baselines.stored_last_layer import (
+        FILE_NAME,
+        stored_tracincp_fast,
+    )
+
+    path = os.path.join(tracin.index.root, FILE_NAME)
+    verb = "Reading" if os.path.isfile(path) else "Computing"
+    print(f"{verb} the last-layer side (Captum's TracInCPFast, exact) in {path}...")
+    return stored_tracincp_fast(tracin, path, show_progress=show_progress)
 
 
 def rand_proj_last_layer(

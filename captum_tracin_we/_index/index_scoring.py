@@ -6,7 +6,7 @@ and the query rows, on one process or summed over ``torch.distributed`` ranks.
 """
 
 import warnings
-from typing import Tuple
+from typing import List, Tuple
 
 import numpy as np
 import torch
@@ -56,17 +56,37 @@ def indexed_scores(index: WordIndex, checkpoint: int, queries: WordRows) -> Tens
     ``(n_query, n_train)`` scores of query rows (already scaled by the learning
     rate) against every shard of the index at one checkpoint.
     """
+    return indexed_scores_each(index, checkpoint, [queries])[0]
+
+
+def indexed_scores_each(
+    index: WordIndex, checkpoint: int, queries: List[WordRows]
+) -> List[Tensor]:
+    r"""
+    The scores of several sets of query rows at one checkpoint, each set
+    scored exactly as :func:`indexed_scores` scores it alone (its own token
+    groups and products, in the same order), each shard's unit opened once
+    for all of them.
+
+    Args:
+        index (WordIndex): The index.
+        checkpoint (int): The checkpoint's position.
+        queries (list of WordRows): The sets, each scaled by the learning rate.
+
+    Returns:
+        scores (list of Tensor): ``(n_query, n_train)`` per set, in order.
+    """
     rank, world = rank_and_world()
-    groups = QueryGroups(stored_queries(index, queries))
-    scores = torch.zeros(queries.num_examples, index.num_examples)
+    groups = [QueryGroups(stored_queries(index, rows)) for rows in queries]
+    scores = [torch.zeros(rows.num_examples, index.num_examples) for rows in queries]
     for record in index.shards:
         if world > 1 and record.shard % world != rank:
             continue
         unit = index.unit(record, checkpoint)
-        scores[:, record.first : record.first + record.count] = unit_scores(
-            unit, groups
-        )
-    return all_reduce(scores) if world > 1 else scores
+        span = slice(record.first, record.first + record.count)
+        for found, grouped in zip(scores, groups):
+            found[:, span] = unit_scores(unit, grouped)
+    return [all_reduce(found) if world > 1 else found for found in scores]
 
 
 def unit_scores(unit: UnitArrays, groups: QueryGroups) -> Tensor:

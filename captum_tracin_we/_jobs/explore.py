@@ -9,12 +9,17 @@ use).
 from dataclasses import dataclass, field
 from typing import Any, List
 
+from captum_tracin_we._explorer.batch_bounds import (
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_WAIT,
+    checked_max_batch,
+    checked_max_wait,
+)
 from captum_tracin_we._explorer.engine import Explorer
-from captum_tracin_we._explorer.launch import build_explorer, rand_proj_last_layer
+from captum_tracin_we._explorer.launch import build_explorer, stored_last_layer
 from captum_tracin_we._explorer.server import ExplorerServer, listening_socket
 from captum_tracin_we._jobs.explain import (
     ExplainSettings,
-    _loader,
     _tracin,
     check_index_folder,
     extra_methods,
@@ -31,6 +36,8 @@ class ExploreSettings(ExplainSettings):
     port: int = 8000
     top_k: int = 10
     allowed_hosts: List[str] = field(default_factory=list)
+    max_batch: int = DEFAULT_MAX_BATCH
+    max_wait: float = DEFAULT_MAX_WAIT
 
 
 def prepare_explorer(settings: ExploreSettings) -> Explorer:
@@ -46,19 +53,16 @@ def prepare_explorer(settings: ExploreSettings) -> Explorer:
     """
     if not settings.index:
         raise ValueError("Give an index folder: --index DIR (built on first use).")
+    checked_max_batch(settings.max_batch)  # before the model loads
+    checked_max_wait(settings.max_wait)
     check_index_folder(settings.index)  # before the model loads
     folder, names, train, _, max_length, encoded = load_training(settings)
     if settings.layer_group:
         group_layers(folder.model, settings.layer_group)  # before the index build
     tracin = _tracin(settings, folder, encoded)
     last_layer: Any = None
-    if settings.last_layer:
-        last_layer = rand_proj_last_layer(
-            folder.model,
-            _loader(folder.tokenizer, encoded, settings.batch_size),
-            folder.checkpoints,
-            folder.load_func,
-        )
+    if settings.last_layer:  # beside the index, sharing TracIn-WE's pass
+        last_layer = stored_last_layer(tracin, settings.show_progress)
     extra = extra_methods(settings, folder, encoded)
     return build_explorer(
         tracin,
@@ -71,6 +75,8 @@ def prepare_explorer(settings: ExploreSettings) -> Explorer:
         description=folder.description,
         show_progress=settings.show_progress,
         extra_methods=extra,
+        max_batch=settings.max_batch,
+        max_wait=settings.max_wait,
     )
 
 

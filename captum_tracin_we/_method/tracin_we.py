@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 
-from typing import Any, Callable, Iterable, Iterator, List, Optional, Union
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Union
 
 import torch
 from captum.influence import TracInCPBase
@@ -41,9 +41,10 @@ from captum_tracin_we._gradients.token_weights import (
 from captum_tracin_we._index.attachment import attached_index, built_index
 from captum_tracin_we._index.index_build import BuildOptions
 from captum_tracin_we._index.word_index import WordIndex
+from captum_tracin_we._method.influence_pass import InfluencePass, summed_scores
 from captum_tracin_we._method.model_copy import on_model_copy
 from captum_tracin_we._method.progress import progress_bar
-from captum_tracin_we._method.training_side import summed_scores, summed_self_scores
+from captum_tracin_we._method.training_side import summed_self_scores
 from captum_tracin_we._method.word_pairs import pair_word_influence
 from captum_tracin_we._scoring.normalization import checked_normalize
 from captum_tracin_we._scoring.top_k import top_k
@@ -223,6 +224,32 @@ class TracInWE(TracInCPBase):
         weights = self._idf_weights(passes)
         return summed_scores(self, batches, passes, weights, aggregate, show_progress)
 
+    def influence_pass(self, inputs: Sequence[Any]) -> InfluencePass:
+        r"""
+        The scores of several test inputs from one checkpoint pass run by the
+        caller, each input scored exactly as :meth:`influence` scores it alone
+        (bitwise: its own batches, rows and products); each checkpoint is
+        loaded once for all of them. An input's error is kept as its result.
+        Hold ``model_lock(tracin.model)`` for the whole pass::
+
+            scores = tracin.influence_pass([batch_a, batch_b])
+            for loaded in tracin.checkpoint_pass():
+                scores.add(loaded)
+            scores_a, scores_b = scores.results()
+
+        Args:
+            inputs (sequence): Test inputs, each as for :meth:`influence`.
+
+        Returns:
+            scores (InfluencePass): ``add(loaded)`` per checkpoint, then
+                        ``results()``: per input ``(n_test, n_train)`` float32
+                        scores on CPU, or the exception it raised.
+        """
+        passes = SamePasses(self._training)
+        weights = self._idf_weights(passes)
+        batches = [self._as_batches(one) for one in inputs]
+        return InfluencePass(self, batches, passes, weights, isolate=True)
+
     def _get_k_most_influential(  # type: ignore[override]
         self,
         inputs: Any,
@@ -340,7 +367,10 @@ class TracInWE(TracInCPBase):
             label_names (list of str, optional): Class names by id. Default:
                         None (``config.id2label``, else the ids)
             last_layer (bool or DataInfluence, optional): Shown side by side:
-                        True for Captum's exact last-layer TracIn, False for
+                        True for Captum's exact last-layer TracIn
+                        (``TracInCPFast`` on the classifier head, its training
+                        side kept beside the attached index; Captum's
+                        ``TracInCPFastRandProj`` without an index), False for
                         none. Default: True
             k (int, optional): Proponents and opponents shown. Default: 10
             max_length (int, optional): Tokens read of a typed text. Default:

@@ -18,7 +18,10 @@ from captum_tracin_we._data.same_passes import SamePasses
 from captum_tracin_we._data.training_data import TrainingData
 from captum_tracin_we._gradients.gradient_source import WordGradientSource
 from captum_tracin_we._gradients.word_rows import WordRows
-from captum_tracin_we._index.index_scoring import indexed_scores, indexed_self_scores
+from captum_tracin_we._index.index_scoring import (
+    indexed_scores_each,
+    indexed_self_scores,
+)
 from captum_tracin_we._method.progress import progress_bar
 from captum_tracin_we._scoring.normalization import (
     inverse_norms,
@@ -68,11 +71,27 @@ class StreamedTraining:
             blocks (list of Tensor): ``(n_queries, batch)`` per training batch,
                         in order.
         """
+        return self.scores_each([queries], loaded, bar)[0]
+
+    def scores_each(
+        self, queries: List[WordRows], loaded: LoadedCheckpoint, bar: Any
+    ) -> List[List[Tensor]]:
+        r"""
+        The blocks of :meth:`scores` for several sets of query rows from one
+        pass over the training set: each set scored against each training
+        batch's rows exactly as it is scored alone.
+
+        Returns:
+            blocks (list of list of Tensor): Per set, its blocks in order.
+        """
         digests = self.passes.start()
         rows = self.source.stream(
             self.training.batches(), self.loss_fn, "training", bar, digests
         )
-        blocks = [self._scores(queries, train) for train in rows]
+        blocks: List[List[Tensor]] = [[] for _ in queries]
+        for train in rows:
+            for found, rows_of_set in zip(blocks, queries):
+                found.append(self._scores(rows_of_set, train))
         self.passes.finish(digests)
         return blocks
 
@@ -128,12 +147,20 @@ class IndexedTraining:
         self, queries: WordRows, loaded: LoadedCheckpoint, bar: Any
     ) -> List[Tensor]:
         r"""The scores as one ``(n_queries, n_train)`` block."""
+        return self.scores_each([queries], loaded, bar)[0]
+
+    def scores_each(
+        self, queries: List[WordRows], loaded: LoadedCheckpoint, bar: Any
+    ) -> List[List[Tensor]]:
+        r"""The block of :meth:`scores` for each of several sets of query rows,
+        each scored as alone, the checkpoint checked and each unit opened once."""
         self.index.check_checkpoint(loaded)
-        block = indexed_scores(self.index, loaded.position, queries)
+        blocks = indexed_scores_each(self.index, loaded.position, queries)
         if self.normalize is None:
-            return [block]
+            return [[block] for block in blocks]
         squared = indexed_self_scores(self.index, loaded.position, 1.0)
-        return [block * inverse_norms(squared).to(block).unsqueeze(0)]
+        factor = inverse_norms(squared)
+        return [[block * factor.to(block).unsqueeze(0)] for block in blocks]
 
     def self_scores(
         self,
@@ -192,43 +219,6 @@ def test_rows(
         queries = queries.summed()
     queries = queries.scaled(loaded.learning_rate)
     return queries if weights is None else queries.weighted(weights)
-
-
-def summed_scores(
-    tracin: Any,
-    batches: Any,
-    passes: SamePasses,
-    weights: Optional[Tensor],
-    aggregate: bool,
-    show_progress: bool,
-) -> Tensor:
-    r"""
-    The body of :meth:`TracInWE.influence`: at each checkpoint the test side's
-    word rows, scored against the training side (the attached index, else
-    streamed), summed over the checkpoints.
-
-    Returns:
-        scores (Tensor): ``(n_test, n_train)`` (one row with ``aggregate``),
-                    float32 on CPU.
-    """
-    source = tracin.gradient_source
-    side = training_side(
-        tracin.index, source, tracin.training_data, tracin.loss_fn, passes,
-        tracin.normalize,
-    )  # fmt: skip
-    unit_norm = tracin.normalize == "cosine"
-    source.learn_layout(tracin.training_data.batches())  # before the test side
-    test_passes = SamePasses(role="test")
-    streamed = tracin.index is None
-    blocks: List[Tensor] = []
-    with progress_bar(tracin, "influence", batches, show_progress, streamed) as bar:
-        for loaded in tracin.checkpoint_pass():
-            queries = test_rows(
-                source, batches, tracin.test_loss_fn, loaded, bar, test_passes,
-                aggregate, weights, unit_norm,
-            )  # fmt: skip
-            add_blocks(blocks, side.scores(queries, loaded, bar))
-    return torch.cat(blocks, dim=1).cpu()
 
 
 def summed_self_scores(
