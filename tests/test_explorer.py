@@ -902,9 +902,9 @@ def test_one_bad_query_among_good_ones_fails_alone(served, monkeypatch):
         _assert_same_answer(got, expected)
 
 
-def test_batching_is_on_by_default_and_its_bounds_are_checked(served, run, capsys):
+def test_batching_is_off_by_default_and_its_bounds_are_checked(served, run, capsys):
     explorer, _ = served
-    assert (explorer.max_batch, explorer.max_wait) == (16, 0.03)
+    assert (explorer.max_batch, explorer.max_wait) == (1, 0.03)
     for bad in (0, 4097, 2.5, True, "8"):
         with pytest.raises(ValueError, match="`max_batch`"):
             Explorer(explorer.tracin, explorer.tokenizer, explorer.train_texts,
@@ -941,6 +941,7 @@ def test_waiting_queries_share_one_checkpoint_pass_for_both_methods(
         return load(model, checkpoint)
 
     monkeypatch.setattr(tracin, "checkpoints_load_func", counting)
+    monkeypatch.setattr(explorer, "max_batch", 16)
     before = len(explorer.batches)
     answers = _concurrently(explorer, [{"text": t, "k": 3} for t in BATCH_TEXTS])
     assert all(isinstance(a, dict) for a in answers)

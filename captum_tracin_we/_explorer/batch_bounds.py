@@ -12,8 +12,11 @@ before anything heavy is imported.
 import math
 from typing import Any
 
-# Batched answers are bitwise the ones alone, so batching is on by default.
-DEFAULT_MAX_BATCH = 16
+# Batched answers are bitwise the ones alone, but each text still runs its own
+# forward and backward, so a batch answers no faster than its queries one by
+# one: on the 8-client benchmark batching raised p95 (2.63 -> 3.13 s,
+# benchmarks/results/issue24_explorer_identical.txt). Off by default.
+DEFAULT_MAX_BATCH = 1
 DEFAULT_MAX_WAIT = 0.03
 MAX_BATCH_LIMIT = 4096
 MAX_WAIT_LIMIT = 10.0
