@@ -34,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import List
 
 from benchmarks._common import conditions, previous_package
 
@@ -130,6 +131,35 @@ def floor(run_dir: str) -> float:
     return time.perf_counter() - start
 
 
+START_UP = {
+    "python -c 'import torch'": [sys.executable, "-c", "import torch"],
+    "python -c 'import captum_tracin_we'": [
+        sys.executable, "-c", "import captum_tracin_we",
+    ],
+    "captum-tracin-we explain --help": [
+        sys.executable, "-m", "captum_tracin_we", "explain", "--help",
+    ],
+}  # fmt: skip
+
+
+def start_up_lines(repeats: int) -> List[str]:
+    r"""Item 1's start-up goals: ``--help`` within half of ``import torch``,
+    ``import captum_tracin_we`` within 1.3x it (new processes, median)."""
+    medians = {}
+    for name, command in START_UP.items():
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            subprocess.run(command, check=True, capture_output=True)
+            times.append(time.perf_counter() - start)
+        medians[name] = statistics.median(times)
+    torch_s = medians["python -c 'import torch'"]
+    return [
+        f"  {name}: {value:.2f} s ({value / torch_s:.2f}x import torch)"
+        for name, value in medians.items()
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--train", type=int, default=2000)
@@ -181,6 +211,8 @@ def main() -> None:
         f"model and tokenizer, nothing else): {statistics.median(floors):.2f} s "
         f"(min {min(floors):.2f}, max {max(floors):.2f})"
     )
+    print(f"Start-up, new processes, median of {max(args.repeats, 5)}:")
+    print("\n".join(start_up_lines(max(args.repeats, 5))))
 
 
 if __name__ == "__main__":
