@@ -643,6 +643,11 @@ def test_causal_explain_passes_method_options_and_reports_probabilities(
     assert shown == pytest.approx(scores.sort(descending=True).values.tolist(), 1e-5)
     plain = TracInWECausalLM(final, rows(docs), run).influence(test)[0]
     assert not torch.allclose(plain.sort().values, scores.sort().values)
+    # excluding every token of the test is refused, not answered with zeros
+    with pytest.raises(SystemExit):
+        main(command + ["--prompt", "the cat", "--completion", "sat", "--out", out,
+                        "--exclude-frequent", "1000"])  # fmt: skip
+    assert "Every token of prompt 0" in capsys.readouterr().err
     # options the causal report does not offer are refused, not ignored
     for extra in (["--index", str(tmp_path / "idx")], ["--text", "a cat"]):
         with pytest.raises(SystemExit):

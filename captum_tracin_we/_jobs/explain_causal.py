@@ -18,6 +18,7 @@ from torch import Tensor
 
 from captum_tracin_we._data.batch_labels import IGNORE_INDEX
 from captum_tracin_we._data.causal_lm_data import causal_lm_batch
+from captum_tracin_we._errors import TracInWEError
 from captum_tracin_we._files.atomic_files import check_output_folder, write_files
 from captum_tracin_we._files.data_files import read_text_data
 from captum_tracin_we._files.model_folder import load_model_folder, model_token_limit
@@ -96,6 +97,8 @@ def run_explain_causal(settings: CausalExplainSettings) -> Dict[str, Any]:
     )
     train = causal_lm_batch(tokenizer, data.texts, max_length=length)
     rows = [{key: value[i] for key, value in train.items()} for i in range(len(data))]
+    excluded = _excluded_ids(settings, tokenizer, train)
+    _check_counted(test, excluded)
     probabilities = completion_probabilities(folder.model, test)  # final weights
     tracin = TracInWECausalLM(
         folder.model,
@@ -104,7 +107,7 @@ def run_explain_causal(settings: CausalExplainSettings) -> Dict[str, Any]:
         folder.load_func,
         batch_size=settings.batch_size,
         top_k_words=settings.top_k_words,
-        exclude_token_ids=_excluded_ids(settings, tokenizer, train),
+        exclude_token_ids=excluded,
         idf_power=settings.idf_power,
         normalize=settings.normalize,
     )
@@ -227,3 +230,18 @@ def _excluded_ids(
         ids = [row[mask] for row, mask in zip(train["input_ids"], real)]
         excluded |= set(frequent_token_ids(ids, settings.exclude_frequent))
     return sorted(excluded)
+
+
+def _check_counted(test: Dict[str, Tensor], excluded: List[int]) -> None:
+    r"""Refuses a test whose every token is excluded: its scores would all be
+    0, a ranking of nothing."""
+    gone = torch.tensor(excluded, dtype=torch.long)
+    for i, (ids, mask) in enumerate(zip(test["input_ids"], test["attention_mask"])):
+        real = ids[mask.bool()]
+        if bool(torch.isin(real, gone).all()):
+            raise TracInWEError(
+                f"Every token of prompt {i} and its completion is excluded "
+                f"({len(excluded)} token ids excluded), so no training document "
+                "can share one and every score would be 0. Lower "
+                "--exclude-frequent or drop --exclude-special-tokens."
+            )
