@@ -242,11 +242,12 @@ def _explore_parser(commands: argparse._SubParsersAction) -> None:
     explore.add_argument(
         "--max-batch",
         type=_max_batch,
-        default=16,
+        default=1,
         metavar="N",
         help="most queries answered together when they arrive while the model is "
         "busy (one checkpoint pass for all, each answer bitwise the one alone), 1 "
-        "to 4096; 1 answers each query alone",
+        "to 4096 (default: 1, each query alone: batching did not lower the "
+        "8-client p95)",
     )
     explore.add_argument(
         "--max-wait",

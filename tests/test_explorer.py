@@ -905,6 +905,11 @@ def test_one_bad_query_among_good_ones_fails_alone(served, monkeypatch):
 def test_batching_is_off_by_default_and_its_bounds_are_checked(served, run, capsys):
     explorer, _ = served
     assert (explorer.max_batch, explorer.max_wait) == (1, 0.03)
+    from captum_tracin_we._cli import _parser
+
+    parsed = _parser().parse_args(["explore", "--model", "m", "--train", "t",
+                                   "--index", "unused"])  # fmt: skip
+    assert (parsed.max_batch, parsed.max_wait) == (1, 0.03)  # the CLI's too
     for bad in (0, 4097, 2.5, True, "8"):
         with pytest.raises(ValueError, match="`max_batch`"):
             Explorer(explorer.tracin, explorer.tokenizer, explorer.train_texts,

@@ -109,7 +109,8 @@ class Explorer:
                     ``[1, 4096]``: queries that arrive while the model is busy
                     wait, then share one checkpoint pass (each checkpoint
                     loaded once for all of them), each text on its own test
-                    batch. 1 answers each query alone. Default: 16
+                    batch. 1 answers each query alone. Default: 1 (batching
+                    did not lower the 8-client p95: :doc:`explorer`)
         max_wait (float, optional): The most seconds a batch waits for more
                     queries before it runs, in ``[0, 10]``, only under load
                     (the last batch held more queries than are waiting); a
