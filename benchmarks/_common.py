@@ -72,16 +72,27 @@ def timed(fn: Callable[[], Any]) -> Tuple[Any, float]:
     return result, time.perf_counter() - start
 
 
+def _classifier_loss(model: nn.Module, batch: Any) -> Tensor:
+    ids, mask, labels = batch
+    return nn.functional.cross_entropy(model(ids, mask), labels, reduction="sum")
+
+
 def floor_time(
     model: nn.Module,
     embedding: nn.Embedding,
     paths: Sequence[str],
     batches: Sequence[Any],
     load: Callable[[nn.Module, str], float],
+    batch_loss: Callable[[nn.Module, Any], Tensor] = _classifier_loss,
 ) -> float:
     r"""
     The floor of TracIn-WE: per checkpoint, load it, then one forward and one
     backward to the embedding output per batch, nothing else.
+
+    Args:
+        batch_loss (callable, optional): ``batch_loss(model, batch)``, the
+                    summed loss of one batch. Default: cross-entropy of
+                    ``model(ids, mask)`` on ``(ids, mask, labels)`` batches
     """
     captured: List[Tensor] = []
 
@@ -93,15 +104,13 @@ def floor_time(
     for param in model.parameters():
         param.requires_grad_(False)
     handle = embedding.register_forward_hook(hook)
-    loss_fn = nn.CrossEntropyLoss(reduction="sum")
     start = time.perf_counter()
     for path in paths:
         load(model, path)
-        for ids, mask, labels in batches:
+        for batch in batches:
             captured.clear()
             with torch.enable_grad():
-                loss = loss_fn(model(ids, mask), labels)
-                torch.autograd.grad(loss, captured[0])
+                torch.autograd.grad(batch_loss(model, batch), captured[0])
     elapsed = time.perf_counter() - start
     handle.remove()
     for param in model.parameters():

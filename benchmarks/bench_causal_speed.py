@@ -21,14 +21,14 @@ Run:  python -m benchmarks.bench_causal_speed
 import argparse
 import os
 import tempfile
-from typing import Dict, List, Sequence
+from typing import Dict, List
 
 import torch
 from captum.influence import TracInCP
 from torch import Tensor, nn
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-from benchmarks._common import conditions, timed
+from benchmarks._common import conditions, floor_time, timed
 from captum_tracin_we import CausalLMLoss, TracInWECausalLM, causal_lm_batch
 from captum_tracin_we.demo import load_rotten_tomatoes
 
@@ -84,39 +84,16 @@ def make_checkpoints(
     return paths
 
 
-def floor_time(
-    model: nn.Module, paths: Sequence[str], pieces: Sequence[Dict[str, Tensor]]
-) -> float:
-    r"""Per checkpoint: load, then a forward and a backward to the embedding
-    output per batch."""
-    captured: List[Tensor] = []
-
-    def hook(module: nn.Module, inputs: object, output: Tensor) -> Tensor:
-        leaf = output.detach().requires_grad_(True)
-        captured.append(leaf)
-        return leaf
-
-    for param in model.parameters():
-        param.requires_grad_(False)
-    handle = model.transformer.wte.register_forward_hook(hook)
-    loss_fn = CausalLMLoss()
-    _, seconds = timed(lambda: _floor_passes(model, paths, pieces, captured, loss_fn))
-    handle.remove()
-    for param in model.parameters():
-        param.requires_grad_(True)
-    return seconds
+def load_state(model: nn.Module, path: str) -> float:
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(checkpoint["model_state_dict"])
+    return float(checkpoint["learning_rate"])
 
 
-def _floor_passes(model, paths, pieces, captured, loss_fn) -> None:
-    for path in paths:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(checkpoint["model_state_dict"])
-        for batch in pieces:
-            captured.clear()
-            with torch.enable_grad():
-                logits = model(**{k: batch[k] for k in KEYS[:3]}).logits
-                loss = loss_fn(logits, batch["labels"]).sum()
-                torch.autograd.grad(loss, captured[0])
+def lm_loss(model: nn.Module, batch: Dict[str, Tensor]) -> Tensor:
+    r"""The summed language-model loss of one dict batch."""
+    logits = model(**{k: batch[k] for k in KEYS[:3]}).logits
+    return CausalLMLoss()(logits, batch["labels"]).sum()
 
 
 def main() -> None:
@@ -176,7 +153,11 @@ def main() -> None:
                 for _ in range(args.repeats)
             )
             pieces = [test_batch, *batches(train_data, batch_size)]
-            t_floor = min(floor_time(model, paths, pieces) for _ in range(args.repeats))
+            wte = model.transformer.wte
+            t_floor = min(
+                floor_time(model, wte, paths, pieces, load_state, lm_loss)
+                for _ in range(args.repeats)
+            )
             relative = float((scores - expected).abs().max() / expected.abs().max())
             print(
                 f"{batch_size:5d} | {t_captum:10.2f} | {t_we:10.3f} | {t_floor:7.3f} | "

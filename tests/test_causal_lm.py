@@ -31,15 +31,15 @@ VOCAB, PAD, BOS, EOS = 40, 0, 1, 2
 LENGTH = 9
 
 
-def tiny_gpt2(tied: bool = True) -> nn.Module:
+def tiny_gpt2(tied: bool = True, layers: int = 2, positions: int = 32) -> nn.Module:
     import transformers as hf
 
     torch.manual_seed(0)
     config = hf.GPT2Config(
-        n_layer=2,
+        n_layer=layers,
         n_embd=16,
         n_head=2,
-        n_positions=32,
+        n_positions=positions,
         vocab_size=VOCAB,
         pad_token_id=PAD,
         bos_token_id=BOS,
@@ -431,22 +431,7 @@ def test_window_spans_cover_the_largest_contributions():
 
 @pytest.fixture(scope="module")
 def long_setup(tmp_path_factory):
-    import transformers as hf
-
-    torch.manual_seed(0)
-    config = hf.GPT2Config(
-        n_layer=1,
-        n_embd=16,
-        n_head=2,
-        n_positions=256,
-        vocab_size=VOCAB,
-        pad_token_id=PAD,
-        bos_token_id=BOS,
-        eos_token_id=EOS,
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = hf.GPT2LMHeadModel(config).eval()
+    model = tiny_gpt2(layers=1, positions=256)
     paths = save_checkpoints(model, str(tmp_path_factory.mktemp("long")), count=1)
     gen = torch.Generator().manual_seed(7)
     ids = torch.randint(3, VOCAB, (4, 200), generator=gen)
