@@ -258,6 +258,14 @@ def _explore_parser(commands: argparse._SubParsersAction) -> None:
         "load (a lone query never waits)",
     )
     explore.add_argument(
+        "--keep-checkpoints-gib",
+        type=_keep_checkpoints_gib,
+        default=4.0,
+        metavar="GIB",
+        help="most GiB of checkpoint weights kept in memory, each checkpoint "
+        "read from disk once (default: 4; 0 reads them for every query)",
+    )
+    explore.add_argument(
         "--no-progress", action="store_true", help="hide progress bars"
     )
 
@@ -371,6 +379,18 @@ def _max_wait(text: str) -> float:
             f"must be a number of seconds; got {text!r}"
         ) from None
     return _within_bounds(checked_max_wait, value)
+
+
+def _keep_checkpoints_gib(text: str) -> float:
+    from captum_tracin_we._explorer.batch_bounds import checked_keep_checkpoints_gib
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a number of GiB; got {text!r}"
+        ) from None
+    return _within_bounds(checked_keep_checkpoints_gib, value)
 
 
 def _within_bounds(check: Any, value: Any) -> Any:
@@ -551,6 +571,7 @@ def _explore(args: argparse.Namespace) -> None:
         allowed_hosts=args.allowed_host,
         max_batch=args.max_batch,
         max_wait=args.max_wait,
+        keep_checkpoints_gib=args.keep_checkpoints_gib,
     )
     try:
         run_explore(settings)

@@ -67,7 +67,9 @@ class LoadedCheckpoint:
 _FILE_FINGERPRINTS: Dict[Tuple[Any, ...], str] = {}
 
 
-def _file_key(checkpoint: Any, load_func: LoadFunc) -> Optional[Tuple[Any, ...]]:
+def checkpoint_file_key(
+    checkpoint: Any, load_func: LoadFunc
+) -> Optional[Tuple[Any, ...]]:
     r"""Identifies a checkpoint file's (or folder's) contents on disk, or None."""
     if not isinstance(checkpoint, str):
         return None
@@ -145,10 +147,10 @@ def checkpoint_pass(
     with scoring_mode(model):
         for position in chosen:
             checkpoint = checkpoints[position]
-            key = _file_key(checkpoint, load_func)
+            key = checkpoint_file_key(checkpoint, load_func)
             before = _versions(model)
             rate = checked_learning_rate(load_func(model, checkpoint), checkpoint)
-            if key != _file_key(checkpoint, load_func) or not _all_written(
+            if key != checkpoint_file_key(checkpoint, load_func) or not _all_written(
                 model, before
             ):
                 key = None  # the file changed while read, or the load was partial

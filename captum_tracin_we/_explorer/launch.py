@@ -10,7 +10,13 @@ import os
 import warnings
 from typing import Any, Callable, Dict, List, Optional
 
-from captum_tracin_we._explorer.batch_bounds import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT
+from captum_tracin_we._checkpoints.resident_checkpoints import ResidentCheckpoints
+from captum_tracin_we._explorer.batch_bounds import (
+    DEFAULT_KEEP_CHECKPOINTS_GIB,
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_WAIT,
+    checked_keep_checkpoints_gib,
+)
 from captum_tracin_we._explorer.engine import Explorer
 from captum_tracin_we._explorer.server import ExplorerServer
 
@@ -69,6 +75,7 @@ def build_explorer(
     extra_methods: Optional[Dict[str, Any]] = None,
     max_batch: int = DEFAULT_MAX_BATCH,
     max_wait: float = DEFAULT_MAX_WAIT,
+    keep_checkpoints_gib: float = DEFAULT_KEEP_CHECKPOINTS_GIB,
 ) -> Explorer:
     r"""
     The one way an explorer is made, from Python and from
@@ -77,9 +84,23 @@ def build_explorer(
     (its training side read once), its query batches bounded by
     ``max_batch`` and ``max_wait`` (see :class:`Explorer`).
 
+    ``tracin`` must be the explorer's own (a model copy, or one loaded for
+    it): its checkpoint loader is wrapped in a
+    :class:`ResidentCheckpoints`, so each checkpoint is read from disk once
+    and kept in memory, up to ``keep_checkpoints_gib`` GiB in all (0 keeps
+    none); later queries point the model at the kept weights instead of
+    reading and copying them.
+
     Returns:
         explorer (Explorer): Ready to answer queries and to be served.
     """
+    budget = checked_keep_checkpoints_gib(keep_checkpoints_gib)
+    load = tracin.checkpoints_load_func
+    if isinstance(load, ResidentCheckpoints):  # bound to the model it first saw
+        load = load.load_func
+    tracin.checkpoints_load_func = (
+        ResidentCheckpoints(load, int(budget * 2**30)) if budget > 0 else load
+    )
     explorer = Explorer(
         tracin,
         tokenizer,

@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any, List
 
 from captum_tracin_we._explorer.batch_bounds import (
+    DEFAULT_KEEP_CHECKPOINTS_GIB,
     DEFAULT_MAX_BATCH,
     DEFAULT_MAX_WAIT,
+    checked_keep_checkpoints_gib,
     checked_max_batch,
     checked_max_wait,
 )
@@ -38,6 +40,7 @@ class ExploreSettings(ExplainSettings):
     allowed_hosts: List[str] = field(default_factory=list)
     max_batch: int = DEFAULT_MAX_BATCH
     max_wait: float = DEFAULT_MAX_WAIT
+    keep_checkpoints_gib: float = DEFAULT_KEEP_CHECKPOINTS_GIB
 
 
 def prepare_explorer(settings: ExploreSettings) -> Explorer:
@@ -55,6 +58,7 @@ def prepare_explorer(settings: ExploreSettings) -> Explorer:
         raise ValueError("Give an index folder: --index DIR (built on first use).")
     checked_max_batch(settings.max_batch)  # before the model loads
     checked_max_wait(settings.max_wait)
+    checked_keep_checkpoints_gib(settings.keep_checkpoints_gib)
     check_index_folder(settings.index)  # before the model loads
     folder, names, train, _, max_length, encoded = load_training(settings)
     if settings.layer_group:
@@ -77,6 +81,7 @@ def prepare_explorer(settings: ExploreSettings) -> Explorer:
         extra_methods=extra,
         max_batch=settings.max_batch,
         max_wait=settings.max_wait,
+        keep_checkpoints_gib=settings.keep_checkpoints_gib,
     )
 
 
