@@ -982,3 +982,57 @@ def test_a_text_that_fails_inside_the_shared_pass_fails_alone(served, monkeypatc
         assert isinstance(answers[3], RuntimeError) and "breaks" in str(answers[3])
         for got, expected in zip(answers[:3] + answers[4:], alone, strict=True):
             _assert_same_answer(got, expected)
+
+
+def test_the_explorer_keeps_its_checkpoints_and_runs_each_text_once_per_checkpoint(
+    served, run, capsys
+):
+    from captum_tracin_we._checkpoints.resident_checkpoints import ResidentCheckpoints
+    from captum_tracin_we._cli import _parser
+    from captum_tracin_we._explorer.batch_bounds import DEFAULT_KEEP_CHECKPOINTS_GIB
+    from captum_tracin_we._explorer.launch import build_explorer
+
+    explorer, _ = served
+    tracin = explorer.tracin
+    loader = tracin.checkpoints_load_func
+    assert isinstance(loader, ResidentCheckpoints)
+    assert loader.budget_bytes == int(DEFAULT_KEEP_CHECKPOINTS_GIB * 2**30)
+    first = explorer.query(TEXT, k=3)
+    reads = loader.reads
+    assert loader.kept_count == len(tracin.checkpoints)
+    head_calls = []
+    head = tracin.model.classifier
+    handle = head.register_forward_hook(lambda *args: head_calls.append(1))
+    try:
+        again = explorer.query(TEXT, k=3)
+    finally:
+        handle.remove()
+    assert loader.reads == reads  # nothing read from disk again
+    _assert_same_answer(again, first)
+    # the prediction, then one forward per checkpoint for both methods
+    assert len(head_calls) == 1 + len(tracin.checkpoints)
+
+    parsed = _parser().parse_args(["explore", "--model", "m", "--train", "t",
+                                   "--index", "unused"])  # fmt: skip
+    assert parsed.keep_checkpoints_gib == DEFAULT_KEEP_CHECKPOINTS_GIB
+    args = ["explore", "--model", run[1], "--train", run[2], "--index", "unused"]
+    for value, message in (("-1", "finite number >= 0"), ("lots", "number of GiB")):
+        with pytest.raises(SystemExit):
+            main(args + ["--keep-checkpoints-gib", value])
+        assert message in capsys.readouterr().err
+    with pytest.raises(ValueError, match="`keep_checkpoints_gib`"):
+        prepare_explorer(_settings(run, keep_checkpoints_gib=float("nan")))
+    # 0 keeps none; a copy's loader is unwrapped, not bound to the copy's model
+    plain = build_explorer(
+        tracin.on_model_copy(), explorer.tokenizer, explorer.train_texts,
+        label_names=explorer.label_names, last_layer=None, k=3, max_length=24,
+        description="copy", show_progress=False, keep_checkpoints_gib=0,
+    )  # fmt: skip
+    assert plain.tracin.checkpoints_load_func is loader.load_func
+    (words,) = plain.query(TEXT, k=3)["methods"]
+    for side in ("proponents", "opponents"):
+        got, expected = words[side], first["methods"][0][side]
+        assert [r["index"] for r in got] == [r["index"] for r in expected]
+        assert [r["score"] for r in got] == pytest.approx(
+            [r["score"] for r in expected], rel=1e-5
+        )

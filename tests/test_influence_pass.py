@@ -145,3 +145,63 @@ def test_an_input_that_fails_fails_alone(hf, tmp_path, monkeypatch):
     assert all(isinstance(row, torch.Tensor) for i, row in enumerate(last) if i != 5)
     with pytest.raises(RuntimeError, match="breaks"):  # alone it raises
         tracin.influence(tests[bad])
+
+
+def test_the_last_layer_read_from_tracin_we_passes_is_bitwise_its_own(
+    hf, tmp_path, monkeypatch
+):
+    # The explorer's shared pass: the stored last layer takes the head's input
+    # and output gradient from TracIn-WE's forward and backward of each text,
+    # instead of running its own; the numbers are the same bits.
+    from captum_tracin_we._baselines import stored_last_layer
+
+    model, train, tests, paths, _ = hf
+    tracin = TracInWE(model, train, paths, load_into(), batch_size=5)
+    tracin.build_index(str(tmp_path / "index"), show_progress=False)
+    stored = stored_tracincp_fast(tracin)
+    alone = [stored.influence(t) for t in tests]
+    words_alone = [tracin.influence(t) for t in tests]
+    own_passes = stored_last_layer.layer_sides
+
+    def no_own_passes(*args, **kwargs):
+        raise AssertionError("the last layer ran its own forward pass")
+
+    monkeypatch.setattr(stored_last_layer, "layer_sides", no_own_passes)
+    with model_lock(model):
+        words, last = tracin.influence_pass(tests), stored.influence_pass(tests)
+        for loaded in tracin.checkpoint_pass():
+            watch = last.watch()
+            words.add(loaded, watch=watch)
+            last.add(loaded, watch)
+    for got, expected in zip(last.results(), alone, strict=True):
+        assert torch.equal(got, expected)
+    for got, expected in zip(words.results(), words_alone, strict=True):
+        assert torch.equal(got, expected)  # watching changes no TracIn-WE bit
+
+    # A watch that saw no passes of an input: that input runs its own.
+    monkeypatch.setattr(stored_last_layer, "layer_sides", own_passes)
+    with model_lock(model):
+        last = stored.influence_pass(tests)
+        for loaded in tracin.checkpoint_pass():
+            last.add(loaded, last.watch())
+    for got, expected in zip(last.results(), alone, strict=True):
+        assert torch.equal(got, expected)
+
+
+def test_a_watch_refuses_a_head_that_ran_more_than_once_per_pass(hf):
+    from captum_tracin_we._baselines.stored_last_layer import LayerSidesWatch
+
+    head = torch.nn.Linear(4, 3)
+    watch = LayerSidesWatch(head)
+    x = torch.randn(2, 4, requires_grad=True)
+    with watch(0):
+        (head(x).sum() + head(x).sum()).backward()
+    assert watch.sides_of(0, 1) is None
+    with watch(1):
+        head(x).pow(2).sum().backward()
+    ((gradients, inputs),) = watch.sides_of(1, 1)
+    assert torch.equal(gradients, 2 * head(x).detach())
+    assert torch.equal(inputs, x.detach())
+    with watch(2):
+        head(x)  # no backward: no gradient
+    assert watch.sides_of(2, 1) is None

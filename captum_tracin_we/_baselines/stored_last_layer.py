@@ -22,7 +22,8 @@ each checkpoint's fingerprint and learning rate, the loss, and the layer.
 
 import os
 import tempfile
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from captum.influence import DataInfluence
@@ -203,8 +204,26 @@ class _LastLayerPass:
         self.errors: Dict[int, Exception] = {}
         self._totals: List[Optional[Tensor]] = [None for _ in self.batches]
 
-    def add(self, loaded: LoadedCheckpoint) -> None:
-        r"""Adds the loaded checkpoint's part to every input that has not failed."""
+    def watch(self) -> "LayerSidesWatch":
+        r"""A watch on this method's layer, to take the test side from
+        another method's forward and backward passes of the same batches at
+        this checkpoint (pass it to :meth:`add` as ``watched``)."""
+        return LayerSidesWatch(_module(self.method.tracin.model, self.method.layer))
+
+    def add(
+        self, loaded: LoadedCheckpoint, watched: Optional["LayerSidesWatch"] = None
+    ) -> None:
+        r"""
+        Adds the loaded checkpoint's part to every input that has not failed.
+
+        Args:
+            loaded (LoadedCheckpoint): From ``tracin.checkpoint_pass()``.
+            watched (LayerSidesWatch, optional): What the layer saw in
+                        another method's passes of these inputs' batches at
+                        this checkpoint (keyed by input position); an input
+                        it did not see whole gets its own passes. Default:
+                        None (every input its own passes)
+        """
         try:
             self.method._check_checkpoint(loaded)
         except Exception as error:
@@ -216,7 +235,8 @@ class _LastLayerPass:
             if i in self.errors:
                 continue
             try:
-                part = self._part(loaded, batches)
+                seen = watched.sides_of(i, len(batches)) if watched else None
+                part = self._part(loaded, batches, seen)
             except Exception as error:
                 if not self.isolate:
                     raise
@@ -225,9 +245,14 @@ class _LastLayerPass:
             total = self._totals[i]
             self._totals[i] = part if total is None else total + part
 
-    def _part(self, loaded: LoadedCheckpoint, batches: Any) -> Tensor:
+    def _part(
+        self,
+        loaded: LoadedCheckpoint,
+        batches: Any,
+        seen: Optional[List[Tuple[Tensor, Tensor]]] = None,
+    ) -> Tensor:
         method, tracin = self.method, self.method.tracin
-        test = [
+        test = seen or [
             layer_sides(tracin, method.layer, b, tracin.test_loss_fn, 0)
             for b in batches
         ]
@@ -247,6 +272,64 @@ class _LastLayerPass:
             else (total if total is not None else torch.zeros(0, 0)).float()
             for i, total in enumerate(self._totals)
         ]
+
+
+class LayerSidesWatch:
+    r"""
+    What a linear layer sees in forward and backward passes run by another
+    method: per pass, the loss gradient at its output and its input, exactly
+    as :func:`layer_sides` computes them in passes of its own (the same
+    tensors of the same forward; the gradient at the output does not depend
+    on which tensor the backward pass is taken to).
+
+    ``watch(i)`` is a context manager: each forward of the layer inside it
+    is filed under input ``i``, its output gradient taken when the backward
+    pass reaches it.
+
+    Args:
+        module (nn.Module): The layer.
+    """
+
+    def __init__(self, module: Module) -> None:
+        self.module = module
+        self._seen: Dict[int, List[Dict[str, Tensor]]] = {}
+
+    @contextmanager
+    def __call__(self, i: int) -> Iterator[None]:
+        found = self._seen.setdefault(i, [])
+
+        def hook(_: Module, args: Tuple[Any, ...], output: Any) -> None:
+            if not isinstance(output, Tensor) or not output.requires_grad:
+                found.append({})  # a pass this watch cannot read
+                return
+            entry = {"input": args[0].detach()}
+            found.append(entry)
+            output.register_hook(lambda g: entry.__setitem__("gradient", g))
+
+        handle = self.module.register_forward_hook(hook)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    def sides_of(self, i: int, passes: int) -> Optional[List[Tuple[Tensor, Tensor]]]:
+        r"""
+        Input ``i``'s ``(gradients, inputs)`` per pass, ``(B, C)`` and
+        ``(B, d)`` float32 on CPU as :func:`layer_sides` returns them, or None
+        unless the layer ran exactly once per pass (``passes`` of them), each
+        with a ``(B, C)`` output gradient.
+        """
+        found = self._seen.get(i, [])
+        if len(found) != passes or not all("gradient" in e for e in found):
+            return None
+        sides = []
+        for entry in found:
+            gradients = entry["gradient"].detach()
+            if gradients.dim() != 2:
+                return None
+            activations = entry["input"].reshape(len(gradients), -1)
+            sides.append((gradients.float().cpu(), activations.float().cpu()))
+        return sides
 
 
 def stored_tracincp_fast(

@@ -6,13 +6,17 @@ alone, bitwise. Every text keeps its own single-text test batch, exactly as
 alone; what the queries share is the checkpoint pass. TracIn-WE and a stored
 last layer on the same TracInWE (:class:`~captum_tracin_we.StoredTracInCPFast`)
 load each checkpoint once for all the waiting texts, and at each checkpoint
-score each text as alone (:meth:`TracInWE.influence_pass`). Any other method
+score each text as alone (:meth:`TracInWE.influence_pass`); the stored last
+layer reads its test side (the head's input and the loss gradient at its
+output) from TracIn-WE's forward and backward pass of the same text, so each
+text goes through the model once per checkpoint, not twice. Any other method
 is called text by text, as alone. A query alone is the same run with one
 text, so nothing depends on which queries waited together.
 """
 
 import time
-from typing import Any, Dict, List, Tuple
+from contextlib import ExitStack, contextmanager
+from typing import Any, Dict, Iterator, List, Tuple
 
 from torch import Tensor
 
@@ -108,7 +112,9 @@ def shared_pass_scores(
 ) -> Dict[str, Tuple[List[Any], float]]:
     r"""
     Scores of each method's test inputs from one checkpoint pass of
-    ``tracin``: each checkpoint loaded once, each input scored as alone.
+    ``tracin``: each checkpoint loaded once, each input scored as alone; a
+    stored last layer given the same input as TracIn-WE takes that input's
+    test side from TracIn-WE's passes (:func:`_layer_readers`).
 
     Args:
         tracin (TracInWE): Runs the pass (its model's lock held by the caller).
@@ -133,13 +139,20 @@ def shared_pass_scores(
             failed[name] = error
         spent[name] += time.perf_counter() - started
     loading = 0.0
+    readers = _layer_readers(tracin, methods, inputs, passes)
     try:
         mark = time.perf_counter()
         for loaded in tracin.checkpoint_pass() if passes else ():
             loading += time.perf_counter() - mark
+            watched = {name: passes[name].watch() for name in readers}
             for name, scores in passes.items():
                 started = time.perf_counter()
-                scores.add(loaded)
+                if name in readers:
+                    scores.add(loaded, watched[name])
+                elif methods[name] is tracin and watched:
+                    scores.add(loaded, watch=_watching(watched, readers))
+                else:
+                    scores.add(loaded)
                 spent[name] += time.perf_counter() - started
             mark = time.perf_counter()
         loading += time.perf_counter() - mark
@@ -155,6 +168,49 @@ def shared_pass_scores(
         rows = [r if isinstance(r, Exception) else r[0] for r in passes[name].results()]
         found[name] = (rows, seconds)
     return found
+
+
+def _layer_readers(
+    tracin: Any,
+    methods: Dict[str, Any],
+    inputs: Dict[str, List[Any]],
+    passes: Dict[str, Any],
+) -> Dict[str, Dict[int, int]]:
+    r"""
+    The stored last layers that take their test side from TracIn-WE's own
+    forward and backward passes (each test text goes through the model once
+    per checkpoint for both, not twice): per such method, TracIn-WE's input
+    position -> the method's position, for the inputs both were given (the
+    same batch object). Empty unless TracIn-WE runs in the pass before them.
+    """
+    first = next(iter(passes), None)
+    if first is None or methods[first] is not tracin:
+        return {}
+    positions = {id(batch): p for p, batch in enumerate(inputs[first])}
+    readers: Dict[str, Dict[int, int]] = {}
+    for name, scores in passes.items():
+        if name != first and callable(getattr(scores, "watch", None)):
+            readers[name] = {
+                positions[id(b)]: q
+                for q, b in enumerate(inputs[name])
+                if id(b) in positions
+            }
+    return {name: found for name, found in readers.items() if found}
+
+
+def _watching(watched: Dict[str, Any], readers: Dict[str, Dict[int, int]]) -> Any:
+    r"""``watch(i)`` for TracIn-WE's input ``i``: every reader's watch on its
+    own position of that input, entered together."""
+
+    @contextmanager
+    def watch(i: int) -> Iterator[None]:
+        with ExitStack() as stack:
+            for name, found in readers.items():
+                if i in found:
+                    stack.enter_context(watched[name](found[i]))
+            yield
+
+    return watch
 
 
 def _view(

@@ -11,7 +11,8 @@ layout and token weights are read once. ``influence`` itself is this pass with
 one input, so the scores are bitwise the same either way.
 """
 
-from typing import Any, Dict, List, Optional, Sequence, Union
+from contextlib import nullcontext
+from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -70,7 +71,12 @@ class InfluencePass:
         self._totals: List[List[Tensor]] = [[] for _ in self.batches]
         self.errors: Dict[int, Exception] = {}
 
-    def add(self, loaded: LoadedCheckpoint, bar: Any = None) -> None:
+    def add(
+        self,
+        loaded: LoadedCheckpoint,
+        bar: Any = None,
+        watch: Optional[Callable[[int], ContextManager[Any]]] = None,
+    ) -> None:
         r"""
         Adds the loaded checkpoint's part to every input's scores (inputs that
         failed are left out).
@@ -78,6 +84,10 @@ class InfluencePass:
         Args:
             loaded (LoadedCheckpoint): From ``tracin.checkpoint_pass()``.
             bar (tqdm, optional): Updated per batch. Default: None (none)
+            watch (Callable, optional): ``watch(i)`` is entered around input
+                        ``i``'s forward and backward passes, to observe them
+                        (another method reading the same passes' activations);
+                        it must not change them. Default: None
         """
         bar = bar if bar is not None else _NoBar()
         tracin = self.tracin
@@ -88,8 +98,8 @@ class InfluencePass:
             if i in self.errors:
                 continue
             try:
-                queries.append(
-                    test_rows(
+                with watch(i) if watch is not None else nullcontext():
+                    rows = test_rows(
                         tracin.gradient_source,
                         batches,
                         tracin.test_loss_fn,
@@ -100,7 +110,7 @@ class InfluencePass:
                         self.weights,
                         unit_norm,
                     )  # fmt: skip
-                )
+                queries.append(rows)
                 live.append(i)
             except Exception as error:
                 if not self.isolate:
