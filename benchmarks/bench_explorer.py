@@ -16,15 +16,17 @@ beside the index):
 - one client, ``--queries`` held-out sentences one after another (a user
   typing): p50, p95, max, and each method's share;
 - 8 concurrent clients, ``--queries`` in all;
-- both of these twice in the same run, on the same server: one query at a
-  time (``max_batch=1``: each query alone under the model lock, so a query
-  waits for the ones before it) and with queries answered together (the
-  defaults, ``max_batch=16``, ``max_wait=0.03``: the queries waiting while the
-  model is busy share one checkpoint pass, each text on its own batch); the
-  batch sizes seen, and every answer compared with the same text's answer
-  alone, bitwise and to 1e-6 relative; then batched again with
-  ``max_wait=0.1``, to see whether a longer wait keeps the 8 clients in one
-  batch;
+- both of these three times in the same run, on the same server: this tree
+  one query at a time (``max_batch=1``, the default: each query alone under
+  the model lock, so a query waits for the ones before it); the previous
+  code path, one at a time (each query reading and copying its checkpoints
+  from disk, and the last layer running its own forward pass per text and
+  checkpoint: what this tree does with ``keep_checkpoints_gib=0`` and
+  without the shared pass); and this tree with queries answered together
+  (``max_batch=16``, ``max_wait=0.03``: the queries waiting while the model
+  is busy share one checkpoint pass, each text on its own batch), with the
+  batch sizes seen; every answer compared with the same text's answer
+  alone (this tree, one client), bitwise and to 1e-6 relative;
 - 50 word views of a (text, training text) pair, as a click asks for them.
 
 Alternatives measured in the same run, per query, on ``--baselines`` texts:
@@ -37,6 +39,7 @@ Run:  python -m benchmarks.bench_explorer [--queries 200] [--baselines 3]
 """
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -122,6 +125,27 @@ def clients_8(url: str, texts: list) -> tuple:
     return seconds, answers
 
 
+@contextlib.contextmanager
+def previous_path(explorer, on: bool):
+    r"""The explorer as before this tree's two changes: its checkpoint loader
+    unwrapped (each query reads and copies its checkpoints), and the stored
+    last layer given no watch (its own forward pass per text and checkpoint)."""
+    from captum_tracin_we._explorer import method_views
+
+    if not on:
+        yield
+        return
+    tracin = explorer.tracin
+    kept, readers = tracin.checkpoints_load_func, method_views._layer_readers
+    tracin.checkpoints_load_func = kept.load_func
+    method_views._layer_readers = lambda *args: {}
+    try:
+        yield
+    finally:
+        tracin.checkpoints_load_func = kept
+        method_views._layer_readers = readers
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--queries", type=int, default=200)
@@ -152,22 +176,26 @@ def main() -> None:
     url = server.url + "api/query"
     post(url, {"text": "a warm-up query", "k": 10})
     modes = {
-        "one at a time (max_batch=1)": (1, explorer.max_wait),
-        "batched (max_batch=16, max_wait=0.03 s, the defaults)": (16, 0.03),
-        "batched, longer wait (max_batch=16, max_wait=0.1 s)": (16, 0.1),
+        "this tree, one at a time (max_batch=1, the default)": (1, False),
+        "previous path (checkpoints read per query, the last layer's own "
+        "forward pass), one at a time": (1, True),
+        "this tree, batched (max_batch=16, max_wait=0.03 s)": (16, False),
     }
     measured, answers = {}, {}
-    for mode, (max_batch, max_wait) in modes.items():
-        explorer.max_batch, explorer.max_wait = max_batch, max_wait
-        one, answers[mode, 1] = one_client(url, texts)
-        before = len(explorer.batches)
-        many, answers[mode, 8] = clients_8(url, texts)
+    for mode, (max_batch, previous) in modes.items():
+        explorer.max_batch, explorer.max_wait = max_batch, 0.03
+        with previous_path(explorer, previous):
+            one, answers[mode, 1] = one_client(url, texts)
+            before = len(explorer.batches)
+            many, answers[mode, 8] = clients_8(url, texts)
         sizes = [b.size for b in explorer.batches][before:]
         measured[mode] = (one, many, sizes)
-    shares = {name: [] for name in explorer.methods}
-    for answer in answers[next(iter(modes)), 1].values():
-        for method in answer["methods"]:
-            shares[method["name"]].append(method["seconds"])
+    shares = {}
+    for mode in list(modes)[:2]:
+        for answer in answers[mode, 1].values():
+            for method in answer["methods"]:
+                key = f"{method['name']}, {mode.split(' (')[0]}"
+                shares.setdefault(key, []).append(method["seconds"])
     alone = answers[next(iter(modes)), 1]
     differ = {
         key: sum(not same(ranked(a), ranked(alone[t])) for t, a in found.items())

@@ -16,13 +16,14 @@ from typing import Any
 # Batched answers are bitwise the ones alone, but each text still runs its own
 # forward and backward, so a batch answers no faster than its queries one by
 # one: on the 8-client benchmark batching raised p95 (2.63 -> 3.13 s,
-# benchmarks/results/issue24_explorer_identical.txt). Off by default.
+# benchmarks/results/issue24_explorer_identical.txt; with checkpoints kept in
+# memory 1.32 -> 1.71 s, issue24_explorer_resident.txt). Off by default.
 DEFAULT_MAX_BATCH = 1
 DEFAULT_MAX_WAIT = 0.03
 MAX_BATCH_LIMIT = 4096
 MAX_WAIT_LIMIT = 10.0
 # Checkpoints kept in memory by a running explorer (ResidentCheckpoints): on
-# MiniLM, reading and copying 3 checkpoints was about a quarter of a query.
+# MiniLM, reading and copying the checkpoints was about a quarter of a query.
 DEFAULT_KEEP_CHECKPOINTS_GIB = 4.0
 
 
