@@ -214,17 +214,22 @@ def _throughput(args) -> None:
     _synced(a @ a)
     _, t_matmul = timed(lambda: _synced([a @ a for _ in range(5)]))
     matmul_rate = 5 * 2 * 2048**3 / t_matmul
-    seconds = {"sparse CSR": 0.0, "grouped by token": 0.0}
+    names = ["sparse CSR", "grouped by token", INDEX_LAYOUT]
+    seconds = {name: 0.0 for name in names}
     flops, n_train = 0.0, 0
     for chunk in range(args.synthetic // 10000):
         train = synthetic_rows(10000, vocab, dim, seed=100 + chunk).to(args.device)
         counts = torch.bincount(train.token_ids, minlength=vocab)
         query_counts = torch.bincount(queries.token_ids, minlength=vocab)
         flops += 2 * dim * float((counts * query_counts).sum())  # the exact minimum
+        unit = index_unit(train, vocab) if args.device == "cpu" else None
         for name, score in (
             ("sparse CSR", shared_token_scores),
             ("grouped by token", grouped_token_scores),
+            (INDEX_LAYOUT, lambda q, _, unit=unit: _unit_scores(unit, q)),
         ):
+            if name == INDEX_LAYOUT and unit is None:
+                continue
             _, t = timed(
                 lambda score=score, train=train: _synced(score(queries, train))
             )
@@ -237,10 +242,41 @@ def _throughput(args) -> None:
         f"rate: {matmul_rate / 1e9:.0f} GFLOP/s"
     )
     for name, t in seconds.items():
+        if not t:
+            continue
         print(
             f"  {name}: {t:.1f} s, {pairs / t / 1e6:.2f} M pairs/s, useful "
             f"{flops / t / 1e9:.1f} GFLOP/s = {flops / t / matmul_rate:.0%} of matmul"
         )
+
+
+INDEX_LAYOUT = "index unit (rows stored by token, as the index holds them)"
+
+
+def index_unit(train, vocab: int):
+    r"""The training rows laid out as an index unit stores them: sorted by
+    token (then example), one contiguous block per token, with offsets."""
+    from captum_tracin_we._index.index_format import UnitArrays
+
+    order = np.lexsort((train.example_index.numpy(), train.token_ids.numpy()))
+    tokens = train.token_ids.numpy()[order]
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(tokens, minlength=vocab))])
+    return UnitArrays(
+        0,
+        train.num_examples,
+        tokens,
+        train.example_index.numpy()[order],
+        np.ascontiguousarray(train.vectors.numpy()[order]),
+        offsets.astype(np.int64),
+        np.zeros(train.num_examples),
+    )
+
+
+def _unit_scores(unit, queries):
+    from captum_tracin_we._index.index_scoring import unit_scores
+    from captum_tracin_we._scoring.shared_tokens import QueryGroups
+
+    return unit_scores(unit, QueryGroups(queries))
 
 
 class Bag(nn.Module):

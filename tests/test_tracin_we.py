@@ -308,10 +308,28 @@ def test_each_way_of_adding_a_tokens_products_gives_the_same_scores(
     monkeypatch.setattr(QueryGroups, "dense_share", dense_share)
     gen = torch.Generator().manual_seed(1)
     n_query = 6
-    # token 3 in every query (rows out of example order), tokens 4-9 in some
-    examples = torch.cat([torch.randperm(n_query, generator=gen), torch.arange(6)])
-    tokens = torch.cat([torch.full((n_query,), 3), torch.arange(4, 10)])
-    queries = WordRows(examples, tokens, torch.randn(12, 5, generator=gen), n_query)
+    # token 3 in every query (rows out of example order), token 2 in every
+    # query in order, tokens 4-9 in one query each, token 10 in two
+    examples = torch.cat(
+        [
+            torch.tensor([1, 0, 2, 3, 5, 4]),
+            torch.arange(n_query),
+            torch.arange(6),
+            torch.tensor([2, 5]),
+        ]
+    )
+    tokens = torch.cat(
+        [
+            torch.full((n_query,), 3),
+            torch.full((n_query,), 2),
+            torch.arange(4, 10),
+            torch.full((2,), 10),
+        ]
+    )
+    queries = WordRows(examples, tokens, torch.randn(20, 5, generator=gen), n_query)
+    kinds = {group.kind for group in QueryGroups(queries)._groups}
+    expected_kinds = {0.0: 3, 0.5: 4, 2.0: 2}[dense_share]
+    assert len(kinds) == expected_kinds  # every way is taken (those it allows)
     train = word_rows_from_positions(
         torch.randint(0, 40, (400,), generator=gen),
         torch.randint(0, 12, (400,), generator=gen),

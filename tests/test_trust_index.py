@@ -514,3 +514,36 @@ def test_a_loader_that_writes_part_of_the_state_is_hashed_every_time(bag, tmp_pa
         model.fc.weight.mul_(-3)  # not in what the loader writes
     with pytest.raises(IndexMismatchError, match="weights differ"):
         tracin.influence(test)
+
+
+def test_units_stay_mapped_between_queries_until_their_files_change(bag, tmp_path):
+    # Units are kept mapped across queries; a file changed after a query is
+    # mapped and checked again, never read through a stale map.
+    model, train, test, paths = bag
+    folder = tmp_path / "index"
+    _build(model, train, paths, folder)
+    tracin = TracInWE(model, train, paths)
+    tracin.attach_index(str(folder), verify=False)
+    first = tracin.influence(test)
+    opened = []
+    read_unit = tracin.index.store.read_unit
+
+    def counting(*args):
+        opened.append(args[1:])
+        return read_unit(*args)
+
+    tracin.index.store.read_unit = counting
+    assert torch.equal(tracin.influence(test), first)
+    assert opened == []  # every unit still mapped
+    _scale_vectors(folder, 3)  # shard 1, checkpoint 1, rewritten
+    scaled = tracin.influence(test)
+    assert len(opened) == 1
+    assert not torch.allclose(scaled, first)
+    fresh = TracInWE(model, train, paths)
+    fresh.attach_index(str(folder), verify=False)
+    assert torch.equal(scaled, fresh.influence(test))
+    path = folder / "shard-00000-ckpt-00" / "vectors.npy"
+    with open(path, "r+b") as stream:
+        stream.truncate(os.path.getsize(path) - 8)
+    with pytest.raises(IndexCorruptedError, match="truncated"):
+        tracin.influence(test)

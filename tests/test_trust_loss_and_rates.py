@@ -378,3 +378,19 @@ def test_the_rate_callback_never_leaves_a_truncated_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     callback.on_save(args, state, None)
     assert json.loads((folder / hf.RATE_FILE).read_text())["learning_rate"] == 0.125
+
+
+def test_checkpoints_in_the_legacy_torch_format_load_as_the_zip_format(tmp_path):
+    # The default loader memory-maps torch.save files; the pre-zip format
+    # cannot be mapped and is read whole, with the same scores.
+    model, train, test, paths = bag_setup(str(tmp_path))
+    expected = TracInWE(model, train, paths).influence(test)
+    legacy = []
+    for path in paths:
+        checkpoint = torch.load(path, weights_only=True)
+        target = path.replace(".pt", "-legacy.pt")
+        torch.save(checkpoint, target, _use_new_zipfile_serialization=False)
+        legacy.append(target)
+    with pytest.raises(RuntimeError, match="mmap"):
+        torch.load(legacy[0], weights_only=True, mmap=True)
+    assert torch.equal(TracInWE(model, train, legacy).influence(test), expected)

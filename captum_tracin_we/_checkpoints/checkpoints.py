@@ -9,11 +9,11 @@ import warnings
 from typing import Any, Iterable, List, Optional, Union
 
 import numpy as np
-import torch
 from torch import Tensor
 from torch.nn import Module
 
 from captum_tracin_we._checkpoints import trainer_runs
+from captum_tracin_we._checkpoints.torch_files import load_weights_file
 from captum_tracin_we._errors import CheckpointError
 
 _warned_bare_state_dict = False
@@ -62,7 +62,7 @@ def load_checkpoint_with_lr(model: Module, path: str) -> float:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Checkpoint file {path!r} does not exist.")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = load_weights_file(path)
     except Exception as error:  # torch raises many types for unreadable files
         raise CheckpointError(
             f"Cannot read checkpoint {path!r} with torch.load(weights_only=True): "

@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch.nn import Module
 
+from captum_tracin_we._checkpoints.torch_files import load_weights_file
 from captum_tracin_we._errors import CheckpointError
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -324,7 +325,7 @@ def _read_file(path: str, folder: Optional[str] = None) -> Dict[str, torch.Tenso
                 f"Cannot read {path!r}: {type(error).__name__}: {str(error)[:200]}."
             ) from None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return load_weights_file(path)
     except Exception as error:
         raise CheckpointError(
             f"Cannot read {path!r} with torch.load(weights_only=True): "

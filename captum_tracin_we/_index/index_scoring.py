@@ -92,37 +92,49 @@ def indexed_scores_each(
 def unit_scores(unit: UnitArrays, groups: QueryGroups) -> Tensor:
     r"""
     ``(n_query, count)`` scores of grouped queries against one unit, reading one
-    token's contiguous rows at a time from the memory map, so memory stays
-    bounded by the largest token's rows, not the shard.
+    token's contiguous rows at a time from the memory map (a view, no copy,
+    for float32 rows), so memory stays bounded by the largest token's rows,
+    not the shard. The unit's own block of scores is small enough to stay in
+    the CPU's cache while its tokens are added (adding into the whole
+    ``(n_query, n_train)`` matrix was slower).
 
     Raises:
         IndexCorruptedError: If stored rows name examples outside the shard.
     """
     scores = torch.zeros(groups.num_examples, unit.count)
-    vocab = unit.offsets.shape[0] - 1
-    for group, token in enumerate(groups.tokens):
-        if token >= vocab:
-            continue
-        start, stop = int(unit.offsets[token]), int(unit.offsets[token + 1])
+    examples = _mapped_rows(unit.examples)  # ids in the whole training set
+    if len(examples) and (
+        int(examples.min()) < unit.first
+        or int(examples.max()) >= unit.first + unit.count
+    ):
+        raise IndexCorruptedError(
+            "An index unit stores rows of examples outside its shard; the index "
+            "is damaged. Rebuild it with TracInWE.build_index(path)."
+        )
+    vectors = _mapped_rows(unit.vectors) if unit.vectors.dtype == np.float32 else None
+    tokens = np.asarray(groups.tokens, dtype=np.int64)
+    known = tokens < unit.offsets.shape[0] - 1
+    starts = np.zeros(len(tokens), dtype=np.int64)
+    stops = np.zeros(len(tokens), dtype=np.int64)
+    starts[known] = unit.offsets[tokens[known]]
+    stops[known] = unit.offsets[tokens[known] + 1]
+    for group, (start, stop) in enumerate(zip(starts.tolist(), stops.tolist())):
         if stop <= start:
             continue
-        rows = _mapped_rows(unit.vectors[start:stop])
-        owners = _mapped_rows(unit.examples[start:stop]) - unit.first
-        if int(owners.min()) < 0 or int(owners.max()) >= unit.count:
-            raise IndexCorruptedError(
-                "An index unit stores rows of examples outside its shard; the index "
-                "is damaged. Rebuild it with TracInWE.build_index(path)."
-            )
-        groups.add_token_scores(scores, group, rows, owners)
+        if vectors is not None:
+            rows = vectors[start:stop]
+        else:  # float16, widened one token's rows at a time
+            rows = _mapped_rows(unit.vectors[start:stop])
+        groups.add_token_scores(scores, group, rows, examples[start:stop] - unit.first)
     return scores
 
 
 def _mapped_rows(array: np.ndarray) -> Tensor:
     r"""
-    A tensor over part of a memory map, read where it lies (no copy) when it is
-    float32 or int64; float16 rows are widened to float32. The index's files
-    are opened read-only and the tensor is only read, so torch's warning about
-    non-writable arrays does not apply.
+    A tensor over a memory map (or part of one), read where it lies (no copy)
+    when it is float32 or int64; float16 rows are widened to float32. The
+    index's files are opened read-only and the tensor is only read, so torch's
+    warning about non-writable arrays does not apply.
     """
     if array.dtype == np.float16:
         return torch.from_numpy(array.astype(np.float32))

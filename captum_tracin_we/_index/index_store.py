@@ -46,7 +46,7 @@ import os
 import re
 import warnings
 from dataclasses import asdict
-from typing import IO, Any, Dict, Iterator, List, Optional
+from typing import IO, Any, Dict, Iterator, List, Optional, Tuple
 
 import jsonschema
 import numpy as np
@@ -409,6 +409,22 @@ class IndexStore:
                 f"is inconsistent: {problem}. {_REBUILD}"
             )
         return unit
+
+    def unit_signature(self, shard: int, checkpoint: int) -> Optional[Tuple[Any, ...]]:
+        r"""Size, modification and change times and inode of each of a unit's
+        array files (the change time moves on every write and cannot be set
+        back), or None if one is missing."""
+        folder = self._unit_folder(shard, checkpoint)
+        found = []
+        for name in ARRAYS:
+            try:
+                status = os.stat(os.path.join(folder, f"{name}.npy"))
+            except OSError:
+                return None
+            found.append(
+                (status.st_size, status.st_mtime_ns, status.st_ctime_ns, status.st_ino)
+            )
+        return tuple(found)
 
     # Helpers -----------------------------------------------------------------
 

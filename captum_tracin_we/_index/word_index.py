@@ -7,7 +7,7 @@ training data, and at every use that each checkpoint is the one it was built
 from. It reads through :class:`IndexStore` and never scores.
 """
 
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 from captum_tracin_we._checkpoints.checkpoint_pass import LoadedCheckpoint
 from captum_tracin_we._checkpoints.checkpoints import checkpoint_name
@@ -42,6 +42,7 @@ class WordIndex:
         self.store = IndexStore(root)
         self.root = self.store.root
         self.manifest: IndexManifest = self.store.open()
+        self._units: Dict[Tuple[int, int], Tuple[Any, UnitArrays]] = {}
         if verify:
             self.verify()
 
@@ -142,5 +143,19 @@ class WordIndex:
             )
 
     def unit(self, record: ShardRecord, checkpoint: int) -> UnitArrays:
-        r"""The arrays of one shard at one checkpoint (structure checked)."""
-        return self.store.read_unit(self.manifest, record, checkpoint)
+        r"""
+        The arrays of one shard at one checkpoint (structure checked). A unit
+        stays mapped between calls while its files are unchanged (size,
+        modification and change times, inode), so a query does not map it
+        and fault its pages in again; a changed file is mapped and checked
+        anew. Mapped pages are the operating system's file cache, not this
+        process's own memory.
+        """
+        key = (record.shard, checkpoint)
+        signature = self.store.unit_signature(record.shard, checkpoint)
+        kept = self._units.get(key)
+        if kept is not None and signature is not None and kept[0] == signature:
+            return kept[1]
+        unit = self.store.read_unit(self.manifest, record, checkpoint)
+        self._units[key] = (signature, unit)
+        return unit

@@ -12,6 +12,7 @@ exactly the dot product of the two embedding-table gradients.
 """
 
 import warnings
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -124,15 +125,16 @@ class QueryGroups:
     r"""
     Query word rows grouped by token, for scoring against training rows that
     are grouped by token too (as in the index): for each shared token ``w``,
-    one small matrix product ``Q_w R_w^T`` between the queries and training
-    rows that hold ``w``. Work is the sum over shared tokens of
+    one small matrix product ``R_w Q_w^T`` between the training rows that hold
+    ``w`` and the queries that do. Work is the sum over shared tokens of
     ``n_query(w) * n_train(w) * dim``, the least any exact method does.
 
-    The products are added into the scores by columns when the token's
-    queries are at least ``dense_share`` of all queries (one ``index_add_``
-    along the training examples, the block's missing query rows zero), and by
-    flat positions otherwise; both add each product once, so the scores are
-    the same either way.
+    How each token's products are added into the scores is chosen once per
+    group, when the queries are grouped: a token of one query adds one row of
+    the scores; a token of at least ``dense_share`` of the queries adds by
+    columns (one ``index_add_`` along the training examples, missing query
+    rows zero); any other by flat positions. Each adds each product once, so
+    the scores are the same either way.
     """
 
     dense_share = 0.5
@@ -148,6 +150,16 @@ class QueryGroups:
         self.tokens = tokens.tolist()
         stops = counts.cumsum(0)
         self.spans = list(zip((stops - counts).tolist(), stops.tolist()))
+        self._groups = [self._group(start, stop) for start, stop in self.spans]
+
+    def _group(self, start: int, stop: int) -> "_Group":
+        rows, owners = self.vectors[start:stop], self.example_index[start:stop]
+        if stop - start == 1:
+            return _Group(_ONE, _one_row_block(rows), owners, int(owners[0]))
+        if stop - start >= self.dense_share * self.num_examples:
+            kind = _DENSE if _is_each_row_in_order(owners, self.num_examples) else _SOME
+            return _Group(kind, rows, owners, -1)
+        return _Group(_FLAT, rows, owners, -1)
 
     def add_token_scores(
         self, scores: Tensor, group: int, train_vectors: Tensor, train_examples: Tensor
@@ -162,20 +174,50 @@ class QueryGroups:
             train_examples (Tensor): ``(m,)`` long, their columns in
                         ``scores``, distinct (one row per example and token).
         """
-        start, stop = self.spans[group]
-        # (rows, queries) then viewed transposed: a tall matrix times a few
-        # query columns runs about twice as fast on CPUs as the other order.
-        block = (train_vectors @ self.vectors[start:stop].T).T
-        owners = self.example_index[start:stop]
-        if stop - start >= self.dense_share * self.num_examples:
-            if not _is_each_row_in_order(owners, self.num_examples):
-                full = block.new_zeros(self.num_examples, len(train_examples))
-                block = full.index_copy_(0, owners, block)
-            scores.index_add_(1, train_examples, block)
-            return
-        width = scores.shape[1]
-        where = (owners[:, None] * width + train_examples[None, :]).reshape(-1)
-        scores.view(-1).index_add_(0, where, block.reshape(-1))
+        found = self._groups[group]
+        # (rows, queries): a tall matrix times a few query columns (the
+        # queries' transposed view) runs about twice as fast on CPUs as the
+        # other order.
+        products = train_vectors @ found.block.T
+        if found.kind == _ONE:
+            scores[found.owner].index_add_(0, train_examples, products[:, 0])
+        elif found.kind == _DENSE:
+            scores.index_add_(1, train_examples, products.T)
+        elif found.kind == _SOME:
+            full = products.new_zeros(self.num_examples, len(train_examples))
+            full.index_copy_(0, found.owners, products.T)
+            scores.index_add_(1, train_examples, full)
+        else:
+            width = scores.shape[1]
+            where = train_examples[:, None] + found.owners[None, :] * width
+            scores.view(-1).index_add_(0, where.reshape(-1), products.reshape(-1))
+
+
+_ONE, _DENSE, _SOME, _FLAT = "one query", "all queries", "most queries", "few"
+
+
+@dataclass
+class _Group:
+    r"""One token's queries: how their products are added (``kind``), the
+    query rows multiplied (``block``), their examples, and the one query's
+    example for ``_ONE``."""
+
+    kind: str
+    block: Tensor
+    owners: Tensor
+    owner: int
+
+
+def _one_row_block(row: Tensor) -> Tensor:
+    r"""
+    A single query row as a two-row block, the second zero. BLAS's
+    matrix-vector product ran at a third of the speed of a two-column product
+    on the benchmark CPU (``benchmarks/bench_index.py``); only the first
+    column of the products is used.
+    """
+    if row.device.type != "cpu":
+        return row
+    return torch.cat([row, row.new_zeros(1, row.shape[1])])
 
 
 def _is_each_row_in_order(owners: Tensor, count: int) -> bool:
