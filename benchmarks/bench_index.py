@@ -214,7 +214,7 @@ def _throughput(args) -> None:
     _synced(a @ a)
     _, t_matmul = timed(lambda: _synced([a @ a for _ in range(5)]))
     matmul_rate = 5 * 2 * 2048**3 / t_matmul
-    names = ["sparse CSR", "grouped by token", INDEX_LAYOUT]
+    names = ["sparse CSR", "grouped by token", INDEX_LAYOUT, PRODUCTS_ONLY]
     seconds = {name: 0.0 for name in names}
     flops, n_train = 0.0, 0
     for chunk in range(args.synthetic // 10000):
@@ -227,9 +227,12 @@ def _throughput(args) -> None:
             ("sparse CSR", shared_token_scores),
             ("grouped by token", grouped_token_scores),
             (INDEX_LAYOUT, lambda q, _, unit=unit: _unit_scores(unit, q)),
+            (PRODUCTS_ONLY, lambda q, _, unit=unit: _products_only(unit, q)),
         ):
-            if name == INDEX_LAYOUT and unit is None:
+            if name in (INDEX_LAYOUT, PRODUCTS_ONLY) and unit is None:
                 continue
+            if name == PRODUCTS_ONLY and not _has_query_groups():
+                continue  # a previous package without per-group blocks
             _, t = timed(
                 lambda score=score, train=train: _synced(score(queries, train))
             )
@@ -270,6 +273,32 @@ def index_unit(train, vocab: int):
         offsets.astype(np.int64),
         np.zeros(train.num_examples),
     )
+
+
+PRODUCTS_ONLY = (
+    "  of which the matrix products alone (BLAS on these shapes, nothing added)"
+)
+
+
+def _has_query_groups() -> bool:
+    from captum_tracin_we._scoring.shared_tokens import QueryGroups
+
+    return hasattr(QueryGroups, "_group")
+
+
+def _products_only(unit, queries):
+    r"""The index layout's matrix products, one per shared token, with
+    nothing added to the scores: the ceiling BLAS sets on these shapes."""
+    from captum_tracin_we._scoring.shared_tokens import QueryGroups
+
+    groups = QueryGroups(queries)
+    vectors = torch.from_numpy(unit.vectors)
+    last = None
+    for group, token in enumerate(groups.tokens):
+        start, stop = int(unit.offsets[token]), int(unit.offsets[token + 1])
+        if stop > start:
+            last = vectors[start:stop] @ groups._groups[group].block.T
+    return last
 
 
 def _unit_scores(unit, queries):
