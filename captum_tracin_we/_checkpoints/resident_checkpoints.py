@@ -52,7 +52,9 @@ class ResidentCheckpoints:
     Another loader or an optimizer may load into the same model in between:
     a kept checkpoint whose tensors were written through the model (their
     version moved since this loader pointed the model at them) is dropped
-    and read from disk again at its next load.
+    and read from disk again at its next load. A write through ``.data``
+    moves no version and is not seen: use this loader on a model that only
+    it loads into (the explorer's own copy).
 
     Args:
         load_func (Callable): The loader wrapped: ``load_func(model,
