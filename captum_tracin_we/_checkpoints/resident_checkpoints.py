@@ -43,9 +43,10 @@ class ResidentCheckpoints:
     A checkpoint is kept only when it is a file or folder on disk. Its size,
     modification and change times and inode (of every file in a folder) are
     checked at every load: a changed checkpoint is read again and kept anew.
-    Checkpoints that would take the kept total over ``budget_bytes``, and
-    loads into any other model than the first one, go through the wrapped
-    loader as before; before such a load, tensors of the model that point at
+    Checkpoints that would take the kept total over ``budget_bytes``, models
+    with any tensor off the CPU (accelerator memory is left to the model's
+    own work), and loads into any other model than the first one, go through
+    the wrapped loader as before; before such a load, tensors of the model that point at
     kept ones get their own storage again, so a loader writing in place never
     changes a kept checkpoint.
 
@@ -108,6 +109,8 @@ class ResidentCheckpoints:
 
     def _keep(self, model: Module, key: Tuple[Any, ...], rate: Any) -> None:
         state = _tensors(model)
+        if any(value.device.type != "cpu" for value in state.values()):
+            return  # accelerator memory is kept for the model's own work
         copies: Dict[int, Tensor] = {}  # tied tensors stay one tensor
         for value in state.values():
             if id(value) not in copies:
