@@ -357,40 +357,30 @@ def _top_k(text: str) -> int:
     return value
 
 
-def _max_batch(text: str) -> int:
-    from captum_tracin_we._explorer.batch_bounds import checked_max_batch
+def _explorer_bound(convert: Any, what: str, check: str) -> Any:
+    r"""
+    An argparse type for an explorer setting: the text converted by
+    ``convert`` (else "must be ``what``"), then checked by
+    ``batch_bounds.<check>``, the check ``Explorer`` itself applies.
+    """
 
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be a whole number of queries; got {text!r}"
-        ) from None
-    return _within_bounds(checked_max_batch, value)
+    def parse(text: str) -> Any:
+        from captum_tracin_we._explorer import batch_bounds
 
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}; got {text!r}") from None
+        return _within_bounds(getattr(batch_bounds, check), value)
 
-def _max_wait(text: str) -> float:
-    from captum_tracin_we._explorer.batch_bounds import checked_max_wait
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be a number of seconds; got {text!r}"
-        ) from None
-    return _within_bounds(checked_max_wait, value)
+    return parse
 
 
-def _keep_checkpoints_gib(text: str) -> float:
-    from captum_tracin_we._explorer.batch_bounds import checked_keep_checkpoints_gib
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be a number of GiB; got {text!r}"
-        ) from None
-    return _within_bounds(checked_keep_checkpoints_gib, value)
+_max_batch = _explorer_bound(int, "a whole number of queries", "checked_max_batch")
+_max_wait = _explorer_bound(float, "a number of seconds", "checked_max_wait")
+_keep_checkpoints_gib = _explorer_bound(
+    float, "a number of GiB", "checked_keep_checkpoints_gib"
+)
 
 
 def _within_bounds(check: Any, value: Any) -> Any:
