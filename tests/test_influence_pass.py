@@ -205,3 +205,57 @@ def test_a_watch_refuses_a_head_that_ran_more_than_once_per_pass(hf):
     with watch(2):
         head(x)  # no backward: no gradient
     assert watch.sides_of(2, 1) is None
+
+
+def test_the_shared_pass_reads_the_head_for_many_batch_inputs_and_failures(
+    hf, tmp_path
+):
+    # Inputs of several batches and of several texts, given to the two
+    # methods in different orders, one input that fails: each last-layer row
+    # is bitwise its own influence call, the failure stays that input's.
+    from captum_tracin_we._explorer.method_views import shared_pass_scores
+
+    model, train, tests, paths, _ = hf
+    tracin = TracInWE(model, train, paths, load_into(), batch_size=5)
+    tracin.build_index(str(tmp_path / "index"), show_progress=False)
+    stored = stored_tracincp_fast(tracin)
+    two_batches = [tests[0], tests[1]]
+    a, b = tests[2]["input_ids"][0], tests[3]["input_ids"][0]
+    ids = torch.full((2, max(len(a), len(b))), PAD, dtype=torch.long)
+    ids[0, : len(a)], ids[1, : len(b)] = a, b
+    two_texts = {  # one batch of two texts, right-padded
+        "input_ids": ids,
+        "attention_mask": (ids != PAD).long(),
+        "labels": torch.cat([tests[2]["labels"], tests[3]["labels"]]),
+    }
+    broken = dict(tests[4], labels=torch.tensor([7]))  # no such class
+    words_inputs = [two_batches, two_texts, broken, tests[5]]
+    last_inputs = [tests[5], broken, two_texts, two_batches]
+    with model_lock(model):
+        found = shared_pass_scores(
+            tracin,
+            {"TracIn-WE": tracin, "last": stored},
+            {"TracIn-WE": words_inputs, "last": last_inputs},
+        )
+    rows, _ = found["last"]
+    for got, given in zip(rows, last_inputs, strict=True):
+        if given is broken:
+            assert isinstance(got, Exception)
+            continue
+        assert torch.equal(got, stored.influence(given)[0])  # the first text's
+    words, _ = found["TracIn-WE"]
+    assert isinstance(words[2], Exception)
+    assert torch.equal(words[0], tracin.influence(two_batches)[0])
+    # Whole matrices (every text of the two-text batch), from the passes.
+    with model_lock(model):
+        words_pass = tracin.influence_pass(last_inputs)
+        last_pass = stored.influence_pass(last_inputs)
+        for loaded in tracin.checkpoint_pass():
+            watch = last_pass.watch()
+            words_pass.add(loaded, watch=watch)
+            last_pass.add(loaded, watch)
+    for got, given in zip(last_pass.results(), last_inputs, strict=True):
+        if given is broken:
+            assert isinstance(got, Exception)
+        else:
+            assert torch.equal(got, stored.influence(given))

@@ -166,3 +166,81 @@ def test_the_budget_is_checked(budget):
     error = ValueError if budget == -1 else TypeError
     with pytest.raises(error, match="budget_bytes"):
         ResidentCheckpoints(load_checkpoint_with_lr, budget)
+
+
+def test_only_the_packages_own_loaders_are_kept_by_the_explorer(bag):
+    # A custom loader may set more than the state dict (an attribute, a
+    # non-persistent buffer): replaying a kept state dict would skip that.
+    from captum_tracin_we._checkpoints.state_dict_loaders import loads_state_dict_only
+    from captum_tracin_we._checkpoints.trainer_runs import load_trainer_checkpoint
+
+    assert loads_state_dict_only(load_checkpoint_with_lr)
+    assert loads_state_dict_only(load_trainer_checkpoint)
+
+    def custom(model, path):
+        return load_checkpoint_with_lr(model, path)
+
+    assert not loads_state_dict_only(custom)
+
+
+class _WithExtraState(BagNet):
+    def get_extra_state(self):
+        return {"step": 1}
+
+    def set_extra_state(self, state):
+        self.step = state["step"]
+
+
+def test_a_model_with_extra_state_is_never_kept(bag):
+    _, _, _, _, tmp = bag
+    model = _WithExtraState()
+    path = os.path.join(tmp, "extra.pt")
+    torch.save({"model_state_dict": model.state_dict(), "learning_rate": 1.0}, path)
+    loader = ResidentCheckpoints(load_checkpoint_with_lr, 1 << 30)
+    loader(model, path)
+    loader(model, path)
+    assert loader.kept_count == 0 and loader.reads == 2
+
+
+def test_a_resized_tensor_is_loaded_not_replayed(bag):
+    # A kept checkpoint is replayed only onto tensors of its shapes; otherwise
+    # the loader runs and reports the mismatch, as without keeping.
+    from captum_tracin_we import CheckpointError
+
+    model, _, _, paths, _ = bag
+    loader = ResidentCheckpoints(load_checkpoint_with_lr, 1 << 30, model)
+    loader(model, paths[0])
+    with torch.no_grad():
+        model.fc.bias.set_(torch.zeros(5))
+    with pytest.raises(CheckpointError, match="does not fit"):
+        loader(model, paths[0])
+
+
+def test_a_budget_too_small_costs_no_copy(bag, monkeypatch):
+    model, _, _, paths, _ = bag
+    loader = ResidentCheckpoints(load_checkpoint_with_lr, 1)
+    clones = []
+    clone = torch.Tensor.clone
+
+    def counting(self, *args, **kwargs):
+        clones.append(1)
+        return clone(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "clone", counting)
+    for path in paths:
+        loader(model, path)
+    assert clones == [] and loader.kept_count == 0
+
+
+def test_a_checkpoint_rewritten_while_it_loads_is_an_error(bag):
+    from captum_tracin_we import CheckpointError
+
+    model, train, test, paths, _ = bag
+
+    def rewriting(target, path):
+        rate = load_checkpoint_with_lr(target, path)
+        torch.save(torch.load(path, weights_only=True), path)  # a save meanwhile
+        return rate
+
+    with pytest.raises(CheckpointError, match="changed on disk while it was loaded"):
+        TracInWE(model, train, paths, rewriting).influence(test)

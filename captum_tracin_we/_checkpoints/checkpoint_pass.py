@@ -21,7 +21,11 @@ import numpy as np
 import torch
 from torch.nn import Module
 
-from captum_tracin_we._checkpoints.checkpoints import checked_learning_rate
+from captum_tracin_we._checkpoints.checkpoints import (
+    checked_learning_rate,
+    checkpoint_name,
+)
+from captum_tracin_we._errors import CheckpointError
 
 LoadFunc = Callable[[Module, Any], Any]
 
@@ -150,10 +154,14 @@ def checkpoint_pass(
             key = checkpoint_file_key(checkpoint, load_func)
             before = _versions(model)
             rate = checked_learning_rate(load_func(model, checkpoint), checkpoint)
-            if key != checkpoint_file_key(checkpoint, load_func) or not _all_written(
-                model, before
-            ):
-                key = None  # the file changed while read, or the load was partial
+            if key is not None and key != checkpoint_file_key(checkpoint, load_func):
+                raise CheckpointError(
+                    f"Checkpoint {checkpoint_name(checkpoint)} changed on disk while "
+                    "it was loaded (is it being saved?), so the model may hold a mix "
+                    "of two versions. Run again once it is written."
+                )
+            if not _all_written(model, before):
+                key = None  # a partial load: its state is hashed every time
             _freeze(model)  # the loader may have changed modes or flags
             yield LoadedCheckpoint(position, checkpoint, rate, model, key)
 

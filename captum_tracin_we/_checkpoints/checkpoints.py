@@ -13,12 +13,14 @@ from torch import Tensor
 from torch.nn import Module
 
 from captum_tracin_we._checkpoints import trainer_runs
+from captum_tracin_we._checkpoints.state_dict_loaders import state_dict_loader
 from captum_tracin_we._checkpoints.torch_files import load_weights_file
 from captum_tracin_we._errors import CheckpointError
 
 _warned_bare_state_dict = False
 
 
+@state_dict_loader
 def load_checkpoint_with_lr(model: Module, path: str) -> float:
     r"""
     Loads a checkpoint into ``model`` in place and returns its learning rate.

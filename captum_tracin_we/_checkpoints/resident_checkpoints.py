@@ -50,6 +50,14 @@ class ResidentCheckpoints:
     kept ones get their own storage again, so a loader writing in place never
     changes a kept checkpoint.
 
+    Only a loader whose one effect on the model is ``load_state_dict``
+    should be wrapped (the package's own loaders, see
+    :func:`~captum_tracin_we._checkpoints.state_dict_loaders.loads_state_dict_only`):
+    a kept load restores the state dict's tensors and nothing else, and a
+    model with non-tensor extra state is never kept. Other tensors that view
+    a parameter's storage (not through the state dict) would keep viewing the
+    old storage.
+
     Another loader or an optimizer may load into the same model in between:
     a kept checkpoint whose tensors were written through the model (their
     version moved since this loader pointed the model at them) is dropped
@@ -61,9 +69,13 @@ class ResidentCheckpoints:
         load_func (Callable): The loader wrapped: ``load_func(model,
                     checkpoint)`` loads in place and returns the learning rate.
         budget_bytes (int): The most bytes kept in all, >= 0 (0 keeps none).
+        model (nn.Module, optional): The model it loads into. Default: None
+                    (the first model it is called with)
     """
 
-    def __init__(self, load_func: LoadFunc, budget_bytes: int) -> None:
+    def __init__(
+        self, load_func: LoadFunc, budget_bytes: int, model: Optional[Module] = None
+    ) -> None:
         if isinstance(budget_bytes, bool) or not isinstance(budget_bytes, int):
             raise TypeError(f"`budget_bytes` must be an int, got {budget_bytes!r}.")
         if budget_bytes < 0:
@@ -71,7 +83,9 @@ class ResidentCheckpoints:
         self.load_func = load_func
         self.budget_bytes = budget_bytes
         self._kept: Dict[str, _Kept] = {}
-        self._model: Optional[weakref.ref[Module]] = None
+        self._model: Optional[weakref.ref[Module]] = (
+            None if model is None else weakref.ref(model)
+        )
         self._pointed: List[Tuple[Tensor, int, str]] = []
         self.reads = 0  # loads that went through the wrapped loader
 
@@ -95,7 +109,7 @@ class ResidentCheckpoints:
         key = checkpoint_file_key(checkpoint, self.load_func)
         kept = self._kept.get(key[1]) if key is not None else None
         state = _tensors(model)
-        if kept is not None and kept.key == key and kept.tensors.keys() == state.keys():
+        if kept is not None and kept.key == key and _fits(state, kept.tensors):
             self._point(state, kept)
             return kept.rate
         if kept is not None:  # the file changed, or the model did
@@ -108,16 +122,17 @@ class ResidentCheckpoints:
         return rate
 
     def _keep(self, model: Module, key: Tuple[Any, ...], rate: Any) -> None:
+        everything = model.state_dict(keep_vars=True)
         state = _tensors(model)
+        if len(state) != len(everything):
+            return  # extra state that is not a tensor: only a load restores it
         if any(value.device.type != "cpu" for value in state.values()):
             return  # accelerator memory is kept for the model's own work
-        copies: Dict[int, Tensor] = {}  # tied tensors stay one tensor
-        for value in state.values():
-            if id(value) not in copies:
-                copies[id(value)] = value.detach().clone()
-        nbytes = sum(t.numel() * t.element_size() for t in copies.values())
+        distinct = {id(value): value for value in state.values()}  # tied: one
+        nbytes = sum(t.numel() * t.element_size() for t in distinct.values())
         if self.kept_bytes + nbytes > self.budget_bytes:
             return
+        copies = {i: value.detach().clone() for i, value in distinct.items()}
         tensors = {name: copies[id(value)] for name, value in state.items()}
         kept = self._kept[key[1]] = _Kept(key, rate, tensors, nbytes)
         self._point(state, kept)
@@ -151,6 +166,19 @@ class ResidentCheckpoints:
             for value in state.values():
                 if value.untyped_storage().data_ptr() in kept:
                     value.set_(value.detach().clone())
+
+
+def _fits(state: Dict[str, Tensor], kept: Dict[str, Tensor]) -> bool:
+    r"""Whether every tensor of the model has a kept tensor of its name with
+    the same shape, strides, dtype and device (else the checkpoint is loaded,
+    and a mismatch is the loader's to report)."""
+    return state.keys() == kept.keys() and all(
+        value.shape == kept[name].shape
+        and value.stride() == kept[name].stride()
+        and value.dtype == kept[name].dtype
+        and value.device == kept[name].device
+        for name, value in state.items()
+    )
 
 
 def _tensors(model: Module) -> Dict[str, Tensor]:

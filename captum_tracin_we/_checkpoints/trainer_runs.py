@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch.nn import Module
 
-from captum_tracin_we._checkpoints.torch_files import load_weights_file
+from captum_tracin_we._checkpoints.state_dict_loaders import state_dict_loader
 from captum_tracin_we._errors import CheckpointError
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -239,6 +239,7 @@ def check_one_run(checkpoints: List[str]) -> None:
         previous = history
 
 
+@state_dict_loader
 def load_trainer_checkpoint(model: Module, checkpoint_dir: str) -> float:
     r"""
     Loads a Trainer (or ``save_pretrained``) checkpoint folder into ``model``
@@ -325,7 +326,7 @@ def _read_file(path: str, folder: Optional[str] = None) -> Dict[str, torch.Tenso
                 f"Cannot read {path!r}: {type(error).__name__}: {str(error)[:200]}."
             ) from None
     try:
-        return load_weights_file(path)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise CheckpointError(
             f"Cannot read {path!r} with torch.load(weights_only=True): "

@@ -11,6 +11,7 @@ import warnings
 from typing import Any, Callable, Dict, List, Optional
 
 from captum_tracin_we._checkpoints.resident_checkpoints import ResidentCheckpoints
+from captum_tracin_we._checkpoints.state_dict_loaders import loads_state_dict_only
 from captum_tracin_we._explorer.batch_bounds import (
     DEFAULT_KEEP_CHECKPOINTS_GIB,
     DEFAULT_MAX_BATCH,
@@ -85,22 +86,23 @@ def build_explorer(
     ``max_batch`` and ``max_wait`` (see :class:`Explorer`).
 
     ``tracin`` must be the explorer's own (a model copy, or one loaded for
-    it): its checkpoint loader is wrapped in a
-    :class:`ResidentCheckpoints`, so each checkpoint is read from disk once
-    and kept in memory, up to ``keep_checkpoints_gib`` GiB in all (0 keeps
-    none); later queries point the model at the kept weights instead of
-    reading and copying them.
+    it): its checkpoint loader, when it is one of the package's own (which
+    only load a state dict), is wrapped in a :class:`ResidentCheckpoints`, so
+    each checkpoint is read from disk once and kept in memory, up to
+    ``keep_checkpoints_gib`` GiB in all (0 keeps none); later queries point
+    the model at the kept weights instead of reading and copying them. A
+    custom loader is used as given.
 
     Returns:
         explorer (Explorer): Ready to answer queries and to be served.
     """
     budget = checked_keep_checkpoints_gib(keep_checkpoints_gib)
     load = tracin.checkpoints_load_func
-    if isinstance(load, ResidentCheckpoints):  # bound to the model it first saw
+    if isinstance(load, ResidentCheckpoints):  # bound to another model
         load = load.load_func
-    tracin.checkpoints_load_func = (
-        ResidentCheckpoints(load, int(budget * 2**30)) if budget > 0 else load
-    )
+    if budget > 0 and loads_state_dict_only(load):
+        load = ResidentCheckpoints(load, int(budget * 2**30), tracin.model)
+    tracin.checkpoints_load_func = load
     explorer = Explorer(
         tracin,
         tokenizer,

@@ -14,6 +14,7 @@ from typing import Any, Callable, List, Optional
 from torch.nn import Module
 
 from captum_tracin_we._checkpoints import trainer_runs
+from captum_tracin_we._checkpoints.state_dict_loaders import state_dict_loader
 from captum_tracin_we._errors import CheckpointError
 from captum_tracin_we._files.atomic_files import write_files
 
@@ -156,6 +157,7 @@ def load_model_folder(
     return ModelFolder(model, tokenizer, checkpoints, load_func, description, length)
 
 
+@state_dict_loader
 def _load_with_unit_rate(model: Module, folder: str) -> float:
     trainer_runs.load_weights(model, folder)
     return 1.0
