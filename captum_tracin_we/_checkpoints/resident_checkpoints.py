@@ -46,9 +46,9 @@ class ResidentCheckpoints:
     Checkpoints that would take the kept total over ``budget_bytes``, models
     with any tensor off the CPU (accelerator memory is left to the model's
     own work), and loads into any other model than the first one, go through
-    the wrapped loader as before; before such a load, tensors of the model that point at
-    kept ones get their own storage again, so a loader writing in place never
-    changes a kept checkpoint.
+    the wrapped loader as before; before such a load, tensors of the model
+    that point at kept ones get their own storage again, so a loader writing
+    in place never changes a kept checkpoint.
 
     Only a loader whose one effect on the model is ``load_state_dict``
     should be wrapped (the package's own loaders, see
@@ -123,7 +123,7 @@ class ResidentCheckpoints:
 
     def _keep(self, model: Module, key: Tuple[Any, ...], rate: Any) -> None:
         everything = model.state_dict(keep_vars=True)
-        state = _tensors(model)
+        state = {n: v for n, v in everything.items() if isinstance(v, Tensor)}
         if len(state) != len(everything):
             return  # extra state that is not a tensor: only a load restores it
         if any(value.device.type != "cpu" for value in state.values()):
